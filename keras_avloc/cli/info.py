@@ -1,0 +1,64 @@
+"""`avloc info`: versions, CPU features and whether bf16 mixed precision is worth using."""
+
+import importlib
+import platform
+
+from keras_avloc import __version__
+from keras_avloc.cli import ExampleFormatter
+
+PACKAGES = ["tensorflow", "keras", "numpy", "scipy", "librosa", "soundfile", "cv2", "av", "yt_dlp", "torch"]
+CPU_FLAGS = ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+
+
+def register(subparsers):
+    parser = subparsers.add_parser(
+        "info",
+        help="print versions, CPU features and bf16 support",
+        formatter_class=ExampleFormatter,
+        epilog="Examples:\n  avloc info\n  avloc info --no-tf   # skip importing TensorFlow",
+    )
+    parser.add_argument("--no-tf", action="store_true", help="do not import TensorFlow (fast)")
+    parser.set_defaults(func=run)
+
+
+def cpu_flags(cpuinfo_path="/proc/cpuinfo"):
+    """Returns {flag: bool} for the CPU features that matter for TensorFlow speed."""
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return {flag: flag in present for flag in CPU_FLAGS}
+    except OSError:
+        pass
+    return {flag: None for flag in CPU_FLAGS}
+
+
+def package_versions(names=PACKAGES):
+    versions = {}
+    for name in names:
+        try:
+            module = importlib.import_module(name)
+            versions[name] = getattr(module, "__version__", "?")
+        except Exception:  # an optional package missing or broken: report, never fail
+            versions[name] = None
+    return versions
+
+
+def bf16_usable():
+    """True when this CPU has native bf16 (AMX or AVX512-BF16) so `--mixed-precision bf16` pays off."""
+    flags = cpu_flags()
+    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
+
+
+def run(args):
+    print(f"keras-avloc {__version__}")
+    print(f"python      {platform.python_version()} ({platform.machine()}, {platform.system()})")
+    names = [n for n in PACKAGES if not (args.no_tf and n in ("tensorflow", "keras"))]
+    for name, version in package_versions(names).items():
+        print(f"{name:<11} {version or 'not installed'}")
+    flags = cpu_flags()
+    print("cpu flags   " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
+    native = bf16_usable()
+    print(f"bf16        {'native (use --mixed-precision bf16 for speed)' if native else 'emulated (keep fp32)'}")
+    return 0

@@ -1,0 +1,12 @@
+"""`avloc localize` (placeholder until its issue lands)."""
+
+from keras_avloc.cli import CliError
+
+
+def register(subparsers):
+    parser = subparsers.add_parser("localize", help="(not implemented yet)")
+    parser.set_defaults(func=run)
+
+
+def run(args):
+    raise CliError("not implemented yet")

@@ -1,0 +1,21 @@
+from setuptools import find_packages, setup
+
+with open("requirements.txt") as f:
+    install_requires = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+
+setup(
+    name="keras-avloc",
+    version="0.1.0",
+    description="Self-supervised audio-visual sound-source localisation (LVS, EZ-VSL, AVGN, ...) in Keras 3",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["keras_avloc", "keras_avloc.*"]),
+    python_requires=">=3.10,<3.12",
+    install_requires=install_requires,
+    extras_require={
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "scikit-learn>=1.4"],
+        # Only for weight conversion and cross-checks; pinned because an unpinned torch pulls a CUDA build.
+        "torch": ["torch==2.13.0"],
+    },
+    entry_points={"console_scripts": ["avloc=keras_avloc.cli:main"]},
+)
