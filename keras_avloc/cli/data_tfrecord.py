@@ -1,12 +1,50 @@
-"""`avloc data to-tfrecord` (placeholder until its issue lands)."""
+"""`avloc data to-tfrecord ROOT OUT_DIR [--split S] [--shards N]`: pack a split into TFRecord shards."""
 
-from keras_avloc.cli import CliError
+import os
+
+from keras_avloc.cli import CliError, ExampleFormatter
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("to-tfrecord", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "to-tfrecord",
+        help="pack a dataset split into TFRecord shards (large datasets, multi-worker input)",
+        description="Converts ROOT/<split>.json (frames/*.jpg + audio/*.wav, or video/*.mp4) into "
+        "OUT_DIR/<split>-SSSSS-of-NNNNN.tfrecord shards plus OUT_DIR/<split>.meta.json. Bad clips are "
+        "skipped and listed unless --strict is given. Read the shards with "
+        "make_dataset(..., tfrecord_dir=OUT_DIR).",
+        formatter_class=ExampleFormatter,
+        epilog="Examples:\n  avloc data to-tfrecord datasets/vggss shards/vggss --split train --shards 64\n"
+        "  avloc data to-tfrecord datasets/mine shards/mine --split test --shards 1 --strict",
+    )
+    parser.add_argument("root", metavar="ROOT", help="dataset folder in the keras-avloc layout (see data/README.md)")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the shards (created)")
+    parser.add_argument("--split", default="train", help="split to convert, i.e. ROOT/<split>.json (default: train)")
+    parser.add_argument("--shards", type=int, default=8, help="number of shard files (default: 8)")
+    parser.add_argument("--strict", action="store_true", help="stop at the first bad clip instead of skipping it")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    raise CliError("not implemented yet")
+    from keras_avloc.data.annotations import AnnotationError
+
+    if not os.path.isdir(args.root):
+        raise CliError(f"{args.root}: no such dataset folder; pass the folder holding frames/, audio/ and <split>.json")
+    if args.shards < 1:
+        raise CliError(f"--shards must be at least 1, got {args.shards}")
+    from keras_avloc.data.media import MediaError
+    from keras_avloc.data.tfrecord import write_tfrecords
+
+    try:
+        result = write_tfrecords(args.root, args.out_dir, split=args.split, shards=args.shards,
+                                 on_error="raise" if args.strict else "skip")
+    except AnnotationError as err:
+        raise CliError(str(err)) from None
+    except MediaError as err:
+        raise CliError(f"{err} (or drop --strict to skip bad clips)") from None
+    print(f"wrote {result['written']} clips to {len(result['shards'])} shards in {args.out_dir} ({result['meta']})")
+    if result["skipped"]:
+        print(f"skipped {len(result['skipped'])} bad clip(s):")
+        for file_id, reason in result["skipped"][:20]:
+            print(f"  {file_id}: {reason}")
+    return 0

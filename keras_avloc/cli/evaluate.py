@@ -1,12 +1,97 @@
-"""`avloc evaluate` (placeholder until its issue lands)."""
+"""`avloc evaluate`: score a checkpoint or saved heatmaps with the published protocols."""
 
-from keras_avloc.cli import CliError
+import os
+
+from keras_avloc.cli import CliError, ExampleFormatter
+
+PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet"]
+
+EPILOG = """Examples:
+  # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
+  avloc evaluate --heatmaps maps.npz --data data/vggss --out runs/eval --baselines
+
+  # evaluate a trained model on Flickr-SoundNet
+  avloc evaluate --checkpoint runs/ezvsl/model.keras --data data/flickr --protocol flickr --out runs/flickr
+
+  # synthetic stamps with silent / off-screen samples (adds SLAVC's AP, max-F1, precision)
+  avloc evaluate --checkpoint model.keras --data data/stamps --protocol stamps --out runs/stamps
+
+Outputs in --out: metrics.json (model + baselines), success_curve.png, best_worst.png.
+"""
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("evaluate", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="compute cIoU@0.5 / AUC (and protocol extras) for a model or saved heatmaps",
+        description="Evaluate sound-source localisation exactly as the official evaluators do.",
+        formatter_class=ExampleFormatter,
+        epilog=EPILOG,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="a saved model (.keras) to run over the split")
+    source.add_argument("--heatmaps", help="an .npz with `files` (str [N]) and `heatmaps` ([N, h, w])")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root holding <split>.json")
+    parser.add_argument("--split", default="test", help="annotation split (ROOT/<split>.json); default test")
+    parser.add_argument("--protocol", default="vggss", choices=PROTOCOL_CHOICES, help="evaluation protocol")
+    parser.add_argument("--baselines", action="store_true", help="also score centre prior, random and objectness")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size when running a checkpoint")
+    parser.add_argument(
+        "--resize",
+        default="align_corners",
+        choices=["align_corners", "half_pixel"],
+        help="heatmap upsampling: align_corners (EZ-VSL/SLAVC, default) or half_pixel (LVS/OpenCV)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    raise CliError("not implemented yet")
+    from keras_avloc.metrics import report
+
+    if not os.path.isdir(args.data):
+        raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
+    split_file = os.path.join(args.data, f"{args.split}.json")
+    if not os.path.isfile(split_file):
+        raise CliError(f"{split_file} not found; pick an existing split with --split or build the dataset first.")
+    try:
+        if args.heatmaps:
+            metrics = report.evaluate_heatmaps(
+                args.heatmaps,
+                args.data,
+                split=args.split,
+                protocol=args.protocol,
+                out_dir=args.out,
+                baselines=args.baselines,
+                resize=args.resize,
+                progress=not args.no_progress,
+            )
+        else:
+            if not os.path.isfile(args.checkpoint):
+                raise CliError(f"checkpoint {args.checkpoint} not found; pass the .keras file written by `avloc train`.")
+            from keras_avloc.models import load_model
+
+            model = load_model(args.checkpoint)
+            metrics = report.evaluate_model(
+                model,
+                args.data,
+                split=args.split,
+                protocol=args.protocol,
+                out_dir=args.out,
+                batch_size=args.batch_size,
+                baselines=args.baselines,
+                resize=args.resize,
+                progress=not args.no_progress,
+            )
+    except (FileNotFoundError, ValueError) as err:
+        raise CliError(str(err)) from err
+    print(metrics["table"])
+    skipped = metrics.get("skipped") or {}
+    if skipped.get("heatmaps_without_record") or skipped.get("records_without_heatmap"):
+        print(
+            f"skipped: {skipped['heatmaps_without_record']} heatmaps without a record, "
+            f"{skipped['records_without_heatmap']} records without a heatmap"
+        )
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0

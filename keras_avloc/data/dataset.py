@@ -1,0 +1,472 @@
+"""The tf.data input pipeline: `make_dataset(root, split, ...)` -> batches of `(x, y)` for `model.fit`.
+
+Decoding (jpg/png/wav/mp4 via `keras_avloc.data.media`) and the image geometry run in parallel Python workers
+(`num_parallel_calls=AUTOTUNE`; PIL, libsndfile and FFmpeg release the GIL); ImageNet normalisation and the
+spectrogram front-end then run in graph with `tf.signal` on the whole batch, and batches are prefetched.
+"""
+
+import logging
+import os
+import threading
+import warnings
+
+import numpy as np
+
+from keras_avloc.data import annotations as annotations_lib
+from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+TRAIN_RESIZE_FACTOR = 1.1  # train: resize the short side to int(1.1 * size), then RandomCrop(size) (LVS, EZ-VSL)
+
+logger = logging.getLogger(__name__)
+
+
+def _media():
+    from keras_avloc.data import media
+
+    return media
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Skipped-sample accounting
+
+
+class SkipCounter:
+    """Counts samples dropped under `on_error="skip"`; thread-safe. Available as `dataset.skipped`.
+
+    Attributes:
+        count: samples skipped since the dataset was built (all epochs).
+        epoch_count: samples skipped in the current pass.
+        reasons: `{file: reason}` for every skipped file (last reason wins).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.count = 0
+        self.epoch_count = 0
+        self.reasons = {}
+
+    def add(self, file, reason):
+        with self._lock:
+            self.count += 1
+            self.epoch_count += 1
+            self.reasons[file] = reason
+
+    def end_epoch(self):
+        """Warns once per pass when samples were skipped, then resets `epoch_count`. Returns that count."""
+        with self._lock:
+            skipped, self.epoch_count = self.epoch_count, 0
+        if skipped:
+            examples = "; ".join(f"{reason}" for reason in list(self.reasons.values())[-3:])
+            warnings.warn(
+                f"keras_avloc.data: skipped {skipped} bad sample(s) in this pass ({self.count} in total), e.g. {examples}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        return skipped
+
+    def __int__(self):
+        return self.count
+
+    def __repr__(self):
+        return f"SkipCounter(count={self.count})"
+
+
+def SkipReport(counter):
+    """A Keras callback logging the skipped-sample count into `logs["skipped"]` at the end of every epoch."""
+    import keras
+
+    class _SkipReport(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["skipped"] = float(counter.count)
+
+    return _SkipReport()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure numpy sample preparation (shared by the folder reader and the TFRecord reader)
+
+
+def center_crop_wave(wave, sample_rate, clip_seconds):
+    """EZ-VSL clip selection: start = max(duration/2 - clip/2, 0); shorter waves are tiled; clipped to [-1, 1].
+
+    Args:
+        wave: float32 [T] mono wave.
+        sample_rate: its rate.
+        clip_seconds: output length in seconds.
+
+    Returns:
+        float32 [int(sample_rate * clip_seconds)].
+    """
+    length = int(round(sample_rate * clip_seconds))
+    duration = wave.shape[0] / float(sample_rate)
+    start = int(max(duration / 2.0 - clip_seconds / 2.0, 0.0) * sample_rate)
+    clip = wave[start : start + length]
+    if clip.shape[0] < length:
+        clip = np.tile(clip, int(length / clip.shape[0]) + 1)
+    return np.clip(clip[:length], -1.0, 1.0).astype(np.float32)
+
+
+def _resize(image, width, height, resample):
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((width, height), resample))
+
+
+class _Geometry:
+    """Resize to (resized_w, resized_h), crop `size` at (left, top), optional horizontal flip."""
+
+    def __init__(self, width, height, size, mode, training, rng):
+        self.size = size
+        if training:
+            short = int(size * TRAIN_RESIZE_FACTOR)
+            self.resized = _short_side(width, height, short)
+            self.left = int(rng.integers(0, self.resized[0] - size + 1))
+            self.top = int(rng.integers(0, self.resized[1] - size + 1))
+            self.flip = bool(rng.random() < 0.5)
+        elif mode == "squash":
+            self.resized, self.left, self.top, self.flip = (size, size), 0, 0, False
+        elif mode == "crop":
+            self.resized = _short_side(width, height, size)
+            # torchvision CenterCrop rounding.
+            self.left = int(round((self.resized[0] - size) / 2.0))
+            self.top = int(round((self.resized[1] - size) / 2.0))
+            self.flip = False
+        else:
+            raise ValueError(f"image_mode must be 'crop' or 'squash', got {mode!r}")
+
+    def apply(self, array, resample):
+        if (array.shape[1], array.shape[0]) != self.resized:
+            array = _resize(array, self.resized[0], self.resized[1], resample)
+        array = array[self.top : self.top + self.size, self.left : self.left + self.size]
+        return array[:, ::-1] if self.flip else array
+
+    def boxes(self, boxes):
+        """Normalised source corners -> normalised output corners (clipped to [0, 1])."""
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        if boxes.shape[0] == 0:
+            return boxes
+        width, height = self.resized
+        x = (boxes[:, [0, 2]] * width - self.left) / self.size
+        y = (boxes[:, [1, 3]] * height - self.top) / self.size
+        if self.flip:
+            x = 1.0 - x[:, ::-1]
+        return np.clip(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1), 0.0, 1.0)
+
+
+def _short_side(width, height, short):
+    """torchvision `Resize(int)` output size: the short side becomes `short`, the long side is truncated."""
+    if width <= height:
+        return short, int(short * height / width)
+    return int(short * width / height), short
+
+
+def _gt_map(geometry, boxes, mask_path, consensus):
+    from PIL import Image
+
+    size = geometry.size
+    if mask_path is not None and not isinstance(mask_path, str):  # encoded PNG bytes (TFRecord input)
+        mask = _decode_image_bytes(mask_path, "mask")[..., 0]
+        return (geometry.apply(mask, Image.NEAREST) > 127).astype(np.float32)
+    if mask_path:
+        mask = _media().read_image(mask_path)[..., 0]
+        mask = geometry.apply(mask, Image.NEAREST)
+        return (mask > 127).astype(np.float32)
+    if boxes is None or len(boxes) == 0:
+        return np.zeros([size, size], np.float32)
+    return annotations_lib.render_box_map(geometry.boxes(boxes), size, consensus=consensus)
+
+
+class SampleLoader:
+    """Loads one record into numpy arrays: uint8 image [S, S, 3], float32 wave, gt map(s), labels.
+
+    Media come from the record's `image`/`audio` paths, falling back to the `video` mp4 (middle frame and its
+    audio track through PyAV) when the jpg or wav is missing. `image_bytes`/`wave` may be given directly
+    (TFRecord input).
+    """
+
+    def __init__(self, records, class_list, image_size=224, clip_seconds=3.0, sample_rate=16000,
+                 image_mode="squash", training=False, mix_sources=0):
+        self.records = records
+        self.class_index = {name: position for position, name in enumerate(class_list)}
+        self.image_size = int(image_size)
+        self.clip_seconds = float(clip_seconds)
+        self.sample_rate = int(sample_rate)
+        self.image_mode = image_mode
+        self.training = training
+        self.mix_sources = int(mix_sources)
+        if self.mix_sources not in (0, 1, 2):
+            raise ValueError(f"mix_sources must be 0 or 2, got {mix_sources}")
+        self._by_class = {}
+        for position, record in enumerate(records):
+            self._by_class.setdefault(record.get("class", ""), []).append(position)
+
+    def label(self, name):
+        return self.class_index.get(name or "", -1)
+
+    def image(self, record, image_bytes=None):
+        media = _media()
+        if image_bytes is not None and len(image_bytes):
+            return _decode_image_bytes(image_bytes, record["file"])
+        path = record.get("image")
+        if path and os.path.exists(path):
+            return media.read_image(path)
+        video = record.get("video")
+        if video and os.path.exists(video):
+            return media.middle_frame(video)
+        raise media.MediaError(f"{path}: image file does not exist (nor does {video}); re-extract the clip")
+
+    def wave(self, record):
+        media = _media()
+        path = record.get("audio")
+        if path and os.path.exists(path):
+            source = path
+        elif record.get("video") and os.path.exists(record["video"]):
+            source = record["video"]
+        else:
+            raise media.MediaError(f"{path}: audio file does not exist (nor does {record.get('video')}); "
+                                   "re-extract the clip")
+        return center_crop_wave(media.read_audio(source, self.sample_rate), self.sample_rate, self.clip_seconds)
+
+    def partner(self, position, rng):
+        """The record mixed with `position`: a different class; random when training, else the next one."""
+        own = self.records[position].get("class", "")
+        count = len(self.records)
+        if self.training:
+            for _ in range(16):
+                other = int(rng.integers(0, count))
+                if self.records[other].get("class", "") != own:
+                    return other
+        for step in range(1, count):
+            other = (position + step) % count
+            if self.records[other].get("class", "") != own:
+                return other
+        raise ValueError("mix_sources=2 needs at least two classes in the split")
+
+    def load(self, position, seed=0, image_bytes=None, wave=None):
+        """Returns a dict of numpy arrays for record `position` (raises MediaError on bad input)."""
+        return self.load_record(self.records[position], position, seed, image_bytes, wave)
+
+    def load_record(self, record, position, seed=0, image_bytes=None, wave=None):
+        """As `load`, for a record given directly (e.g. parsed from a TFRecord)."""
+        from PIL import Image
+
+        rng = np.random.default_rng(seed)
+        image = self.image(record, image_bytes)
+        geometry = _Geometry(image.shape[1], image.shape[0], self.image_size, self.image_mode, self.training, rng)
+        image = np.ascontiguousarray(geometry.apply(image, Image.BICUBIC))
+        if wave is None:
+            wave = self.wave(record)
+        else:
+            wave = center_crop_wave(wave, self.sample_rate, self.clip_seconds)
+        consensus = record.get("gt") == "consensus"
+        gt_map = _gt_map(geometry, record.get("boxes"), record.get("mask"), consensus)
+        sample = {"image": image, "wave": wave, "gt_map": np.ascontiguousarray(gt_map),
+                  "label": np.int32(self.label(record.get("class"))), "index": np.int32(position)}
+        if self.mix_sources == 2:
+            sources = record.get("sources") or []
+            if len(sources) >= 2:  # an annotated mixture: its audio already holds both sources
+                chosen = sources[:2]
+            else:
+                other = self.records[self.partner(position, rng)]
+                sample["wave"] = (wave + self.wave(other)).astype(np.float32)
+                chosen = [record, other]
+            sample["labels"] = np.asarray([self.label(s.get("class")) for s in chosen], np.int32)
+            sample["gt_maps"] = np.stack(
+                [_gt_map(geometry, s.get("boxes"), s.get("mask"), consensus) for s in chosen]
+            ).astype(np.float32)
+        return sample
+
+
+def _decode_image_bytes(data, name):
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise _media().MediaError(f"{name}: corrupt or truncated image ({err})") from err
+
+
+# ---------------------------------------------------------------------------------------------------------
+# tf.data assembly
+
+
+def _output_signature(loader):
+    size, length = loader.image_size, int(round(loader.sample_rate * loader.clip_seconds))
+    spec = [("image", "uint8", [size, size, 3]), ("wave", "float32", [length]), ("gt_map", "float32", [size, size]),
+            ("label", "int32", []), ("index", "int32", [])]
+    if loader.mix_sources == 2:
+        spec += [("labels", "int32", [2]), ("gt_maps", "float32", [2, size, size])]
+    return spec
+
+
+def build_pipeline(tf, positions, loader, fetch, frontend, batch_size, on_error, skipped, drop_remainder,
+                   training, shuffle, seed, repeat_sentinel=True):
+    """Shared assembly: `positions` is a dataset of element keys; `fetch(key, seed)` (a tf function) returns
+    the per-sample tensors in `_output_signature` order plus an `ok` flag."""
+    spec = _output_signature(loader)
+    seeds = tf.data.Dataset.random(seed=seed).map(lambda value: value % (2**31 - 1))
+    positions = tf.data.Dataset.zip((positions, seeds))
+    samples = positions.map(fetch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    if on_error == "skip":
+        index_position = [name for name, _, _ in spec].index("index")
+
+        def report_end_of_pass(*values):
+            is_sentinel = tf.equal(values[index_position], -1)
+
+            def report():
+                return tf.py_function(lambda: np.int32(skipped.end_epoch()), [], tf.int32) >= 0
+
+            done = tf.cond(is_sentinel, report, lambda: tf.constant(False))
+            return (*values[:-1], tf.logical_and(values[-1], tf.logical_not(done)))
+
+        samples = samples.map(report_end_of_pass).filter(lambda *values: values[-1])
+
+    def to_dicts(*values):
+        named = {name: value for (name, _, _), value in zip(spec, values)}
+        for name, dtype, shape in spec:
+            named[name] = tf.ensure_shape(named[name], shape)
+        return named
+
+    samples = samples.map(to_dicts)
+    batches = samples.batch(batch_size, drop_remainder=drop_remainder)
+    mean = tf.constant(IMAGENET_MEAN, tf.float32)
+    std = tf.constant(IMAGENET_STD, tf.float32)
+
+    def finish(batch):
+        image = (tf.cast(batch["image"], tf.float32) / 255.0 - mean) / std
+        x = {"image": image, "audio": frontend(batch["wave"])}
+        y = {"gt_map": batch["gt_map"], "label": batch["label"], "index": batch["index"]}
+        if "labels" in batch:
+            y["labels"] = batch["labels"]
+            y["gt_maps"] = batch["gt_maps"]
+        return x, y
+
+    return batches.map(finish, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def _numpy_fetch(tf, loader, on_error, skipped, spec):
+    """A tf-callable wrapping `loader.load` with error handling; returns (*tensors, ok)."""
+    size, length = loader.image_size, int(round(loader.sample_rate * loader.clip_seconds))
+    empty = {"image": np.zeros([size, size, 3], np.uint8), "wave": np.zeros([length], np.float32),
+             "gt_map": np.zeros([size, size], np.float32), "label": np.int32(-1), "index": np.int32(-1),
+             "labels": np.full([2], -1, np.int32), "gt_maps": np.zeros([2, size, size], np.float32)}
+    media_error = _media().MediaError
+
+    def load(position, seed):
+        position = int(position)
+        if position < 0:  # end-of-pass sentinel
+            return [empty[name] for name, _, _ in spec] + [np.bool_(True)]
+        try:
+            sample = loader.load(position, int(seed))
+        except (media_error, annotations_lib.AnnotationError, OSError, ValueError, RuntimeError) as err:
+            if on_error != "skip":
+                raise
+            skipped.add(loader.records[position]["file"], str(err))
+            logger.warning("skipping %s: %s", loader.records[position]["file"], err)
+            return [empty[name] for name, _, _ in spec] + [np.bool_(False)]
+        return [sample[name] for name, _, _ in spec] + [np.bool_(True)]
+
+    dtypes = [getattr(tf, dtype) for _, dtype, _ in spec] + [tf.bool]
+
+    def fetch(position, seed):
+        return tuple(tf.numpy_function(load, [position, seed], dtypes, stateful=True))
+
+    return fetch
+
+
+def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_seconds=3.0, training=False,
+                 batch_size=16, mix_sources=0, on_error="raise", shuffle=None, drop_remainder=False,
+                 image_mode="squash", seed=None, repeat=False, class_list=None, tfrecord_dir=None,
+                 num_shards=None, shard_index=None, records=None):
+    """Builds the `tf.data.Dataset` of `(x, y)` batches for one split of a dataset in the keras-avloc layout.
+
+    Args:
+        root: dataset folder (`frames/`, `audio/`, optional `video/`, `masks/`, `<split>.json`), or a flat
+            folder of `image_NN.jpg` + `audio_NN.wav`.
+        split: split name; its records come from `load_split(root, split)`.
+        frontend: "lvs" (default), "csol", "avsa", or a callable mapping float32 [B, T] waves to features.
+        image_size: output side S.
+        clip_seconds: audio clip length, centred in the file (EZ-VSL), tiled if shorter.
+        training: random crop (resize short side to 1.1 S, RandomCrop S) + horizontal flip (gt map flipped
+            too), shuffling, and random mixture partners.
+        batch_size: batch size.
+        mix_sources: 0, or 2 to add a second source of a different class to the audio (deterministic partner
+            when not training) and return `y["labels"]` [B, 2] and `y["gt_maps"]` [B, 2, S, S]. The second
+            source's map is its annotation placed in the shown frame; annotated mixtures (records with two
+            `sources`) keep their own audio and per-source maps.
+        on_error: "raise" (error naming the file) or "skip" (drop the sample, count it in
+            `dataset.skipped`, warn at the end of each pass).
+        shuffle: shuffle the records each epoch (default: `training`).
+        drop_remainder: drop the last incomplete batch.
+        image_mode: test-time geometry: "squash" (resize to S x S, EZ-VSL) or "crop" (short side to S, centre
+            crop, LVS).
+        seed: seed for shuffling and augmentation.
+        repeat: repeat forever (each pass still reports its skipped count).
+        class_list: class vocabulary for `label` (default `annotations.class_names(root)`).
+        tfrecord_dir: read shards written by `write_tfrecords` from this folder instead of the media files.
+        num_shards, shard_index: with `tfrecord_dir`, read only every `num_shards`-th shard file starting at
+            `shard_index` (multi-worker input).
+        records: use these records instead of `load_split(root, split)`.
+
+    Returns:
+        `tf.data.Dataset` of `(x, y)`: x = {"image": float32 [B, S, S, 3] ImageNet-normalised,
+        "audio": front-end output, e.g. float32 [B, 257, F, 1] for "lvs"}; y = {"gt_map": float32 [B, S, S],
+        "label": int32 [B] (-1 unknown), "index": int32 [B]}. The dataset has a `skipped` attribute
+        (`SkipCounter`).
+
+    Example:
+    >>> dataset = make_dataset("datasets/mine", "test", batch_size=8)
+    >>> x, y = next(iter(dataset))
+    >>> x["audio"].shape
+    TensorShape([8, 257, 200, 1])
+    """
+    import tensorflow as tf
+
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if tfrecord_dir is not None:
+        from keras_avloc.data.tfrecord import make_tfrecord_dataset
+
+        return make_tfrecord_dataset(
+            tfrecord_dir, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
+            training=training, batch_size=batch_size, on_error=on_error, shuffle=shuffle,
+            drop_remainder=drop_remainder, image_mode=image_mode, seed=seed, repeat=repeat,
+            num_shards=num_shards, shard_index=shard_index, mix_sources=mix_sources,
+        )
+    if records is None:
+        records = annotations_lib.load_split(root, split)
+    if not records:
+        raise annotations_lib.AnnotationError(f"{annotations_lib.split_path(root, split)}: the split has no entries")
+    if class_list is None:
+        class_list = annotations_lib.class_names(root, records)
+    frontend_name = frontend if isinstance(frontend, str) else None
+    sample_rate = FRONTEND_SAMPLE_RATES.get(frontend_name, 16000)
+    frontend_fn = get_frontend(frontend)
+    loader = SampleLoader(records, class_list, image_size, clip_seconds, sample_rate, image_mode, training,
+                          mix_sources)
+    skipped = SkipCounter()
+    spec = _output_signature(loader)
+    fetch = _numpy_fetch(tf, loader, on_error, skipped, spec)
+
+    shuffle = training if shuffle is None else shuffle
+    positions = tf.data.Dataset.range(len(records))
+    if shuffle:
+        positions = positions.shuffle(len(records), seed=seed, reshuffle_each_iteration=True)
+    if on_error == "skip":
+        positions = positions.concatenate(tf.data.Dataset.from_tensors(tf.constant(-1, tf.int64)))
+    if repeat:
+        positions = positions.repeat()
+    dataset = build_pipeline(tf, positions, loader, fetch, frontend_fn, batch_size, on_error, skipped,
+                             drop_remainder, training, shuffle, seed)
+    dataset.skipped = skipped
+    dataset.records = records
+    dataset.class_list = list(class_list)
+    return dataset

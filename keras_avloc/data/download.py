@@ -1,0 +1,616 @@
+"""Resumable VGGSound / VGG-SS clip downloader and local video extraction.
+
+One implementation behind `avloc download`, `tools/vggss_dl.py` and `avloc data extract`.
+
+For every clip id `<ytid>_<start6>` the section [start, start + 10 s] is fetched with yt-dlp's Python
+API (`download_ranges` + `force_keyframes_at_cuts`, ffmpeg does the cutting) into a private work
+folder, then written into the dataset layout with `keras_avloc.data.media.extract_clip`:
+    ROOT/frames/<id>.jpg, ROOT/audio/<id>.wav (16 kHz mono PCM16)[, ROOT/video/<id>.mp4]
+Outputs are written atomically, so a crash or `kill -9` loses at most the clips in flight; a re-run
+skips finished clips and removes the temporaries of dead runs. Unavailable videos (about a fifth of
+VGGSound is gone from YouTube) are listed with their reason in ROOT/missing.json.
+
+Example:
+    >>> summary = download_clips("vggss.json", "datasets/vggss", workers=4)  # doctest: +SKIP
+    >>> summary["done"], summary["skipped"], summary["missing"]  # doctest: +SKIP
+"""
+
+import argparse
+import concurrent.futures
+import contextlib
+import csv
+import json
+import os
+import random
+import re
+import shutil
+import sys
+import threading
+import time
+
+from keras_avloc.cli.download import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
+from keras_avloc.data import media
+
+YOUTUBE_ID_PATTERN = r"[A-Za-z0-9_-]{11}"
+CLIP_ID = re.compile(rf"({YOUTUBE_ID_PATTERN})_(\d{{6}})")  # always used with fullmatch
+YOUTUBE_ID = re.compile(YOUTUBE_ID_PATTERN)
+CLIP_SECONDS = 10.0
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".flv")
+PARTIAL_DIR = ".partial"
+INVALID_ID = "invalid clip id {!r}: expected <11-character YouTube id>_<6-digit start>"
+
+# Lower-case fragments of yt-dlp / extraction errors that will not go away by retrying.
+PERMANENT_ERRORS = (
+    "video unavailable",
+    "private video",
+    "has been removed",
+    "been terminated",
+    "no longer available",
+    "is not available",
+    "not available in your country",
+    "copyright",
+    "confirm your age",
+    "members-only",
+    "join this channel",
+    "http error 404",
+    "http error 410",
+    "unsupported url",
+    "no video formats found",
+    "requested format is not available",
+    "has no audio stream",
+    "has no video stream",
+    "beyond the end of the video",
+)
+
+
+class AnnotationError(ValueError):
+    """The annotation / id list cannot be read; the message names the file and the fix."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Clip ids
+# --------------------------------------------------------------------------------------------------
+
+
+def parse_clip_id(file_id):
+    """Splits a VGGSound-style id into (youtube_id, start_seconds).
+
+    Args:
+        file_id: "<11-character YouTube id>_<6-digit start>", e.g. "zpWuikVorYg_000032".
+
+    Returns:
+        (ytid: str, start: int).
+
+    Raises:
+        ValueError: the id does not have that form (so it can never name a path outside the root).
+    """
+    match = CLIP_ID.fullmatch(file_id) if isinstance(file_id, str) else None
+    if not match:
+        raise ValueError(
+            f"invalid clip id {file_id!r}: expected <11-character YouTube id>_<6-digit start seconds>, "
+            "e.g. zpWuikVorYg_000032"
+        )
+    return match.group(1), int(match.group(2))
+
+
+def _ids_from_row(cells):
+    """Clip ids in one CSV/TXT row, or (None, reason) when the row names a clip we cannot fetch."""
+    cells = [c.strip() for c in cells]
+    cells = [c for c in cells if c]
+    if not cells or cells[0].startswith("#"):
+        return [], None
+    found = [c for c in cells if CLIP_ID.fullmatch(c)]
+    if found:  # vggss_test.csv (one id), vggsound_duet_test.csv (id,class,id,class)
+        return found, None
+    if len(cells) >= 3 and YOUTUBE_ID.fullmatch(cells[0]) and re.fullmatch(r"\d+(\.0+)?", cells[1]):
+        # VGGSound's own csv: ytid,start_seconds,label,split
+        return [f"{cells[0]}_{int(float(cells[1])):06d}"], None
+    if len(cells) >= 2 and re.fullmatch(r"\d{5,}", cells[0]):
+        return [], (cells[0], "Flickr-SoundNet id: not a YouTube clip, the downloader cannot fetch it")
+    return [], (cells[0], INVALID_ID.format(cells[0]))
+
+
+def read_clip_ids(path):
+    """Reads the clip ids of an annotation file.
+
+    Accepts a VGG-SS style JSON list (`[{"file": "<ytid>_<start6>", ...}]`), a CSV/TXT with one id per
+    row (VGG-SS test lists, VGGSound duet lists `id,class,id,class`) or VGGSound's
+    `ytid,start_seconds,label,split` rows. A header row is ignored.
+
+    Args:
+        path: annotation file.
+
+    Returns:
+        (ids, invalid): ids in file order without duplicates, and a list of (entry, reason) for entries
+        that are not fetchable clip ids.
+
+    Raises:
+        AnnotationError: missing or unreadable file, or no ids at all.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise AnnotationError(f"{path}: annotation file not found; pass vggss.json or a CSV/TXT list of ids")
+    ids, invalid = [], []
+    try:
+        with open(path, encoding="utf-8-sig") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as err:
+        raise AnnotationError(f"{path}: cannot read ({err})") from err
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise AnnotationError(f"{path}: invalid JSON ({err}); fix the file or pass a CSV of ids") from err
+        if isinstance(records, dict):
+            records = records.get("clips") or records.get("data") or list(records.values())
+        for record in records if isinstance(records, list) else []:
+            file_id = record.get("file") if isinstance(record, dict) else record
+            if not isinstance(file_id, str):
+                invalid.append((str(file_id), "entry has no 'file' string"))
+            elif CLIP_ID.fullmatch(file_id):
+                ids.append(file_id)
+            else:
+                invalid.append((file_id, INVALID_ID.format(file_id)))
+    else:
+        lines = text.splitlines()
+        comma_separated = any("," in line for line in lines[:50])
+        rows = csv.reader(lines) if comma_separated else (line.split() for line in lines)
+        for row_number, cells in enumerate(rows):
+            found, problem = _ids_from_row(cells)
+            ids.extend(found)
+            if problem and not (row_number == 0 and not ids and not invalid and not problem[0][:1].isdigit()):
+                invalid.append(problem)  # (a non-numeric first row without ids is a header)
+    unique = list(dict.fromkeys(ids))
+    if not unique and not invalid:
+        raise AnnotationError(f"{path}: no clip ids found; expected vggss.json entries or <ytid>_<start6> rows")
+    return unique, invalid
+
+
+def clip_url(url_template, file_id):
+    """Fills `{ytid}`, `{start}`, `{end}` and `{id}` in a URL template (plain replacement, no format())."""
+    ytid, start = parse_clip_id(file_id)
+    fields = {"{ytid}": ytid, "{start}": str(start), "{end}": str(int(start + CLIP_SECONDS)), "{id}": file_id}
+    url = url_template
+    for key, value in fields.items():
+        url = url.replace(key, value)
+    return url
+
+
+def is_permanent_error(message):
+    """True for errors retrying cannot fix (removed/private/404 videos, clips without sound)."""
+    lowered = message.lower()
+    return any(fragment in lowered for fragment in PERMANENT_ERRORS)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fetching one clip
+# --------------------------------------------------------------------------------------------------
+
+
+class _CollectingLogger:
+    """yt-dlp logger that stays quiet and keeps the last error for the missing report."""
+
+    def __init__(self):
+        self.errors = []
+
+    def debug(self, message):
+        pass
+
+    info = warning = debug
+
+    def error(self, message):
+        self.errors.append(message)
+
+
+def _clean_error(message):
+    message = re.sub(r"\x1b\[[0-9;]*m", "", str(message)).strip()
+    message = re.sub(r"^ERROR:\s*", "", message)
+    return message[:500]
+
+
+def fetch_section(url, start, end, workdir, format_selector=DEFAULT_FORMAT, socket_timeout=30.0):
+    """Downloads [start, end] seconds of a video with yt-dlp into `workdir`.
+
+    Returns:
+        (path of the downloaded file, yt-dlp info dict).
+
+    Raises:
+        RuntimeError: with yt-dlp's error message when the download fails.
+    """
+    import yt_dlp
+    from yt_dlp.utils import download_range_func
+
+    logger = _CollectingLogger()
+    options = {
+        "format": format_selector,
+        "outtmpl": os.path.join(workdir, "clip.%(ext)s"),
+        "download_ranges": download_range_func(None, [(float(start), float(end))]),
+        "force_keyframes_at_cuts": True,
+        "merge_output_format": "mp4",
+        "noplaylist": True,
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+        "logger": logger,
+        "cachedir": False,
+        "overwrites": True,
+        "continuedl": False,
+        "retries": 1,
+        "fragment_retries": 1,
+        "socket_timeout": socket_timeout,
+        "ignoreerrors": False,
+    }
+    try:
+        with yt_dlp.YoutubeDL(options) as ydl:
+            info = ydl.extract_info(url, download=True)
+    except yt_dlp.utils.YoutubeDLError as err:
+        raise RuntimeError(_clean_error(logger.errors[-1] if logger.errors else err)) from err
+    candidates = [d.get("filepath") for d in (info or {}).get("requested_downloads") or []]
+    candidates += [os.path.join(workdir, n) for n in sorted(os.listdir(workdir))]
+    for candidate in candidates:
+        if candidate and os.path.isfile(candidate) and not candidate.endswith((".part", ".ytdl", ".temp")):
+            if os.path.getsize(candidate) > 0:
+                return candidate, info or {}
+    raise RuntimeError(f"yt-dlp finished but wrote no file for {url}")
+
+
+def check_section_complete(path, info, url, start, end):
+    """Raises RuntimeError when the fetched section is shorter than the source allows.
+
+    ffmpeg ends a section early and still exits cleanly when the connection drops mid-transfer, so the
+    length is checked against the source duration (from yt-dlp, else probed from a direct media URL).
+    """
+    source_duration = info.get("duration")
+    if not source_duration and url.startswith(("http://", "https://")) and info.get("extractor") == "generic":
+        with contextlib.suppress(media.MediaError):
+            source_duration = media.duration_seconds(url)
+    if not source_duration:
+        return
+    expected = min(float(end), float(source_duration)) - float(start)
+    if expected <= 0:
+        raise RuntimeError(
+            f"clip is not available: start {start} s is beyond the end of the video ({source_duration:.1f} s)"
+        )
+    got = media.duration_seconds(path) or 0.0
+    if got < expected - max(0.5, 0.05 * expected):
+        raise RuntimeError(f"incomplete download: got {got:.2f} s of the expected {expected:.2f} s")
+
+
+def _work_dir(root, file_id):
+    return os.path.join(root, PARTIAL_DIR, f"{file_id}.{os.getpid()}.{threading.get_ident()}")
+
+
+def download_clip(
+    file_id,
+    root,
+    url_template=DEFAULT_URL_TEMPLATE,
+    keep_video=False,
+    retries=3,
+    backoff=2.0,
+    format_selector=DEFAULT_FORMAT,
+    sample_rate=16000,
+):
+    """Fetches one clip and writes it into the layout, retrying transient failures with backoff.
+
+    Args:
+        file_id: "<ytid>_<start6>".
+        root: dataset root.
+        url_template: URL with `{ytid}` (and optionally `{id}`, `{start}`, `{end}`).
+        keep_video: also keep ROOT/video/<id>.mp4.
+        retries: extra attempts after the first for transient errors (dropped connections, timeouts).
+        backoff: seconds before the first retry; doubles on every retry (with jitter).
+        format_selector: yt-dlp format string.
+        sample_rate: audio rate written to ROOT/audio.
+
+    Returns:
+        dict {"file", "status": "done"|"missing", "reason", "permanent", "attempts", "url"}.
+    """
+    _, start = parse_clip_id(file_id)
+    root = os.path.abspath(os.fspath(root))
+    url = clip_url(url_template, file_id)
+    workdir = _work_dir(root, file_id)
+    reason, permanent, attempt = "", False, 0
+    for attempt in range(1, int(retries) + 2):
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        try:
+            path, info = fetch_section(url, start, start + CLIP_SECONDS, workdir, format_selector)
+            check_section_complete(path, info, url, start, start + CLIP_SECONDS)
+            media.extract_clip(path, root, file_id, keep_video=keep_video, sample_rate=sample_rate)
+            return {"file": file_id, "status": "done", "attempts": attempt, "url": url}
+        except Exception as err:  # noqa: BLE001 - one bad clip must not stop the run; it is reported
+            reason = _clean_error(err if isinstance(err, (RuntimeError, media.MediaError)) else repr(err))
+            permanent = is_permanent_error(reason)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        if permanent:
+            break
+        if attempt <= retries:
+            time.sleep(backoff * (2 ** (attempt - 1)) * (1.0 + 0.25 * random.random()))
+    if not permanent:
+        reason = f"failed after {attempt} attempts: {reason}"
+    return {"file": file_id, "status": "missing", "reason": reason, "permanent": permanent, "attempts": attempt,
+            "url": url}
+
+
+# --------------------------------------------------------------------------------------------------
+# Resumable batch runs
+# --------------------------------------------------------------------------------------------------
+
+
+def _write_json_atomic(path, payload):
+    with media.atomic_output(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1, ensure_ascii=False)
+            handle.write("\n")
+
+
+def _read_report(path):
+    """{file: entry} from a missing.json / skipped.json; an unreadable report is ignored."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            entries = json.load(handle)
+        return {e["file"]: e for e in entries if isinstance(e, dict) and "file" in e}
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+def clean_stale_partials(root):
+    """Removes work folders and atomic-write temporaries left by killed runs. Returns how many."""
+    root = os.path.abspath(os.fspath(root))
+    removed = 0
+    partial = os.path.join(root, PARTIAL_DIR)
+    if os.path.isdir(partial):
+        for name in os.listdir(partial):
+            parts = name.split(".")
+            pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
+            if pid is not None and media._pid_alive(pid):
+                continue
+            shutil.rmtree(os.path.join(partial, name), ignore_errors=True)
+            removed += 1
+        with contextlib.suppress(OSError):
+            os.rmdir(partial)
+    for sub in ("frames", "audio", "video", ""):
+        removed += media.remove_stale_temp_files(os.path.join(root, sub))
+    return removed
+
+
+def _progress(total, description, enabled):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="clip", disable=not enabled, dynamic_ncols=True)
+
+
+def download_clips(
+    annotations,
+    root,
+    url_template=DEFAULT_URL_TEMPLATE,
+    workers=4,
+    keep_video=False,
+    limit=None,
+    retries=3,
+    backoff=2.0,
+    retry_missing=False,
+    format_selector=DEFAULT_FORMAT,
+    progress=True,
+):
+    """Downloads every clip of an annotation file into `root`, resumably and in parallel.
+
+    Finished clips (all outputs present) are skipped; clips listed in ROOT/missing.json as permanently
+    unavailable are skipped unless `retry_missing`; transient failures are retried on the next run.
+
+    Args:
+        annotations: vggss.json or a CSV/TXT list of ids (see `read_clip_ids`).
+        root: output dataset root.
+        url_template: where to fetch `{ytid}` from (default the YouTube watch URL).
+        workers: parallel downloads.
+        keep_video: also keep ROOT/video/<id>.mp4.
+        limit: only the first `limit` ids of the file.
+        retries, backoff: see `download_clip`.
+        retry_missing: try again clips already reported as permanently missing.
+        format_selector: yt-dlp format string.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict with counts "done", "skipped" (already present), "missing" (this run, incl. invalid ids),
+        "invalid", "total", and "missing_path".
+    """
+    ids, invalid = read_clip_ids(annotations)
+    if limit is not None:
+        ids = ids[: max(0, int(limit))]
+    if "{ytid}" not in url_template and "{id}" not in url_template:
+        raise AnnotationError(f"--url-template {url_template!r} must contain {{ytid}} or {{id}}")
+    root = os.path.abspath(os.fspath(root))
+    os.makedirs(root, exist_ok=True)
+    clean_stale_partials(root)
+    missing_path = os.path.join(root, "missing.json")
+    report = _read_report(missing_path)
+    for entry, reason in invalid:
+        report[entry] = {"file": entry, "reason": reason, "permanent": True, "attempts": 0}
+
+    pending, skipped = [], 0
+    for file_id in ids:
+        if media.clip_is_complete(root, file_id, keep_video):
+            skipped += 1
+            report.pop(file_id, None)
+        elif report.get(file_id, {}).get("permanent") and not retry_missing:
+            skipped += 1
+        else:
+            pending.append(file_id)
+
+    counts = {"done": 0, "missing": len(invalid)}
+
+    def save_report():
+        _write_json_atomic(missing_path, sorted(report.values(), key=lambda e: e["file"]))
+
+    save_report()
+    bar = _progress(len(ids), "download", progress)
+    bar.update(skipped)
+    executor = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers)))
+    try:
+        futures = [
+            executor.submit(download_clip, file_id, root, url_template, keep_video, retries, backoff, format_selector)
+            for file_id in pending
+        ]
+        for future in concurrent.futures.as_completed(futures):
+            result = future.result()
+            if result["status"] == "done":
+                counts["done"] += 1
+                if report.pop(result["file"], None) is not None:
+                    save_report()
+            else:
+                counts["missing"] += 1
+                report[result["file"]] = {k: v for k, v in result.items() if k != "status"}
+                save_report()
+            bar.update(1)
+            bar.set_postfix(done=counts["done"], skipped=skipped, missing=counts["missing"])
+    finally:
+        bar.close()
+        # On Ctrl-C, queued clips are cancelled and in-flight ones finish (or die) on their own.
+        executor.shutdown(wait=sys.exc_info()[0] is None, cancel_futures=True)
+        save_report()
+        if sys.exc_info()[0] is None:
+            clean_stale_partials(root)
+    return {
+        "done": counts["done"],
+        "skipped": skipped,
+        "missing": counts["missing"],
+        "invalid": len(invalid),
+        "total": len(ids) + len(invalid),
+        "missing_path": missing_path,
+    }
+
+
+def _local_videos(video_dir):
+    video_dir = os.fspath(video_dir)
+    if not os.path.isdir(video_dir):
+        raise AnnotationError(f"{video_dir}: not a folder; pass the folder that holds your .mp4 files")
+    names = sorted(n for n in os.listdir(video_dir) if n.lower().endswith(VIDEO_EXTENSIONS) and not n.startswith("."))
+    return [os.path.join(video_dir, n) for n in names]
+
+
+def extract_videos(video_dir, root, keep_video=False, workers=2, sample_rate=16000, progress=True):
+    """Extracts middle frames and 16 kHz audio from every local video in `video_dir` into `root`.
+
+    The clip id is the file name without extension. Finished clips are skipped (resumable); bad files
+    are counted and listed with their reason in ROOT/skipped.json.
+
+    Args:
+        video_dir: folder with .mp4 (or .mkv/.webm/.mov/.avi) files.
+        root: output dataset root.
+        keep_video: also copy each video to ROOT/video/<id>.mp4.
+        workers: parallel extraction threads.
+        sample_rate: output audio rate.
+        progress: show a tqdm bar.
+
+    Returns:
+        dict with counts "done", "skipped" (already present), "bad" (see skipped.json), "total",
+        and "skipped_path".
+    """
+    videos = _local_videos(video_dir)
+    if not videos:
+        raise AnnotationError(f"{video_dir}: no video files ({', '.join(VIDEO_EXTENSIONS)}) found")
+    root = os.path.abspath(os.fspath(root))
+    os.makedirs(root, exist_ok=True)
+    clean_stale_partials(root)
+    skipped_path = os.path.join(root, "skipped.json")
+    names = {os.path.basename(v) for v in videos}
+    report = {name: entry for name, entry in _read_report(skipped_path).items() if name in names}
+    counts = {"done": 0, "skipped": 0, "bad": 0}
+    pending = []
+    for path in videos:
+        name = os.path.basename(path)
+        file_id = os.path.splitext(name)[0]
+        try:
+            media.check_file_id(file_id)
+        except media.MediaError as err:
+            counts["bad"] += 1
+            report[name] = {"file": name, "reason": str(err)}
+            continue
+        if media.clip_is_complete(root, file_id, keep_video):
+            counts["skipped"] += 1
+            report.pop(name, None)
+        else:
+            pending.append((path, file_id))
+
+    def extract(item):
+        path, file_id = item
+        try:
+            media.extract_clip(path, root, file_id, keep_video=keep_video, sample_rate=sample_rate)
+            return item, None
+        except media.MediaError as err:
+            return item, str(err)
+        except Exception as err:  # noqa: BLE001 - counted as a skip with its reason, the run goes on
+            return item, f"{path}: {err!r}"
+
+    bar = _progress(len(videos), "extract", progress)
+    bar.update(counts["skipped"] + counts["bad"])
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as executor:
+            for (path, _), error in executor.map(extract, pending):
+                name = os.path.basename(path)
+                if error is None:
+                    counts["done"] += 1
+                    report.pop(name, None)
+                else:
+                    counts["bad"] += 1
+                    report[name] = {"file": name, "reason": error}
+                bar.update(1)
+                bar.set_postfix(done=counts["done"], skipped=counts["skipped"], bad=counts["bad"])
+    finally:
+        bar.close()
+        _write_json_atomic(skipped_path, sorted(report.values(), key=lambda e: e["file"]))
+    return {**counts, "total": len(videos), "skipped_path": skipped_path}
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line (`avloc download` and tools/vggss_dl.py; arguments are defined in keras_avloc/cli/download.py
+# so `avloc --help` does not import the data package)
+# --------------------------------------------------------------------------------------------------
+
+def run_download(args, stream=sys.stdout):
+    """Runs the downloader from parsed arguments and prints the summary. Returns the summary dict."""
+    if args.workers < 1:
+        raise AnnotationError(f"--workers must be at least 1, got {args.workers}")
+    summary = download_clips(
+        args.annotations,
+        args.out_root,
+        url_template=args.url_template,
+        workers=args.workers,
+        keep_video=args.keep_video,
+        limit=args.limit,
+        retries=args.retries,
+        backoff=args.backoff,
+        retry_missing=args.retry_missing,
+        format_selector=args.format,
+        progress=not args.no_progress,
+    )
+    print(
+        f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "
+        f"missing {summary['missing']}" + (f" ({summary['invalid']} invalid ids)" if summary["invalid"] else "")
+        + f"; reasons in {summary['missing_path']}",
+        file=stream,
+    )
+    return summary
+
+
+def main(argv=None):
+    """Entry point of tools/vggss_dl.py."""
+    from keras_avloc.cli.download import DOWNLOAD_EPILOG, add_download_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="vggss_dl.py",
+        description="Download VGGSound / VGG-SS clips into the keras-avloc dataset layout.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=DOWNLOAD_EPILOG.replace("avloc download", "python tools/vggss_dl.py"),
+    )
+    args = add_download_arguments(parser).parse_args(argv)
+    try:
+        run_download(args)
+    except AnnotationError as err:
+        print(f"vggss_dl.py: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nInterrupted. Finished clips are kept; re-run the same command to resume.", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,810 @@
+"""The "stamps" benchmark: real photo cut-outs on real background photos, each with its own recording.
+
+No public localisation benchmark can be downloaded offline, so `build_stamps` composes one with exact
+ground truth from two Debian packages:
+
+* `tuxpaint-stamps-default`: photo cut-outs with alpha (animals, instruments, tools, ...) that ship
+  their own real recording (`name.ogg`) and, for many animals, a spoken description (`name_desc.ogg`).
+  The curated list and the photo rule live in `keras_avloc.data.stamps_catalog`.
+* `scratch` (unpacked, not installed): real background photos and a few extra real recordings.
+
+Every scene is a pure function of `(seed, split, index)`, so builds are byte-identical for a seed,
+resumable (finished scenes are skipped) and independent of the number of workers.
+
+Splits written under `out` (standard layout: frames/, audio/, masks/, <split>.json):
+  train, val, test             one sounding object + 1-2 silent distractors of other classes
+  train_mix, test_mix          two sounding objects of different classes, audio summed at +-5 dB
+  test_ext                     the extended protocol: single positives, "silent" scenes (the audio's
+                               class is not in the picture) and "offscreen" scenes (a visible source
+                               plus an off-screen one)
+  test_speech (optional)       2-4 objects and a spoken prompt naming one of them
+Backgrounds of train, val and test* are disjoint. Recordings are trimmed and cut at a quiet point near
+60% of their length: train scenes use the first part, val/test scenes the rest; recordings shorter
+than `MIN_SPLIT_SECONDS` (single short events) are used whole everywhere, and the scratch
+recordings are held out for val/test.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import zlib
+
+import numpy as np
+
+from keras_avloc.data import stamps_catalog as catalog
+
+SAMPLE_RATE = 16000
+CLIP_SECONDS = 3.0
+MIN_SPLIT_SECONDS = 1.0
+BUILDER_VERSION = 1
+PEAK_LEVEL = 0.9
+SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets the rest
+
+SINGLE_SPLITS = ("train", "val", "test")
+SPLIT_BACKGROUNDS = {
+    "train": "train", "val": "val", "test": "test", "train_mix": "train",
+    "test_mix": "test", "test_ext": "test", "test_speech": "test",
+}
+SPLIT_AUDIO_PART = {
+    "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
+    "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout",
+}
+SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech")
+
+
+class MediaMissingError(FileNotFoundError):
+    """The Debian media packages are not where the builder looks; the message says what to run."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Media discovery and decoding (cached per process: every worker decodes each file at most once).
+
+
+def media_root(media_dir=None):
+    """The folder that contains `scratch/` (env KERAS_AVLOC_MEDIA, default ~/.cache/keras-avloc/media)."""
+    if media_dir:
+        return os.path.abspath(os.path.expanduser(media_dir))
+    return os.path.abspath(os.path.expanduser(
+        os.environ.get("KERAS_AVLOC_MEDIA", "~/.cache/keras-avloc/media")))
+
+
+def check_media(stamps_dir=None, media_dir=None):
+    """Raises `MediaMissingError` naming the command to run when a media package is missing.
+
+    Returns:
+        (stamps_dir, scratch_media_dir) as absolute paths.
+    """
+    stamps_dir = stamps_dir or catalog.STAMPS_DIR
+    scratch = os.path.join(media_root(media_dir), catalog.SCRATCH_MEDIA)
+    probe = os.path.join(stamps_dir, catalog.STAMPS[0][0] + ".png")
+    if not os.path.isfile(probe):
+        raise MediaMissingError(
+            f"Tux Paint photo stamps not found ({probe} is missing). Install them with "
+            "`sudo apt-get install tuxpaint-stamps-default` or run `bash tools/setup.sh`.")
+    if not os.path.isdir(os.path.join(scratch, "Backgrounds")):
+        raise MediaMissingError(
+            f"scratch backgrounds not found in {scratch}. Run `bash tools/setup.sh` (it unpacks the "
+            "`scratch` Debian package there without installing it), or set KERAS_AVLOC_MEDIA to the "
+            "folder that contains scratch/.")
+    return os.path.abspath(stamps_dir), scratch
+
+
+def _count_colours(rgba):
+    opaque = rgba[..., 3] > 127
+    rgb = rgba[..., :3][opaque].astype(np.int64)
+    if len(rgb) == 0:
+        return 0
+    return len(np.unique(rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]))
+
+
+def _first_line(path):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except OSError:
+        return ""
+
+
+def _is_audible(path, min_peak=0.01):
+    import soundfile
+
+    try:
+        data, _ = soundfile.read(path, dtype="float32")
+    except Exception:  # noqa: BLE001 - unreadable counts as silent
+        return False
+    return bool(len(data)) and float(np.max(np.abs(data))) >= min_peak
+
+
+def load_catalog(stamps_dir=None, media_dir=None):
+    """Applies the stamp rule of `stamps_catalog` to the installed media.
+
+    Stamps whose own recording is digital silence (giraffe, wombat, rhea in Debian's package) are
+    kept as silent distractors only: their classes are in "distractor_classes", not in "classes".
+
+    Returns:
+        dict with "stamps" (list of {"stamp", "class", "sounding", "description", "desc_audio"}),
+        "dropped" (list of {"stamp", "reason"}), "classes" (sorted names of sounding classes),
+        "distractor_classes", "recordings" (list of
+        {"id", "path", "class", "heldout_only"}), "backgrounds" (sorted names), "ambience" (paths).
+    """
+    import cv2
+
+    stamps_dir, scratch = check_media(stamps_dir, media_dir)
+    stamps, dropped = [], []
+    for stamp, class_name in catalog.STAMPS:
+        base = os.path.join(stamps_dir, stamp)
+        image = cv2.imread(base + ".png", cv2.IMREAD_UNCHANGED)
+        reason = None
+        if image is None or not os.path.isfile(base + ".ogg"):
+            reason = "png or ogg missing"
+        elif image.ndim != 3 or image.shape[2] != 4:
+            reason = "no alpha channel"
+        elif max(image.shape[:2]) < catalog.MIN_LONGEST_SIDE:
+            reason = f"longest side {max(image.shape[:2])} < {catalog.MIN_LONGEST_SIDE} px"
+        else:
+            colours = _count_colours(image)
+            if colours < catalog.MIN_DISTINCT_COLOURS:
+                reason = f"{colours} colours < {catalog.MIN_DISTINCT_COLOURS} (clip-art)"
+        if reason:
+            dropped.append({"stamp": stamp, "reason": reason})
+            continue
+        desc = base + "_desc.ogg"
+        stamps.append({
+            "stamp": stamp, "class": class_name, "sounding": _is_audible(base + ".ogg"),
+            "description": _first_line(base + ".txt") or f"A {class_name}.",
+            "desc_audio": ("tuxpaint:" + stamp + "_desc.ogg") if os.path.isfile(desc) else None,
+        })
+    classes = sorted({entry["class"] for entry in stamps if entry["sounding"]})
+    distractor_classes = sorted({entry["class"] for entry in stamps} - set(classes))
+    recordings = [{"id": "tuxpaint:" + e["stamp"] + ".ogg", "class": e["class"], "heldout_only": False}
+                  for e in stamps if e["sounding"]]
+    for rel, class_name in catalog.EXTRA_RECORDINGS:
+        if class_name in classes and os.path.isfile(os.path.join(scratch, "Sounds", rel)):
+            recordings.append({"id": "scratch:Sounds/" + rel, "class": class_name, "heldout_only": True})
+    backgrounds = []
+    for folder in sorted(os.listdir(os.path.join(scratch, "Backgrounds"))):
+        path = os.path.join(scratch, "Backgrounds", folder)
+        if not os.path.isdir(path):
+            continue
+        for name in sorted(os.listdir(path)):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() == ".jpg" and stem not in catalog.BACKGROUND_EXCLUDE:
+                backgrounds.append(f"{folder}/{name}")
+    ambience = [r for r in catalog.AMBIENCE_RECORDINGS
+                if os.path.isfile(os.path.join(scratch, "Sounds", r))]
+    if len(classes) < 4 or len(backgrounds) < 3:
+        raise MediaMissingError(
+            f"only {len(classes)} stamp classes and {len(backgrounds)} backgrounds found under "
+            f"{stamps_dir} and {scratch}; reinstall with `bash tools/setup.sh`.")
+    return {"stamps": stamps, "dropped": dropped, "classes": classes,
+            "distractor_classes": distractor_classes, "recordings": recordings,
+            "backgrounds": backgrounds, "ambience": ambience,
+            "stamps_dir": stamps_dir, "scratch": scratch}
+
+
+def _resolve(media_id, stamps_dir, scratch):
+    source, rel = media_id.split(":", 1)
+    return os.path.join(stamps_dir if source == "tuxpaint" else scratch, rel)
+
+
+def decode_audio(path, sample_rate=SAMPLE_RATE):
+    """Reads any ogg/wav/mp3 as float32 mono at `sample_rate` (soundfile, PyAV as fallback)."""
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    try:
+        import soundfile
+
+        wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
+        wave = wave.mean(axis=1)
+    except Exception:  # noqa: BLE001 - libsndfile without mp3 support: decode with PyAV instead
+        import av
+
+        chunks, rate = [], None
+        with av.open(path) as container:
+            stream = container.streams.audio[0]
+            rate = stream.rate
+            for frame in container.decode(stream):
+                array = frame.to_ndarray().astype(np.float32)
+                chunks.append(array.mean(axis=0) if array.ndim == 2 and not frame.format.is_packed
+                              else array.reshape(-1, frame.layout.nb_channels).mean(axis=1))
+        wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if rate != sample_rate:
+        divisor = gcd(int(rate), int(sample_rate))
+        wave = resample_poly(wave, sample_rate // divisor, int(rate) // divisor)
+    return np.asarray(wave, np.float32)
+
+
+def _frame_rms(wave, frame):
+    count = len(wave) // frame
+    if count == 0:
+        return np.zeros(0, np.float32)
+    return np.sqrt(np.mean(wave[: count * frame].reshape(count, frame) ** 2, axis=1))
+
+
+def trim_and_split(wave, sample_rate=SAMPLE_RATE, min_split_seconds=MIN_SPLIT_SECONDS):
+    """Trims silence (-40 dB of the peak) and finds the train/held-out cut.
+
+    Returns:
+        (trimmed_wave, cut): train crops use `trimmed[:cut]`, held-out crops `trimmed[cut:]`;
+        `cut` is None when the recording is too short to split (it is then used whole).
+    """
+    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
+    if peak <= 0:
+        return wave, None
+    loud = np.nonzero(np.abs(wave) > peak * 0.01)[0]
+    wave = wave[loud[0]: loud[-1] + 1]
+    if len(wave) < min_split_seconds * sample_rate:
+        return wave, None
+    frame = sample_rate // 50
+    rms = _frame_rms(wave, frame)
+    lo, hi = int(len(rms) * 0.5), max(int(len(rms) * 0.75), int(len(rms) * 0.5) + 1)
+    quietest = lo + int(np.argmin(rms[lo:hi]))
+    return wave, quietest * frame + frame // 2
+
+
+class MediaCache:
+    """Per-process cache of decoded stamps, backgrounds and recordings."""
+
+    def __init__(self, stamps_dir, scratch):
+        self.stamps_dir, self.scratch = stamps_dir, scratch
+        self._stamps, self._backgrounds, self._recordings, self._speech = {}, {}, {}, {}
+
+    def stamp(self, stamp):
+        """Premultiplied float32 RGBA [H, W, 4] in [0, 1], tight-cropped to its alpha."""
+        if stamp not in self._stamps:
+            import cv2
+
+            bgra = cv2.imread(os.path.join(self.stamps_dir, stamp + ".png"), cv2.IMREAD_UNCHANGED)
+            rgba = bgra[..., [2, 1, 0, 3]].astype(np.float32) / 255.0
+            ys, xs = np.nonzero(rgba[..., 3] > 0.5)
+            rgba = rgba[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
+            rgba[..., :3] *= rgba[..., 3:4]
+            self._stamps[stamp] = np.ascontiguousarray(rgba)
+        return self._stamps[stamp]
+
+    def background(self, name):
+        if name not in self._backgrounds:
+            import cv2
+
+            bgr = cv2.imread(os.path.join(self.scratch, "Backgrounds", name), cv2.IMREAD_COLOR)
+            self._backgrounds[name] = bgr[..., ::-1].astype(np.float32) / 255.0
+        return self._backgrounds[name]
+
+    def recording(self, media_id):
+        """(trimmed 16 kHz wave, cut) of a recording id like "tuxpaint:animals/birds/owl.ogg"."""
+        if media_id not in self._recordings:
+            wave = decode_audio(_resolve(media_id, self.stamps_dir, self.scratch))
+            self._recordings[media_id] = trim_and_split(wave)
+        return self._recordings[media_id]
+
+    def ambience(self, rel):
+        key = "scratch:Sounds/" + rel
+        if key not in self._recordings:
+            self._recordings[key] = (decode_audio(_resolve(key, self.stamps_dir, self.scratch)), None)
+        return self._recordings[key][0]
+
+    def speech(self, text):
+        """espeak-ng TTS of `text` at 16 kHz (deterministic for a given espeak-ng)."""
+        if text not in self._speech:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = os.path.join(tmp, "prompt.wav")
+                try:
+                    subprocess.run(["espeak-ng", "-w", path, text], check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                except (OSError, subprocess.CalledProcessError) as err:
+                    raise MediaMissingError(
+                        "espeak-ng is needed for spoken prompts of stamps without a recorded "
+                        "description: `sudo apt-get install espeak-ng` or `bash tools/setup.sh`."
+                    ) from err
+                self._speech[text] = decode_audio(path)
+        return self._speech[text]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Scene planning: everything random is drawn from one generator seeded by (seed, split, index).
+
+
+def _scene_rng(seed, split, index, stream=0):
+    return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index), stream])
+
+
+def split_backgrounds(backgrounds, seed):
+    """Disjoint background lists {"train", "val", "test"} (a seeded shuffle of the sorted names)."""
+    order = list(np.random.default_rng([int(seed), 7]).permutation(len(backgrounds)))
+    names = [backgrounds[i] for i in order]
+    n_test = max(1, int(round(len(names) * SPLIT_FRACTIONS["test"])))
+    n_val = max(1, int(round(len(names) * SPLIT_FRACTIONS["val"])))
+    return {"test": sorted(names[:n_test]), "val": sorted(names[n_test: n_test + n_val]),
+            "train": sorted(names[n_test + n_val:])}
+
+
+def balanced_class(classes, seed, split, index):
+    """Class of scene `index`: each block of len(classes) scenes holds every class once."""
+    block, position = divmod(int(index), len(classes))
+    order = _scene_rng(seed, split, block, stream=1).permutation(len(classes))
+    return classes[int(order[position])]
+
+
+def _scene_kind(split, index):
+    if split == "test_ext":
+        return ("single", "single", "silent", "offscreen")[index % 4]
+    if split.endswith("_mix"):
+        return "mixture"
+    if split == "test_speech":
+        return "speech"
+    return "single"
+
+
+def _colour_jitter(rgb, rng, strength, weight=None):
+    """Random brightness, contrast (around the `weight`-weighted mean) and saturation."""
+    brightness = 1.0 + rng.uniform(-strength, strength)
+    contrast = 1.0 + rng.uniform(-strength, strength)
+    saturation = 1.0 + rng.uniform(-strength, strength) * 1.5
+    grey = rgb.mean(axis=-1, keepdims=True)
+    rgb = grey + (rgb - grey) * saturation
+    mean = float(np.average(grey[..., 0], weights=weight)) if weight is not None else float(grey.mean())
+    rgb = (rgb - mean) * contrast + mean
+    return np.clip(rgb * brightness, 0.0, 1.0)
+
+
+def _render_background(media, name, size, rng):
+    import cv2
+
+    image = media.background(name)
+    height, width = image.shape[:2]
+    side = int(round(min(height, width) * rng.uniform(0.75, 1.0)))
+    top = int(rng.integers(0, height - side + 1))
+    left = int(rng.integers(0, width - side + 1))
+    crop = image[top: top + side, left: left + side]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
+    return _colour_jitter(crop, rng, 0.15)
+
+
+def _patch_size(media, stamp, size, area_fraction):
+    """(width, height) of `stamp` scaled so its box covers about `area_fraction` of the frame."""
+    height, width = media.stamp(stamp).shape[:2]
+    scale = size * np.sqrt(area_fraction / (height * width))
+    scale = min(scale, 0.95 * size / max(height, width))
+    return max(2, int(round(width * scale))), max(2, int(round(height * scale)))
+
+
+def _prepare_object(media, stamp, patch_size, rng):
+    """The stamp resized to `patch_size`, flipped and colour-jittered: premultiplied RGBA [h, w, 4]."""
+    import cv2
+
+    premultiplied = media.stamp(stamp)
+    interpolation = cv2.INTER_AREA if patch_size[0] < premultiplied.shape[1] else cv2.INTER_LINEAR
+    patch = np.clip(cv2.resize(premultiplied, patch_size, interpolation=interpolation), 0.0, 1.0)
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    alpha = patch[..., 3:4]
+    straight = np.where(alpha > 1e-3, patch[..., :3] / np.maximum(alpha, 1e-3), 0.0)
+    rgb = _colour_jitter(straight, rng, 0.1, weight=alpha[..., 0] + 1e-6)
+    return np.concatenate([np.minimum(rgb * alpha, alpha), alpha], axis=-1).astype(np.float32)
+
+
+def _overlap_ok(boxes, max_overlap=0.25):
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            (ax, ay, aw, ah), (bx, by, bw, bh) = boxes[i], boxes[j]
+            inter_w = min(ax + aw, bx + bw) - max(ax, bx)
+            inter_h = min(ay + ah, by + bh) - max(ay, by)
+            if inter_w > 0 and inter_h > 0 and inter_w * inter_h > max_overlap * min(aw * ah, bw * bh):
+                return False
+    return True
+
+
+def _compose(media, background, objects, size, rng, max_tries=200):
+    """Pastes `objects` (list of stamp names, drawn in order) on `background`.
+
+    Each box covers 3-40% of the frame (scaled down together when they would not fit), boxes overlap
+    by at most a quarter of the smaller one, and every object stays at least half visible.
+
+    Returns:
+        (rgb float32 [S,S,3], list of bool [S,S] visible masks, one per object).
+    """
+    for attempt in range(max_tries):
+        fractions = rng.uniform(0.03, 0.40, size=len(objects))
+        budget = 0.6 * 0.85 ** (attempt // 20)
+        if fractions.sum() > budget:
+            fractions = np.maximum(fractions * budget / fractions.sum(), 0.03 * 0.85 ** (attempt // 20))
+        boxes = []
+        for stamp, fraction in zip(objects, fractions):
+            w, h = _patch_size(media, stamp, size, fraction)
+            boxes.append((int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)), w, h))
+        if not _overlap_ok(boxes):
+            continue
+        canvas = background.copy()
+        alphas = []
+        for stamp, (x, y, w, h) in zip(objects, boxes):
+            patch = _prepare_object(media, stamp, (w, h), rng)
+            alpha = np.zeros((size, size), np.float32)
+            alpha[y: y + h, x: x + w] = patch[..., 3]
+            canvas[y: y + h, x: x + w] = patch[..., :3] + canvas[y: y + h, x: x + w] * (1 - patch[..., 3:4])
+            alphas.append(alpha)
+        masks = []
+        for i, alpha in enumerate(alphas):
+            visible = alpha.copy()
+            for later in alphas[i + 1:]:
+                visible *= 1.0 - later
+            masks.append(visible > 0.5)
+        if all(mask.sum() >= 0.5 * max((alpha > 0.5).sum(), 1) and mask.any()
+               for mask, alpha in zip(masks, alphas)):
+            return canvas, masks
+    raise RuntimeError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
+
+
+def mask_box(mask):
+    """Normalised [x1, y1, x2, y2] of a boolean mask's pixels (x2/y2 exclusive)."""
+    ys, xs = np.nonzero(mask)
+    height, width = mask.shape
+    return [round(float(xs.min()) / width, 6), round(float(ys.min()) / height, 6),
+            round(float(xs.max() + 1) / width, 6), round(float(ys.max() + 1) / height, 6)]
+
+
+def _clip_from(wave, length, rng):
+    """A `length`-sample window of `wave`, looped with a random phase when `wave` is shorter."""
+    if len(wave) >= length:
+        start = int(rng.integers(0, len(wave) - length + 1))
+        return wave[start: start + length].copy(), start
+    phase = int(rng.integers(0, len(wave)))
+    return np.take(wave, (phase + np.arange(length)) % len(wave)), phase
+
+
+def _recording_clip(media, recording, part, length, rng):
+    wave, cut = media.recording(recording)
+    segment = [0, len(wave)]
+    if cut is not None and not recording.startswith("scratch:"):
+        segment = [0, cut] if part == "train" else [cut, len(wave)]
+    clip, offset = _clip_from(wave[segment[0]: segment[1]], length, rng)
+    peak = float(np.max(np.abs(clip)))
+    clip = clip / peak if peak > 0 else clip
+    return clip.astype(np.float32), {"recording": recording, "segment": segment, "offset": offset}
+
+
+def _choose_recording(catalog_info, class_name, part, rng):
+    pool = [r["id"] for r in catalog_info["recordings"] if r["class"] == class_name
+            and (part == "heldout" or not r["heldout_only"])]
+    return pool[int(rng.integers(0, len(pool)))]
+
+
+def _rms(wave):
+    return float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)) + 1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rendering one scene (runs in worker processes).
+
+_WORKER = {}
+
+
+def _init_worker(catalog_info, options):
+    _WORKER["catalog"] = catalog_info
+    _WORKER["options"] = options
+    _WORKER["media"] = MediaCache(catalog_info["stamps_dir"], catalog_info["scratch"])
+
+
+def _atomic_write_bytes(path, data):
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)
+
+
+def _write_jpg(path, rgb, quality=95):
+    import cv2
+
+    bgr = np.clip(np.round(rgb[..., ::-1] * 255.0), 0, 255).astype(np.uint8)
+    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    _atomic_write_bytes(path, data.tobytes())
+
+
+def _write_png(path, mask):
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    _atomic_write_bytes(path, data.tobytes())
+
+
+def _write_wav(path, wave):
+    import io
+
+    import soundfile
+
+    buffer = io.BytesIO()
+    soundfile.write(buffer, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    _atomic_write_bytes(path, buffer.getvalue())
+
+
+def _stamps_of(catalog_info, class_name):
+    return [s for s in catalog_info["stamps"] if s["class"] == class_name]
+
+
+def _pick(items, rng):
+    return items[int(rng.integers(0, len(items)))]
+
+
+def _other_classes(classes, exclude, count, rng):
+    pool = [c for c in classes if c not in exclude]
+    return [pool[int(i)] for i in rng.choice(len(pool), size=count, replace=False)]
+
+
+def render_scene(task):
+    """Builds and writes one scene; returns its annotation record (a pure function of the task)."""
+    split, index = task
+    info, options, media = _WORKER["catalog"], _WORKER["options"], _WORKER["media"]
+    root, size, seed = options["root"], options["size"], options["seed"]
+    classes = info["classes"]
+    rng = _scene_rng(seed, split, index)
+    kind = _scene_kind(split, index)
+    part = SPLIT_AUDIO_PART[split]
+    file_id = f"{split}_{index:05d}"
+    length = int(round(CLIP_SECONDS * SAMPLE_RATE))
+    background_name = _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
+    background = _render_background(media, background_name, size, rng)
+
+    main_class = balanced_class(classes, seed, split, index)
+    pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
+    if kind == "mixture":
+        sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
+        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(0, 2)), rng)
+    elif kind == "silent":
+        sounding = []
+        visible = _other_classes(pictured_pool, [main_class], int(rng.integers(1, 4)), rng)
+    elif kind == "speech":
+        sounding = [main_class]
+        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 4)), rng)
+    else:
+        sounding = [main_class]
+        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 3)), rng)
+    stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
+              for c in visible}
+    draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
+    image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng)
+    mask_of = dict(zip(draw_order, masks))
+
+    # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
+    audio_classes = list(sounding)
+    if kind == "silent":
+        audio_classes = [main_class]
+    elif kind == "offscreen":
+        audio_classes = audio_classes + _other_classes(classes, visible, 1, rng)
+    provenance, clips = [], []
+    if kind == "speech":
+        stamp = stamps[main_class]
+        if stamp["desc_audio"]:
+            wave = media.recording(stamp["desc_audio"])[0]
+            prompt, prompt_source = stamp["description"], stamp["desc_audio"]
+        else:
+            article = "an" if main_class[0] in "aeiou" else "a"
+            prompt = f"a picture of {article} {main_class}"
+            wave, prompt_source = media.speech(prompt), "espeak-ng"
+        wave = wave[: length]
+        start = int(rng.integers(0, length - len(wave) + 1))
+        clip = np.zeros(length, np.float32)
+        clip[start: start + len(wave)] = wave / max(float(np.max(np.abs(wave))), 1e-9)
+        clips.append(clip)
+        provenance.append({"recording": prompt_source, "prompt": prompt, "offset": start})
+    else:
+        for class_name in audio_classes:
+            recording = _choose_recording(info, class_name, part, rng)
+            clip, meta = _recording_clip(media, recording, part, length, rng)
+            clips.append(clip)
+            provenance.append(meta)
+    if len(clips) == 2:
+        level_db = float(rng.uniform(-5.0, 5.0))
+        clips[1] = clips[1] * (_rms(clips[0]) / _rms(clips[1])) * 10 ** (level_db / 20.0)
+        provenance[1]["level_db"] = round(level_db, 3)
+    mix = np.sum(clips, axis=0)
+    ambience = None
+    if options["ambience"] and info["ambience"]:
+        rel = _pick(info["ambience"], rng)
+        noise, _ = _clip_from(media.ambience(rel), length, rng)
+        snr_db = float(rng.uniform(10.0, 20.0))
+        mix = mix + noise * (_rms(mix) / _rms(noise)) * 10 ** (-snr_db / 20.0)
+        ambience = {"recording": "scratch:Sounds/" + rel, "snr_db": round(snr_db, 3)}
+    gain = PEAK_LEVEL / max(float(np.max(np.abs(mix))), 1e-9)
+
+    for folder in ("frames", "audio", "masks"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    _write_jpg(os.path.join(root, "frames", file_id + ".jpg"), image)
+    _write_wav(os.path.join(root, "audio", file_id + ".wav"), mix * gain)
+
+    record = {"file": file_id, "class": main_class, "bbox": []}
+    if kind == "silent":
+        pass
+    elif kind == "mixture" or kind == "offscreen":
+        sources = []
+        for number, (class_name, clip) in enumerate(zip(audio_classes, clips)):
+            source_id = f"{file_id}_s{number}"
+            _write_wav(os.path.join(root, "audio", source_id + ".wav"), clip * gain)
+            source = {"class": class_name, "bbox": [], "audio": f"audio/{source_id}.wav"}
+            if class_name in mask_of:
+                _write_png(os.path.join(root, "masks", source_id + ".png"), mask_of[class_name])
+                source["bbox"] = [mask_box(mask_of[class_name])]
+                source["mask"] = f"masks/{source_id}.png"
+            else:
+                source["offscreen"] = True
+            sources.append(source)
+        on_screen = [mask_of[c] for c in sounding]
+        record["bbox"] = [mask_box(m) for m in on_screen]
+        _write_png(os.path.join(root, "masks", file_id + ".png"), np.any(on_screen, axis=0))
+        record["mask"] = f"masks/{file_id}.png"
+        record["sources"] = sources
+    else:
+        _write_png(os.path.join(root, "masks", file_id + ".png"), mask_of[main_class])
+        record["bbox"] = [mask_box(mask_of[main_class])]
+        record["mask"] = f"masks/{file_id}.png"
+    record["kind"] = kind
+    if kind == "speech":
+        record["prompt"] = provenance[0]["prompt"]
+    record["scene"] = {
+        "background": background_name,
+        "objects": [{"class": c, "stamp": stamps[c]["stamp"], "sounding": c in sounding}
+                    for c in draw_order],
+        "audio": provenance,
+        "ambience": ambience,
+    }
+    part_path = os.path.join(root, ".parts", split, file_id + ".json")
+    _atomic_write_bytes(part_path, json.dumps(record, sort_keys=False).encode())
+    return record
+
+
+# ---------------------------------------------------------------------------------------------------
+# The build driver.
+
+
+def _write_json(path, value):
+    _atomic_write_bytes(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def _params_fingerprint(options, info):
+    key = {"version": BUILDER_VERSION, "size": options["size"], "seed": options["seed"],
+           "ambience": options["ambience"], "classes": info["classes"],
+           "stamps": [s["stamp"] for s in info["stamps"]], "backgrounds": info["backgrounds"]}
+    return key, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_train_mix=0,
+                 n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
+                 overwrite=False, stamps_dir=None, media_dir=None, progress=True):
+    """Builds (or resumes) the stamps benchmark in `out`.
+
+    Args:
+        out: output root; gets frames/, audio/, masks/, <split>.json, classes.json, summary.json.
+        n_train, n_val, n_test: single-source scenes per split.
+        n_test_mix, n_train_mix: two-source mixture scenes (`test_mix.json`, `train_mix.json`).
+        n_test_ext: extended-protocol scenes (`test_ext.json`: half single, a quarter "silent",
+            a quarter "offscreen").
+        n_speech: spoken-prompt scenes (`test_speech.json`); 0 skips the split.
+        size: square frame side in pixels.
+        seed: everything random derives from (seed, split, scene index).
+        workers: processes rendering scenes in parallel (the output does not depend on it).
+        ambience: add a real ambience recording at 10-20 dB SNR to every clip.
+        overwrite: rebuild `out` when it was built with another seed/size/media.
+        stamps_dir, media_dir: override the Tux Paint stamps folder and the folder holding scratch/.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The summary dict (also written to `out/summary.json` without the timing fields):
+        "classes", "splits" {split: {"scenes", "class_counts"}}, "backgrounds" {train/val/test},
+        "stamps" (selected count), "dropped_stamps", "recordings", plus "built", "skipped",
+        "seconds" and "scenes_per_second".
+
+    Example:
+        >>> summary = build_stamps("/tmp/stamps", n_train=6, n_val=2, n_test=4, n_test_mix=2,
+        ...                        n_test_ext=4, size=64)  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    info = load_catalog(stamps_dir, media_dir)
+    out = os.path.abspath(os.path.expanduser(out))
+    options = {"root": out, "size": int(size), "seed": int(seed), "ambience": bool(ambience),
+               "backgrounds": split_backgrounds(info["backgrounds"], seed)}
+    key, fingerprint = _params_fingerprint(options, info)
+    params_path = os.path.join(out, ".parts", "params.json")
+    if os.path.isfile(params_path):
+        with open(params_path, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        if previous.get("fingerprint") != fingerprint:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{out} holds a stamps build with other settings ({params_path}); choose a new "
+                    "--out folder or pass --overwrite to rebuild it.")
+            shutil.rmtree(os.path.join(out, ".parts"))
+    counts = {"train": n_train, "val": n_val, "test": n_test, "train_mix": n_train_mix,
+              "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech}
+    splits = [s for s in SPLIT_ORDER if counts[s] > 0]
+    for split in splits:
+        os.makedirs(os.path.join(out, ".parts", split), exist_ok=True)
+    _write_json(params_path, {"fingerprint": fingerprint, "settings": key})
+
+    records = {split: [None] * counts[split] for split in splits}
+    todo = []
+    for split in splits:
+        for index in range(counts[split]):
+            part = os.path.join(out, ".parts", split, f"{split}_{index:05d}.json")
+            try:
+                with open(part, encoding="utf-8") as handle:
+                    records[split][index] = json.load(handle)
+            except (OSError, ValueError):
+                todo.append((split, index))
+    skipped = sum(counts[s] for s in splits) - len(todo)
+
+    bar = tqdm(total=len(todo), desc="stamps scenes", unit="scene", disable=not progress)
+    if workers > 1 and len(todo) > 1:
+        import multiprocessing
+
+        context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        with context.Pool(workers, initializer=_init_worker, initargs=(info, options)) as pool:
+            for task, record in zip(todo, pool.imap(render_scene, todo, chunksize=4)):
+                records[task[0]][task[1]] = record
+                bar.update()
+    else:
+        _init_worker(info, options)
+        for task in todo:
+            records[task[0]][task[1]] = render_scene(task)
+            bar.update()
+    bar.close()
+
+    split_summary = {}
+    for split in splits:
+        _write_json(os.path.join(out, f"{split}.json"), records[split])
+        class_counts = {}
+        for record in records[split]:
+            if record["kind"] == "mixture":
+                names = [s["class"] for s in record["sources"]]
+            elif record["kind"] == "silent":
+                names = []
+            else:
+                names = [record["class"]]
+            for name in names:
+                class_counts[name] = class_counts.get(name, 0) + 1
+        split_summary[split] = {"scenes": len(records[split]),
+                                "class_counts": dict(sorted(class_counts.items()))}
+    summary = {
+        "classes": info["classes"],
+        "splits": split_summary,
+        "backgrounds": options["backgrounds"],
+        "stamps": len(info["stamps"]),
+        "dropped_stamps": info["dropped"],
+        "recordings": len(info["recordings"]),
+        "size": int(size), "seed": int(seed), "ambience": bool(ambience),
+    }
+    _write_json(os.path.join(out, "classes.json"), info["classes"])
+    _write_json(os.path.join(out, "summary.json"), summary)
+    seconds = time.time() - started
+    summary = dict(summary, built=len(todo), skipped=skipped, seconds=round(seconds, 2),
+                   scenes_per_second=round(len(todo) / max(seconds, 1e-9), 2))
+    return summary
+
+
+def format_summary(summary):
+    """Human-readable table of the per-split class counts."""
+    lines = [f"{len(summary['classes'])} classes from {summary['stamps']} photo stamps, "
+             f"{summary['recordings']} recordings; backgrounds train/val/test = "
+             + "/".join(str(len(summary["backgrounds"][s])) for s in ("train", "val", "test"))]
+    splits = list(summary["splits"])
+    lines.append(f"{'class':<14}" + "".join(f"{s:>12}" for s in splits))
+    for name in summary["classes"]:
+        lines.append(f"{name:<14}" + "".join(
+            f"{summary['splits'][s]['class_counts'].get(name, 0):>12}" for s in splits))
+    lines.append(f"{'scenes':<14}" + "".join(f"{summary['splits'][s]['scenes']:>12}" for s in splits))
+    if "built" in summary:
+        lines.append(f"built {summary['built']} scenes, skipped {summary['skipped']} already done, "
+                     f"{summary['seconds']} s ({summary['scenes_per_second']} scenes/s)")
+    return "\n".join(lines)

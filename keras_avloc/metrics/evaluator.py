@@ -1,0 +1,217 @@
+"""`Evaluator`: accumulates batches of heatmaps and ground truth and reports a protocol's metrics.
+
+Protocols:
+    vggss       VGG-SS: binary box-union ground truth; cIoU@0.5, AUC, mean cIoU, pointing game.
+    flickr      Flickr-SoundNet: soft annotator-consensus ground truth; same metrics.
+    stamps      synthetic stamps: as vggss, plus mask IoU and SLAVC's extended protocol (silent and
+                off-screen samples, confidence = mean of the top 25% scores).
+    stamps-mix  stamp mixtures: as stamps, plus per-source cIoU@0.3 / AUC and PIAP when per-source maps
+                are given.
+    music-duet  AVGN's duet protocol: per-source cIoU@0.3 / AUC, PIAP, and the union-map cIoU.
+
+Samples whose `kind` is "silent" or "offscreen" have no visible source: they are left out of the cIoU
+statistics and only enter the extended protocol (as negatives).
+"""
+
+import numpy as np
+
+from keras_avloc.metrics.extended import extended_metrics, top_quarter_confidence
+from keras_avloc.metrics.localization import (
+    SUCCESS_THRESHOLDS,
+    _as_float_array,
+    binarize_maps,
+    ciou_from_binary,
+    resize_maps,
+    success_auc,
+    success_curve,
+)
+from keras_avloc.metrics.multisource import permutation_invariant_ap, per_source_ciou
+
+PROTOCOLS = {
+    "vggss": {"gt": "boxes", "extended": False, "multi": False},
+    "flickr": {"gt": "flickr", "extended": False, "multi": False},
+    "stamps": {"gt": "boxes", "extended": True, "multi": False},
+    "stamps-mix": {"gt": "boxes", "extended": True, "multi": True},
+    "music-duet": {"gt": "boxes", "extended": False, "multi": True},
+}
+NO_OBJECT_KINDS = ("silent", "offscreen")
+
+
+class Evaluator:
+    """Accumulates localisation results batch by batch.
+
+    Args:
+        protocol: one of `PROTOCOLS` ("vggss", "flickr", "stamps", "stamps-mix", "music-duet").
+        resize: heatmap upsampling, "align_corners" (EZ-VSL, default) or "half_pixel" (LVS).
+        strict: `>` instead of `>=` at the median threshold (original LVS script).
+
+    Example:
+    >>> ev = Evaluator("vggss")
+    >>> gt = np.zeros((1, 8, 8)); gt[0, :, :4] = 1
+    >>> heat = np.zeros((1, 8, 8)); heat[0, :, :4] = 1
+    >>> ev.update(heat, gt)
+    >>> ev.result()["ciou@0.5"]
+    1.0
+    """
+
+    def __init__(self, protocol="vggss", resize="align_corners", strict=False):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.")
+        self.protocol = protocol
+        self.options = PROTOCOLS[protocol]
+        self.resize = resize
+        self.strict = strict
+        self.reset()
+
+    def reset(self):
+        """Forgets every accumulated sample."""
+        self._names, self._cious, self._hits, self._confidences = [], [], [], []
+        self._has_object, self._mask_ious, self._source_cious, self._piap = [], [], [], []
+
+    def __len__(self):
+        return len(self._cious)
+
+    def update(
+        self,
+        heatmaps,
+        gt_maps,
+        masks=None,
+        kinds=None,
+        names=None,
+        confidences=None,
+        source_heatmaps=None,
+        source_gt_maps=None,
+    ):
+        """Adds a batch.
+
+        Args:
+            heatmaps: [B, h, w] maps of any scale (TF tensors are accepted).
+            gt_maps: [B, S, S] ground truth in [0, 1].
+            masks: optional [B, S, S] masks, or a list with None for samples without a mask.
+            kinds: optional list of "single" / "mixture" / "silent" / "offscreen".
+            names: optional list of sample names (used by `per_sample`).
+            confidences: optional [B] detection confidences; default: mean of the top 25% of the
+                upsampled (not normalised) heatmap.
+            source_heatmaps: optional [B, K, h, w] per-source maps (mixture protocols).
+            source_gt_maps: optional [B, K, S, S] per-source ground truth.
+        """
+        maps = _as_float_array(heatmaps, "heatmaps", ndim=3)
+        gt = _as_float_array(gt_maps, "gt_maps", ndim=3)
+        batch = len(maps)
+        if len(gt) != batch:
+            raise ValueError(f"update got {batch} heatmaps but {len(gt)} ground-truth maps.")
+        size = gt.shape[1]
+        resized = resize_maps(maps, size, self.resize)
+        binary = binarize_maps(resized, size, self.resize, "median", self.strict)
+        self._cious.extend(ciou_from_binary(binary, gt).tolist())
+        peak = np.argmax(resized.reshape(batch, -1), axis=1)
+        self._hits.extend((gt.reshape(batch, -1)[np.arange(batch), peak] > 0).astype(float).tolist())
+        if confidences is None:
+            confidences = top_quarter_confidence(resized)
+        self._confidences.extend(np.asarray(confidences, dtype=np.float64).reshape(batch).tolist())
+        kinds = list(kinds) if kinds is not None else [None] * batch
+        self._has_object.extend(kind not in NO_OBJECT_KINDS for kind in kinds)
+        names = list(names) if names is not None else [f"sample_{len(self._names) + i}" for i in range(batch)]
+        self._names.extend(str(name) for name in names)
+        self._mask_ious.extend(self._batch_mask_iou(binary, masks, batch))
+        if source_heatmaps is not None and source_gt_maps is not None:
+            self._update_sources(source_heatmaps, source_gt_maps, size)
+        else:
+            self._source_cious.extend([None] * batch)
+            self._piap.extend([None] * batch)
+
+    @staticmethod
+    def _batch_mask_iou(binary, masks, batch):
+        if masks is None:
+            return [None] * batch
+        out = []
+        for pred, mask in zip(binary, masks):
+            if mask is None:
+                out.append(None)
+                continue
+            mask = np.asarray(mask) > 0.5
+            if mask.shape != pred.shape:
+                raise ValueError(f"mask shape {mask.shape} differs from the ground-truth map shape {pred.shape}.")
+            union = np.sum(pred | mask)
+            out.append(float(np.sum(pred & mask) / union) if union else 0.0)
+        return out
+
+    def _update_sources(self, source_heatmaps, source_gt_maps, size):
+        maps = _as_float_array(source_heatmaps, "source_heatmaps", ndim=4)
+        gts = _as_float_array(source_gt_maps, "source_gt_maps", ndim=4)
+        batch, sources = maps.shape[:2]
+        flat = resize_maps(maps.reshape(batch * sources, *maps.shape[2:]), size, self.resize)
+        resized = flat.reshape(batch, sources, size, size)
+        stats = per_source_ciou(resized, gts, resize=self.resize, strict=self.strict)
+        self._source_cious.extend(stats["cious"].tolist())
+        self._piap.extend(permutation_invariant_ap(resized, gts)[1].tolist())
+
+    def per_sample(self):
+        """List of dicts (name, ciou, pointing_hit, confidence, has_object, mask_iou) in update order."""
+        return [
+            {
+                "name": name,
+                "ciou": ciou_value,
+                "pointing_hit": hit,
+                "confidence": conf,
+                "has_object": obj,
+                "mask_iou": mask_iou_value,
+            }
+            for name, ciou_value, hit, conf, obj, mask_iou_value in zip(
+                self._names, self._cious, self._hits, self._confidences, self._has_object, self._mask_ious
+            )
+        ]
+
+    def cious(self, with_object_only=True):
+        """Per-sample cIoU array (by default only samples with a visible source)."""
+        values = np.asarray(self._cious, dtype=np.float64)
+        if with_object_only:
+            values = values[np.asarray(self._has_object, dtype=bool)]
+        return values
+
+    def result(self):
+        """The protocol's metrics as a JSON-serialisable dict.
+
+        Keys: "protocol", "num_samples", "num_evaluated", "ciou@0.5", "auc", "mean_ciou",
+        "pointing_game", "success_curve" ({"thresholds", "fraction"}); "mask_iou" when masks were given;
+        "extended" (SLAVC) for extended protocols or when silent/off-screen samples exist; "multi_source"
+        when per-source maps were given.
+        """
+        if not self._cious:
+            raise ValueError("Evaluator.result() called before any update(); evaluate at least one sample.")
+        has_object = np.asarray(self._has_object, dtype=bool)
+        values = self.cious()
+        result = {"protocol": self.protocol, "num_samples": len(self._cious), "num_evaluated": int(has_object.sum())}
+        if values.size:
+            at_half, auc = success_auc(values)
+            result.update(
+                {
+                    "ciou@0.5": at_half,
+                    "auc": auc,
+                    "mean_ciou": float(values.mean()),
+                    "pointing_game": float(np.mean(np.asarray(self._hits)[has_object])),
+                    "success_curve": {
+                        "thresholds": SUCCESS_THRESHOLDS.tolist(),
+                        "fraction": success_curve(values).tolist(),
+                    },
+                }
+            )
+        mask_values = [m for m, obj in zip(self._mask_ious, has_object) if m is not None and obj]
+        if mask_values:
+            result["mask_iou"] = float(np.mean(mask_values))
+        if self.options["extended"] or not has_object.all():
+            result["extended"] = extended_metrics(
+                np.asarray(self._cious), np.asarray(self._confidences), has_object, ciou_thresholds=(0.3, 0.5)
+            )
+        source_rows = [row for row in self._source_cious if row is not None]
+        if source_rows:
+            flat = np.concatenate([np.asarray(row) for row in source_rows])
+            curve = success_curve(flat)
+            result["multi_source"] = {
+                "ciou@0.3": float(np.mean(flat >= 0.3)),
+                "auc": float(np.trapezoid(curve, SUCCESS_THRESHOLDS)),
+                "mean_ciou": float(flat.mean()),
+                "piap": float(np.mean([p for p in self._piap if p is not None])),
+                "num_mixtures": len(source_rows),
+            }
+        return result

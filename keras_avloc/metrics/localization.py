@@ -1,0 +1,303 @@
+"""Single-source localisation metrics: cIoU, success-curve AUC, pointing game, mask IoU.
+
+These follow the official evaluators of LVS (hche11/Localizing-Visual-Sounds-the-Hard-Way), EZ-VSL,
+SLAVC and FNAC exactly, vectorised over a batch of maps:
+
+1. The heatmap is resized to `size`×`size` (224) bilinearly. The default, `resize="align_corners"`, is
+   `F.interpolate(..., mode="bilinear", align_corners=True)` as in EZ-VSL / SLAVC / FNAC;
+   `resize="half_pixel"` is `cv2.resize(..., INTER_LINEAR)` as in the original LVS test script.
+2. It is min-max normalised per image, `(h - min) / (max - min)`, left unchanged when `max == min`.
+3. The threshold is the element at index `int(H*W*0.5)` of the sorted map (the upper median), and the
+   prediction is `P = h >= threshold` (the `>=` of EZ-VSL's `cal_CIOU`; LVS's own script used `>`,
+   available as `strict=True`). With ties at the median more than half the pixels can be positive —
+   exactly as in the official code.
+4. cIoU = Σ(P·G) / (ΣG + Σ(P·[G == 0])) with G the (possibly soft) ground-truth map.
+5. cIoU@0.5 is the fraction of samples with cIoU >= 0.5; AUC is `sklearn.metrics.auc` (trapezoid rule)
+   of fraction(cIoU >= t) over the 21 thresholds t = 0.05·i, i = 0..20 (computed as `0.05 * i`, so the
+   floating-point thresholds, e.g. 0.15000000000000002, are identical to the official lists).
+
+Ground truth: VGG-SS maps are the binary union of the boxes, each box `[x1, y1, x2, y2]` (normalised)
+mapped to pixels as `int(size * max(v, 0))` and filled as `map[y1:y2, x1:x2] = 1`; Flickr-SoundNet maps
+are the soft consensus of all annotators' boxes: box masks summed, divided by 2, capped at 1.
+"""
+
+import numpy as np
+
+SUCCESS_THRESHOLDS = np.array([0.05 * i for i in range(21)])
+"""The 21 cIoU thresholds of the official AUC, built exactly as `[0.05 * i for i in range(21)]`."""
+
+RESIZE_MODES = ("align_corners", "half_pixel")
+
+
+def _as_float_array(values, name, ndim=None, dtype=np.float64):
+    array = np.asarray(values)
+    if array.dtype != np.float32 or dtype != np.float32:
+        array = array.astype(dtype)
+    if ndim is not None and array.ndim != ndim:
+        raise ValueError(f"`{name}` must have {ndim} dimensions, got shape {array.shape}.")
+    if array.size and not np.all(np.isfinite(array)):
+        bad = int(np.sum(~np.isfinite(array)))
+        raise ValueError(
+            f"`{name}` contains {bad} NaN/inf values; fix the model output (e.g. a division by zero in "
+            "normalisation) or drop those samples before evaluating."
+        )
+    return array
+
+
+def _interpolation_matrix(in_size, out_size, mode):
+    """[out_size, in_size] matrix M so that M @ x is the 1-D linear resize of x."""
+    matrix = np.zeros((out_size, in_size))
+    if in_size == 1:
+        matrix[:, 0] = 1.0
+        return matrix
+    out_index = np.arange(out_size, dtype=np.float64)
+    if mode == "align_corners":
+        position = out_index * (in_size - 1) / max(out_size - 1, 1)
+    elif mode == "half_pixel":
+        position = (out_index + 0.5) * in_size / out_size - 0.5
+        position = np.clip(position, 0.0, in_size - 1)
+    else:
+        raise ValueError(f"resize must be one of {RESIZE_MODES}, got {mode!r}.")
+    low = np.clip(np.floor(position).astype(int), 0, in_size - 2)
+    weight_high = position - low
+    rows = np.arange(out_size)
+    matrix[rows, low] += 1.0 - weight_high
+    matrix[rows, low + 1] += weight_high
+    return matrix
+
+
+def resize_maps(heatmaps, size=224, resize="align_corners"):
+    """Bilinearly resizes a batch of maps to `size`×`size`.
+
+    Args:
+        heatmaps: array [N, h, w].
+        size: output side length.
+        resize: "align_corners" (PyTorch `align_corners=True`, EZ-VSL) or "half_pixel" (OpenCV
+            `INTER_LINEAR`, LVS).
+
+    Returns:
+        float32 array [N, size, size] (float32 like the official PyTorch / OpenCV resize); the input
+        itself when it already has that size.
+    """
+    maps = _as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32)
+    _, height, width = maps.shape
+    if (height, width) == (size, size):
+        return maps
+    rows = _interpolation_matrix(height, size, resize)
+    cols = _interpolation_matrix(width, size, resize)
+    return np.matmul(np.matmul(rows.astype(np.float32), maps), cols.T.astype(np.float32))
+
+
+def normalize_maps(heatmaps):
+    """Per-map min-max normalisation `(h - min) / (max - min)`; constant maps are left unchanged.
+
+    Computed in the input's precision (float32 maps stay float32, as in the official scripts, so
+    rounding-induced ties at the median are reproduced).
+    """
+    maps = np.array(heatmaps, dtype=np.float32 if np.asarray(heatmaps).dtype == np.float32 else np.float64)
+    flat = maps.reshape(len(maps), -1)
+    low = flat.min(axis=1, keepdims=True)
+    span = flat.max(axis=1, keepdims=True) - low
+    varying = span[:, 0] != 0
+    if varying.all():
+        flat -= low
+        flat /= span
+    elif varying.any():
+        flat[varying] = (flat[varying] - low[varying]) / span[varying]
+    return flat.reshape(maps.shape)
+
+
+def binarize_maps(heatmaps, size=224, resize="align_corners", threshold="median", strict=False):
+    """Resizes, normalises and thresholds maps into the official binary predictions.
+
+    Args:
+        heatmaps: array [N, h, w], any scale.
+        size: evaluation resolution (224 in every published protocol).
+        resize: see `resize_maps`.
+        threshold: "median" (upper median, top 50%) or a float applied to the min-max normalised map
+            (SLAVC's absolute `pred_thr`).
+        strict: use `>` instead of `>=` (the original LVS script).
+
+    Returns:
+        bool array [N, size, size].
+    """
+    maps = normalize_maps(resize_maps(heatmaps, size, resize))
+    flat = maps.reshape(len(maps), -1)
+    if isinstance(threshold, str):
+        if threshold != "median":
+            raise ValueError(f"threshold must be 'median' or a number, got {threshold!r}.")
+        kth = int(flat.shape[1] * 0.5)
+        cut = np.partition(flat, kth, axis=1)[:, kth : kth + 1]
+    else:
+        cut = np.full((len(flat), 1), float(threshold))
+    positive = flat > cut if strict else flat >= cut
+    return positive.reshape(maps.shape)
+
+
+def ciou_from_binary(predictions, gt_maps):
+    """cIoU = Σ(P·G) / (ΣG + Σ(P·[G==0])) per sample; 0 where the denominator is 0.
+
+    Args:
+        predictions: bool/0-1 array [N, H, W].
+        gt_maps: array [N, H, W] in [0, 1].
+
+    Returns:
+        float64 array [N].
+    """
+    # Ground-truth values are multiples of 0.5 and maps have < 2^22 pixels, so float32 sums are exact.
+    pred = np.asarray(predictions, dtype=bool).reshape(len(predictions), -1)
+    gt = _as_float_array(gt_maps, "gt_maps", dtype=np.float32).reshape(len(gt_maps), -1)
+    if pred.shape != gt.shape:
+        raise ValueError(f"predictions {np.shape(predictions)} and gt_maps {np.shape(gt_maps)} differ in shape.")
+    intersection = np.sum(gt, axis=1, where=pred, dtype=np.float32).astype(np.float64)
+    false_positive = np.count_nonzero(pred & (gt == 0), axis=1).astype(np.float64)
+    denominator = gt.sum(axis=1, dtype=np.float32).astype(np.float64) + false_positive
+    return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
+
+
+def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=False, chunk=256):
+    """Consensus IoU of each heatmap with its ground truth (official LVS / EZ-VSL protocol).
+
+    Args:
+        heatmaps: array [N, h, w] of any scale (upsampled to the ground-truth size).
+        gt_maps: array [N, H, W] in [0, 1] (binary for VGG-SS, soft for Flickr), H == W.
+        resize: "align_corners" (default, EZ-VSL) or "half_pixel" (LVS / OpenCV).
+        threshold: "median" (default) or a float on the min-max normalised map.
+        strict: `>` instead of `>=` at the threshold.
+        chunk: maps processed at once (bounds memory).
+
+    Returns:
+        float64 array [N] of cIoU values in [0, 1].
+
+    Example:
+    >>> gt = box_gt_map([[0.0, 0.0, 0.5, 1.0]], size=4)[None]
+    >>> heat = np.array([[[1.0, 1.0, 0.0, 0.0]] * 4])
+    >>> float(ciou(heat, gt)[0])
+    1.0
+    """
+    maps = _as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32)
+    gt = _as_float_array(gt_maps, "gt_maps", ndim=3, dtype=np.float32)
+    if len(maps) != len(gt):
+        raise ValueError(f"{len(maps)} heatmaps but {len(gt)} ground-truth maps.")
+    if gt.shape[1] != gt.shape[2]:
+        raise ValueError(f"gt_maps must be square [N, S, S], got {gt.shape}.")
+    size = gt.shape[1]
+    out = np.zeros(len(maps))
+    for start in range(0, len(maps), chunk):
+        part = slice(start, start + chunk)
+        binary = binarize_maps(maps[part], size, resize, threshold, strict)
+        out[part] = ciou_from_binary(binary, gt[part])
+    return out
+
+
+def success_curve(cious, thresholds=SUCCESS_THRESHOLDS):
+    """Fraction of samples with cIoU >= t for each threshold t (the curve under the AUC)."""
+    values = _as_float_array(cious, "cious", ndim=1)
+    if values.size == 0:
+        raise ValueError("success_curve needs at least one cIoU value.")
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    return (values[None, :] >= thresholds[:, None]).mean(axis=1)
+
+
+def success_auc(cious):
+    """(cIoU@0.5, AUC) as published: fraction with cIoU >= 0.5, and the trapezoid area of the success curve.
+
+    The AUC is `sklearn.metrics.auc([0.05*i for i in range(21)], success_curve(cious))`, i.e. the
+    trapezoid rule over 21 points with spacing 0.05 (a perfect model scores 1.0).
+
+    Args:
+        cious: array [N] of per-sample cIoU.
+
+    Returns:
+        tuple (ciou_at_0_5, auc) of floats.
+
+    Example:
+    >>> success_auc([1.0, 0.0])
+    (0.5, 0.5125)
+    """
+    curve = success_curve(cious)
+    auc = float(np.trapezoid(curve, SUCCESS_THRESHOLDS))
+    at_half = float(np.mean(np.asarray(cious, dtype=np.float64) >= 0.5))
+    return at_half, auc
+
+
+def _box_pixels(box, size):
+    x1, y1, x2, y2 = (int(size * max(float(v), 0.0)) for v in box)
+    return x1, y1, x2, y2
+
+
+def box_gt_map(boxes, size=224):
+    """VGG-SS ground truth: binary union of normalised boxes `[x1, y1, x2, y2]`.
+
+    Each coordinate maps to `int(size * max(v, 0))` and the box fills `map[y1:y2, x1:x2]` (the
+    official `testset_gt`).
+
+    Args:
+        boxes: array-like [K, 4] (K may be 0 → all-zero map).
+        size: map side.
+
+    Returns:
+        float32 array [size, size] of 0/1.
+    """
+    gt = np.zeros((size, size), dtype=np.float32)
+    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        x1, y1, x2, y2 = _box_pixels(box, size)
+        gt[y1:y2, x1:x2] = 1.0
+    return gt
+
+
+def flickr_gt_map(annotator_boxes, size=224):
+    """Flickr-SoundNet ground truth: soft consensus of the annotators' boxes.
+
+    Every box (of every annotator) adds 1 over `map[y1:y2, x1:x2]`; the sum is divided by 2 and capped
+    at 1 (official `testset_gt`). Pixel coordinates are `int(size * v)` of the normalised values, which
+    equals the official `int(224 * px / 256)` for boxes given in 256-pixel units as `px / 256`.
+
+    Args:
+        annotator_boxes: [K, 4] boxes, or a list over annotators of [K_a, 4] boxes.
+        size: map side.
+
+    Returns:
+        float32 array [size, size] with values in {0, 0.5, 1}.
+    """
+    flat = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in annotator_boxes] if len(annotator_boxes) else []
+    boxes = np.concatenate(flat) if flat else np.zeros((0, 4))
+    gt = np.zeros((size, size), dtype=np.float64)
+    for box in boxes:
+        x1, y1, x2, y2 = _box_pixels(box, size)
+        gt[y1:y2, x1:x2] += 1.0
+    return np.minimum(gt / 2.0, 1.0).astype(np.float32)
+
+
+def pointing_game(heatmaps, gt_maps, resize="align_corners"):
+    """Pointing-game hits: 1 where the heatmap's maximum (first in row-major order) lies on G > 0.
+
+    Args:
+        heatmaps: [N, h, w] (resized to the ground-truth size first).
+        gt_maps: [N, S, S].
+
+    Returns:
+        float64 array [N] of 0/1 hits (mean = hit rate).
+    """
+    gt = _as_float_array(gt_maps, "gt_maps", ndim=3)
+    maps = resize_maps(heatmaps, gt.shape[1], resize).reshape(len(gt), -1)
+    peak = np.argmax(maps, axis=1)
+    return (gt.reshape(len(gt), -1)[np.arange(len(gt)), peak] > 0).astype(np.float64)
+
+
+def mask_iou(heatmaps, masks, resize="align_corners", threshold="median"):
+    """IoU |P ∩ M| / |P ∪ M| of the binarised heatmap P with a segmentation mask M (M > 0.5).
+
+    Returns 0 where the union is empty.
+
+    Args:
+        heatmaps: [N, h, w]; masks: [N, S, S] (0/1 or 0..1).
+
+    Returns:
+        float64 array [N].
+    """
+    mask = _as_float_array(masks, "masks", ndim=3) > 0.5
+    pred = binarize_maps(heatmaps, mask.shape[1], resize, threshold)
+    inter = np.sum(pred & mask, axis=(1, 2)).astype(np.float64)
+    union = np.sum(pred | mask, axis=(1, 2)).astype(np.float64)
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

@@ -1,0 +1,146 @@
+"""EZ-VSL (Mo & Morgado, ECCV 2022), also the single-source baseline of the AVGN paper.
+
+Follows the official code (stoneMo/EZ-VSL, model.py / test.py):
+
+* image: ResNet-18 (layer4 stride 2, 7x7 at 224) -> 1x1 conv projection (with bias) -> [B, h, w, D];
+  audio: ResNet-18 on the 1-channel spectrogram, global MAX pool, linear projection -> [B, D];
+  both L2-normalised (D = 512).
+* S[n, m, h, w] = <image n at (h, w), audio m> / tau (tau = 0.03);
+  logits[n, m] = max over (h, w) of S (multiple-instance max);
+* loss = CE(logits, diag) + CE(logits^T, diag): the *sum* of the image->audio and audio->image
+  cross-entropies, each averaged over the batch.
+* Localisation map: S[n, n] upsampled bilinearly with align_corners=True (as test.py). Optional
+  object-guided localisation (OGL): normalise(alpha * normalise(av) + (1 - alpha) * normalise(obj)),
+  obj = channel mean of |ResNet-18 features| upsampled the same way, alpha = 0.4.
+"""
+
+import keras
+from keras import ops
+
+from keras_avloc.models.base import AVLocModel, images_and_audio, minmax_normalize, upsample_maps
+from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
+from keras_avloc.models.lvs import build_audio_encoder, resnet18_backbone
+
+
+def ezvsl_loss_terms(image_maps, audio_vecs, tau=0.03):
+    """All intermediate quantities of the EZ-VSL max-XMIL loss.
+
+    Args:
+        image_maps: raw image features [B, h, w, C] (normalised here along C).
+        audio_vecs: raw audio features [B, C] (normalised here).
+        tau: temperature; cosine similarities are divided by it (0.03).
+
+    Returns:
+        dict with "loss", "image_to_audio" (CE over rows), "audio_to_image" (CE over columns),
+        "logits" [B, B] (rows = images, columns = audio) and "similarity" [B, h, w] (matched pairs,
+        cosine, not divided by tau).
+    """
+    image_maps = l2_normalize(image_maps, axis=-1)
+    audio_vecs = l2_normalize(audio_vecs, axis=-1)
+    batch = ops.shape(image_maps)[0]
+    scores = ops.einsum("nhwc,mc->nmhw", image_maps, audio_vecs) / tau
+    logits = ops.max(ops.reshape(scores, (batch, batch, -1)), axis=-1)
+    labels = ops.arange(batch, dtype="int32")
+    image_to_audio = cross_entropy_with_integer_targets(logits, labels)
+    audio_to_image = cross_entropy_with_integer_targets(ops.transpose(logits), labels)
+    return {
+        "loss": image_to_audio + audio_to_image,
+        "image_to_audio": image_to_audio,
+        "audio_to_image": audio_to_image,
+        "logits": logits,
+        "similarity": ops.einsum("bhwc,bc->bhw", image_maps, audio_vecs),
+    }
+
+
+def ezvsl_loss(image_maps, audio_vecs, tau=0.03):
+    """Scalar EZ-VSL batch loss from raw image maps [B, h, w, C] and audio vectors [B, C].
+
+    Args:
+        image_maps: raw channels-last image feature maps [B, h, w, C].
+        audio_vecs: raw audio vectors [B, C].
+        tau: temperature (0.03).
+
+    Returns:
+        Scalar float32 loss (sum of both directions' cross-entropies).
+
+    Example:
+    >>> import numpy as np
+    >>> loss = ezvsl_loss(np.random.rand(4, 7, 7, 512), np.random.rand(4, 512))
+    """
+    return ezvsl_loss_terms(image_maps, audio_vecs, tau=tau)["loss"]
+
+
+def objectness_map(feature_maps):
+    """EZ-VSL's object saliency: mean over channels of |features|, [B, h, w, C] -> [B, h, w]."""
+    return ops.mean(ops.abs(ops.cast(feature_maps, "float32")), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_avloc")
+class EZVSL(AVLocModel):
+    """EZ-VSL model.
+
+    Args:
+        embed_dim: projection size D (512).
+        tau: temperature (0.03).
+        backbone_kwargs: extra keyword arguments for both ResNet-18s.
+        name: model name.
+
+    Example:
+    >>> model = EZVSL()
+    >>> model.compile()  # Adam(1e-4)
+    >>> model.fit(train_ds, epochs=20)  # doctest: +SKIP
+    >>> heatmaps = model.localize(images, spectrograms, ogl_alpha=0.4)  # doctest: +SKIP
+    """
+
+    loss_term_names = ("loss", "image_to_audio", "audio_to_image")
+    default_learning_rate = 1e-4
+    upsample_align_corners = True
+
+    def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, name="ezvsl", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.embed_dim = embed_dim
+        self.tau = tau
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.image_backbone = resnet18_backbone(3, 2, "image_resnet18", **self.backbone_kwargs)
+        image_inputs = keras.Input(shape=(None, None, 3), name="image")
+        projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection")(self.image_backbone(image_inputs))
+        self.image_encoder = keras.Model(image_inputs, projected, name="image_encoder")
+        self.audio_backbone = resnet18_backbone(1, 2, "audio_resnet18", **self.backbone_kwargs)
+        self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim)
+
+    def compute_loss_terms(self, image_maps, audio_vecs):
+        return ezvsl_loss_terms(image_maps, audio_vecs, tau=self.tau)
+
+    def localize(self, images, audio, image_size=None, ogl_alpha=None, objectness_encoder=None):
+        """Heatmaps [B, H, W] (numpy float32).
+
+        Args:
+            images: float [B, H, W, 3], ImageNet-normalised.
+            audio: float [B, F, T, 1].
+            image_size: output (H, W); defaults to the input size.
+            ogl_alpha: None for the plain audio-visual map (raw cosine values); a float (0.4 in the
+                paper) for object-guided localisation, whose output is min-max normalised to [0, 1].
+            objectness_encoder: model giving [B, h, w, C] features for the objectness map; the
+                official code uses a separate ImageNet-pretrained ResNet-18. Defaults to this model's
+                image backbone (identical when the backbone is frozen ImageNet weights).
+
+        Returns:
+            numpy float32 [B, H, W].
+        """
+        if ogl_alpha is None:
+            return super().localize(images, audio, image_size=image_size)
+        images = ops.convert_to_tensor(images)
+        size = image_size or (images.shape[1], images.shape[2])
+        features = self(images_and_audio(images, audio), training=False)
+        audio_visual = upsample_maps(
+            self.similarity_map(features["image_maps"], features["audio_vecs"]), size, align_corners=True
+        )
+        encoder = objectness_encoder or self.image_backbone
+        objects = upsample_maps(objectness_map(encoder(images, training=False)), size, align_corners=True)
+        mixed = ogl_alpha * minmax_normalize(audio_visual) + (1.0 - ogl_alpha) * minmax_normalize(objects)
+        return ops.convert_to_numpy(minmax_normalize(mixed))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"embed_dim": self.embed_dim, "tau": self.tau, "backbone_kwargs": self.backbone_kwargs})
+        return config

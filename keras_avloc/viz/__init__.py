@@ -1,0 +1,27 @@
+"""Heatmap figures and overlay videos (matplotlib Agg, colour-blind-friendly colormaps)."""
+
+from keras_avloc.viz.figures import (
+    four_panel_figure,
+    heatmap_grid,
+    normalize_heatmap,
+    overlay_heatmap,
+    per_source_figure,
+    save_figure,
+    success_curve_figure,
+    trimap_overlay,
+)
+from keras_avloc.viz.video import blend_frames, overlay_video_file, write_overlay_video
+
+__all__ = [
+    "blend_frames",
+    "four_panel_figure",
+    "heatmap_grid",
+    "normalize_heatmap",
+    "overlay_heatmap",
+    "overlay_video_file",
+    "per_source_figure",
+    "save_figure",
+    "success_curve_figure",
+    "trimap_overlay",
+    "write_overlay_video",
+]

@@ -1,0 +1,191 @@
+"""LVS loss against an independent numpy implementation of the paper/official formula, plus the model."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_avloc.models import LVS, build_model, load_model, lvs_loss, lvs_loss_terms
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def numpy_lvs_loss(image_maps, audio_vecs, eps_p=0.65, eps_n=0.4, tau=0.03, temp=0.07, hard=True, official_diag=False):
+    """Reference written from the formulas, one sample at a time in float64."""
+    img = image_maps.astype(np.float64)
+    aud = audio_vecs.astype(np.float64)
+    img = img / np.maximum(np.linalg.norm(img, axis=-1, keepdims=True), 1e-12)
+    aud = aud / np.maximum(np.linalg.norm(aud, axis=-1, keepdims=True), 1e-12)
+    batch = img.shape[0]
+    losses = []
+    for n in range(batch):
+        own = img[n] @ aud[n]  # [h, w]
+        pos = _sigmoid((own - eps_p) / tau)
+        neg = 1.0 - _sigmoid((own - eps_n) / tau)
+        row = [np.sum(pos * own) / np.sum(pos)]
+        for k in range(batch):
+            other = img[n] @ aud[k]
+            pos_k = _sigmoid((other - eps_p) / tau)
+            value = np.sum(pos_k * other) / np.sum(pos_k)
+            if k == n:
+                if not official_diag:
+                    continue
+                value = value * (1.0 - 100.0)
+            row.append(value)
+        if hard:
+            row.append(np.sum(neg * own) / np.sum(neg))
+        logits = np.array(row) / temp
+        top = logits.max()
+        log_norm = top + np.log(np.sum(np.exp(logits - top)))
+        losses.append(log_norm - logits[0])
+    return float(np.mean(losses))
+
+
+def _random_features(seed, batch=5, size=6, channels=16, correlated=False):
+    rng = np.random.default_rng(seed)
+    image = rng.random((batch, size, size, channels)).astype(np.float32)
+    audio = rng.random((batch, channels)).astype(np.float32)
+    if correlated:  # matched pairs share a direction -> positive diagonal similarities above eps_p
+        audio = image.mean(axis=(1, 2)) + 0.05 * audio
+    return image, audio
+
+
+@pytest.mark.parametrize(
+    "kwargs, ref_kwargs",
+    [
+        ({}, {}),
+        ({"hard_negatives": False}, {"hard": False}),
+        ({"epsilon_positive": 0.5, "epsilon_negative": 0.3, "tau": 0.05}, {"eps_p": 0.5, "eps_n": 0.3, "tau": 0.05}),
+        ({"diagonal": "official"}, {"official_diag": True}),
+    ],
+)
+def test_lvs_loss_matches_numpy_reference(kwargs, ref_kwargs):
+    for seed, correlated in ((0, False), (1, True)):
+        image, audio = _random_features(seed, correlated=correlated)
+        ours = float(lvs_loss(image, audio, **kwargs))
+        reference = numpy_lvs_loss(image, audio, **ref_kwargs)
+        assert abs(ours - reference) <= 1e-5 * max(1.0, abs(reference)), (ours, reference)
+
+
+def test_lvs_loss_signed_features_match_reference():
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(4, 5, 7, 32)).astype(np.float32)
+    audio = rng.normal(size=(4, 32)).astype(np.float32)
+    assert abs(float(lvs_loss(image, audio)) - numpy_lvs_loss(image, audio)) < 1e-5
+
+
+def test_masked_and_official_diagonal_agree_when_diagonal_is_positive():
+    image, audio = _random_features(4, correlated=True)
+    terms = lvs_loss_terms(image, audio)
+    assert float(terms["positive"]) > 0.5  # the own-pair similarities are positive here
+    masked = float(lvs_loss(image, audio, diagonal="mask"))
+    official = float(lvs_loss(image, audio, diagonal="official"))
+    assert abs(masked - official) < 1e-5
+
+
+def test_official_diagonal_trick_breaks_for_negative_similarity():
+    rng = np.random.default_rng(5)
+    directions = rng.normal(size=(4, 8)).astype(np.float32)
+    image = directions[:, None, None, :] + 0.1 * rng.normal(size=(4, 4, 4, 8)).astype(np.float32)
+    audio = -directions  # own pairs anti-correlated everywhere -> negative diagonal
+    masked = float(lvs_loss(image, audio, diagonal="mask"))
+    official = float(lvs_loss(image, audio, diagonal="official"))
+    # -100x a negative similarity becomes a huge positive logit in the official code.
+    assert official > masked + 50.0
+    assert abs(masked - numpy_lvs_loss(image, audio)) < 1e-4
+
+
+def test_lvs_loss_gradients_are_finite():
+    image, audio = _random_features(6)
+    image_var, audio_var = tf.Variable(image), tf.Variable(audio)
+    with tf.GradientTape() as tape:
+        loss = lvs_loss(image_var, audio_var)
+    grads = tape.gradient(loss, [image_var, audio_var])
+    assert all(np.all(np.isfinite(g.numpy())) for g in grads)
+    assert any(np.abs(g.numpy()).max() > 0 for g in grads)
+
+
+def test_lvs_logits_are_soft_averages_divided_by_temperature():
+    image, audio = _random_features(7)
+    terms = lvs_loss_terms(image, audio)
+    assert terms["logits"].shape == (5, 1 + 5 + 1)
+    img = image.astype(np.float64) / np.linalg.norm(image.astype(np.float64), axis=-1, keepdims=True)
+    aud = audio.astype(np.float64) / np.linalg.norm(audio.astype(np.float64), axis=-1, keepdims=True)
+    own = np.einsum("bhwc,bc->bhw", img, aud)
+    pos = _sigmoid((own - 0.65) / 0.03)
+    neg = 1.0 - _sigmoid((own - 0.4) / 0.03)
+    expected_positive = (pos * own).sum(axis=(1, 2)) / pos.sum(axis=(1, 2)) / 0.07
+    expected_hard = (neg * own).sum(axis=(1, 2)) / neg.sum(axis=(1, 2)) / 0.07
+    np.testing.assert_allclose(terms["logits"][:, 0], expected_positive, rtol=1e-5)
+    np.testing.assert_allclose(terms["logits"][:, -1], expected_hard, rtol=1e-5)
+
+
+def test_lvs_model_shapes_and_stride_one_layer4():
+    model = LVS(backbone_kwargs={"width": 8})
+    images = np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype(np.float32)
+    audio = np.random.default_rng(1).normal(size=(2, 65, 40, 1)).astype(np.float32)
+    features = model({"image": images, "audio": audio})
+    assert features["image_maps"].shape == (2, 4, 4, 64)  # 64 / 16: layer4 stride 1
+    assert features["audio_vecs"].shape == (2, 64)  # global max pool
+    heatmaps = model.localize(images, audio)
+    assert heatmaps.shape == (2, 64, 64)
+    raw = model.similarity_map(features["image_maps"], features["audio_vecs"]).numpy()
+    # upsampling keeps the value range of the cosine map
+    assert heatmaps.max() <= raw.max() + 1e-5 and heatmaps.min() >= raw.min() - 1e-5
+    assert isinstance(build_model("lvs", backbone_kwargs={"width": 8}), LVS)
+
+
+def test_load_official_checkpoint_from_npz(tmp_path):
+    from keras_avloc.backbones import ResNet18
+
+    rng = np.random.default_rng(0)
+    state = {}
+    for prefix, channels in (("imgnet.", 3), ("audnet.", 1)):
+        reference = ResNet18(input_channels=channels, layer4_stride=1, width=8)
+        for layer in reference.layers:
+            weights = layer.get_weights()
+            if not weights:
+                continue
+            torch_name = layer.name.replace("_", ".")
+            if len(weights) == 1:  # conv kernel kh, kw, in, out -> out, in, kh, kw
+                kernel = rng.normal(size=weights[0].shape).astype(np.float32)
+                stem = "conv1_a" if (prefix == "audnet." and layer.name == "conv1") else torch_name
+                state[f"module.{prefix}{stem}.weight"] = kernel.transpose(3, 2, 0, 1)
+            else:
+                for param in ("weight", "bias", "running_mean"):
+                    state[f"module.{prefix}{torch_name}.{param}"] = rng.normal(size=weights[0].shape).astype(np.float32)
+                state[f"module.{prefix}{torch_name}.running_var"] = rng.uniform(0.5, 2, size=weights[0].shape).astype(np.float32)
+    # the official audio net also carries an unused 3-channel stem
+    state["module.audnet.conv1.weight"] = rng.normal(size=(8, 3, 7, 7)).astype(np.float32)
+    path = tmp_path / "lvs_tiny.npz"
+    np.savez(path, **state)
+
+    model = LVS(backbone_kwargs={"width": 8})
+    model.load_official_checkpoint(str(path))
+    np.testing.assert_allclose(
+        model.audio_backbone.get_layer("conv1").kernel.numpy(), state["module.audnet.conv1_a.weight"].transpose(2, 3, 1, 0)
+    )
+    np.testing.assert_allclose(
+        model.image_backbone.get_layer("layer3_1_conv2").kernel.numpy(),
+        state["module.imgnet.layer3.1.conv2.weight"].transpose(2, 3, 1, 0),
+    )
+    np.testing.assert_allclose(
+        model.image_backbone.get_layer("bn1").moving_variance.numpy(), state["module.imgnet.bn1.running_var"]
+    )
+
+
+def test_save_load_round_trip(tmp_path):
+    model = LVS(epsilon_positive=0.6, backbone_kwargs={"width": 8})
+    model.compile()
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    audio = np.random.default_rng(1).normal(size=(2, 33, 20, 1)).astype(np.float32)
+    path = str(tmp_path / "lvs.keras")
+    model.save(path)
+    restored = load_model(path)
+    assert isinstance(restored, LVS) and restored.epsilon_positive == 0.6
+    np.testing.assert_allclose(restored.localize(images, audio), model.localize(images, audio), atol=1e-6)
