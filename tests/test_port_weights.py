@@ -177,17 +177,27 @@ def _random_torch_net(torch_reference, modal, stride, seed, width=64):
     return torch_reference.randomize_(net, seed=seed)
 
 
-@pytest.mark.parametrize("modal, stride", [("vision", 1), ("vision", 2), ("audio", 1), ("audio", 2)])
-def test_full_width_matches_torch(modal, stride):
+@pytest.fixture(scope="module")
+def full_width_state_dicts():
+    """One randomised full-width net per modality (official LVS layout); strides share the weights."""
     pytest.importorskip("torch")
     from keras_avloc.backbones import torch_reference
 
-    net = _random_torch_net(torch_reference, modal, stride, seed=10 + stride)
+    return {modal: _random_torch_net(torch_reference, modal, 1, seed=seed).state_dict()
+            for seed, modal in enumerate(("vision", "audio"), start=10)}
+
+
+@pytest.mark.parametrize("modal, stride", [("vision", 1), ("vision", 2), ("audio", 1), ("audio", 2)])
+def test_full_width_matches_torch(full_width_state_dicts, modal, stride):
+    from keras_avloc.backbones import torch_reference
+
+    net, _ = torch_reference.model_for_state_dict(full_width_state_dicts[modal], audio=modal == "audio",
+                                                  layer4_stride=stride)
     channels, size = (1, (129, 100)) if modal == "audio" else (3, (112, 112))
     x = np.random.default_rng(stride).standard_normal((2, *size, channels)).astype("float32")
     reference = torch_reference.run_nhwc(net, x)
     model = ResNet18(input_channels=channels, layer4_stride=stride)
-    load_torch_state_dict(model, net.state_dict())
+    load_torch_state_dict(model, full_width_state_dicts[modal])
     result = np.asarray(model(x, training=False))
     assert result.shape == reference.shape
     assert np.max(np.abs(result - reference)) < TOLERANCE
@@ -202,11 +212,17 @@ def test_fixture_is_torch_output(checkpoint, expected):
     np.testing.assert_allclose(torch_reference.run_nhwc(net, expected["image_input"]), expected["image_stride1"], atol=1e-5)
 
 
-def test_port_tool_end_to_end_on_torch_pth(tmp_path, capsys):
+def test_port_tool_end_to_end_on_torch_pth(tmp_path, capsys, full_width_state_dicts):
     torch = pytest.importorskip("torch")
     from keras_avloc.backbones import torch_reference
 
-    net = _random_torch_net(torch_reference, None, 2, seed=3)
+    # torchvision layout: the randomised image net without the LVS-only stem convs
+    torchvision_layout = {
+        key: value for key, value in full_width_state_dicts["vision"].items()
+        if not key.startswith(("conv1_a.", "conv1_flow."))
+    }
+    net = torch_reference.TorchResNet18(layer4_stride=2)
+    net.load_state_dict(torchvision_layout, strict=True)
     pth = tmp_path / "resnet18.pth"
     torch.save(net.state_dict(), pth)
     out = tmp_path / "resnet18.weights.h5"
@@ -230,7 +246,8 @@ def test_official_lvs_checkpoint_layout_pth_tar(tmp_path, capsys):
     state = {f"module.audnet.{k}": v for k, v in audnet.state_dict().items()}
     state.update({f"module.imgnet.{k}": v for k, v in imgnet.state_dict().items()})
     path = tmp_path / "lvs_vggss.pth.tar"
-    torch.save({"model": state, "epoch": 20, "optimizer": {"param_groups": [{"lr": 1e-4}]}}, path)
+    # the official file stores {"model_state_dict": {"module.imgnet.*", "module.audnet.*"}, ...}
+    torch.save({"model_state_dict": state, "epoch": 20, "optimizer_state_dict": {"param_groups": [{"lr": 1e-4}]}}, path)
     out = tmp_path / "lvs_audio.weights.h5"
     args = [str(path), str(out), "--prefix", "audnet.", "--audio", "--layer4-stride", "1", "--verify"]
     assert avloc_main(["port-weights", *args]) == 0

@@ -47,7 +47,8 @@ def _to_numpy(value, key):
         return np.asarray(value)
     raise StateDictMismatchError(
         f"state dict entry {key!r} is a {type(value).__name__}, not an array or tensor; "
-        "pass a flat state dict (name -> tensor) or a checkpoint dict holding one under 'model' / 'state_dict'."
+        "pass a flat state dict (name -> tensor) or a checkpoint dict holding one under 'model', "
+        "'state_dict' or 'model_state_dict'."
     )
 
 
@@ -66,7 +67,7 @@ def select_state_dict(state_dict, prefix="", source="state dict"):
 
     Args:
         state_dict: a mapping name -> tensor/array, or a checkpoint dict holding one under
-            "model" / "state_dict" (e.g. the official `lvs_vggss.pth.tar`).
+            "model" / "state_dict" / "model_state_dict" (the official LVS checkpoint uses the latter).
         prefix: sub-module prefix such as "imgnet." or "audnet." ("" keeps everything); a leading
             "module." is ignored.
         source: how to name the input in error messages (e.g. its file path).
@@ -96,7 +97,8 @@ def select_state_dict(state_dict, prefix="", source="state dict"):
         available = _top_level_prefixes(_strip_data_parallel(str(k)) for k in state_dict.keys())
         raise StateDictMismatchError(
             f"{source}: no keys start with prefix {prefix!r}. Top-level prefixes present: "
-            f"{', '.join(available) or '(none)'}; pass one of them as --prefix / prefix=."
+            f"{', '.join(available) or '(none)'}; pass one of them as --prefix / prefix="
+            + (", or no prefix: this is a bare ResNet state dict." if "layer1." in available else ".")
         )
     return selected
 
@@ -136,7 +138,7 @@ def read_state_dict(path, prefix=""):
         except Exception as err:  # torch raises UnpicklingError / RuntimeError with long messages
             raise StateDictMismatchError(
                 f"{path}: torch.load(weights_only=True) failed ({type(err).__name__}: {str(err).splitlines()[0]}). "
-                "The file must hold tensors only (a state dict or {'model': state_dict}); "
+                "The file must hold tensors only (a state dict, or one under 'model' / 'model_state_dict'); "
                 "re-save it with torch.save(model.state_dict(), path)."
             ) from err
     return select_state_dict(raw, prefix, source=path)
@@ -184,8 +186,8 @@ def plan_state_dict_assignment(model, state_dict):
     """Matches a (prefix-stripped) torch state dict to the model's layers without changing the model.
 
     Returns:
-        (assignments, ignored): assignments maps keras layer name -> list of numpy arrays in the
-        layer's `get_weights()` order; ignored maps torch key -> reason.
+        (assignments, ignored, notes): assignments maps keras layer name -> list of numpy arrays in
+        the layer's `get_weights()` order; ignored maps torch key -> reason; notes lists conversions.
 
     Raises:
         StateDictMismatchError listing missing, unexpected and shape-mismatched keys.
@@ -266,7 +268,8 @@ def load_torch_state_dict(model, state_dict, prefix=""):
     Args:
         model: a `keras_avloc.backbones.ResNet18` (any width / stride / input_channels).
         state_dict: mapping torch-name -> torch tensor or numpy array (torch layout), or a checkpoint
-            dict with the state dict under "model" / "state_dict". `module.` prefixes are stripped.
+            dict with the state dict under "model" / "state_dict" / "model_state_dict". `module.`
+            prefixes are stripped.
         prefix: sub-module to take, e.g. "imgnet." or "audnet." for the official LVS checkpoint.
 
     Returns:
@@ -289,10 +292,14 @@ def load_torch_state_dict(model, state_dict, prefix=""):
     return {"loaded": loaded, "ignored": ignored, "notes": notes}
 
 
+def _check_output_name(out_path):
+    if not os.fspath(out_path).endswith(".weights.h5"):
+        raise ValueError(f"{out_path}: the output name must end in .weights.h5 (Keras weights file).")
+
+
 def _atomic_save_weights(model, out_path):
     out_path = os.fspath(out_path)
-    if not out_path.endswith(".weights.h5"):
-        raise ValueError(f"{out_path}: the output name must end in .weights.h5 (Keras weights file).")
+    _check_output_name(out_path)
     directory = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
@@ -358,6 +365,7 @@ def port_resnet18(in_path, out_path, prefix="", audio=False, layer4_stride=2, ve
     """
     from keras_avloc.backbones.resnet import ResNet18
 
+    _check_output_name(out_path)
     state_dict = read_state_dict(in_path, prefix)
     width = infer_width(state_dict)
     model = ResNet18(input_channels=1 if audio else 3, layer4_stride=layer4_stride, width=width)
@@ -365,8 +373,12 @@ def port_resnet18(in_path, out_path, prefix="", audio=False, layer4_stride=2, ve
     report["width"] = width
     log(f"{in_path}: loaded {report['loaded']} tensors into ResNet18(width={width}, "
         f"input_channels={1 if audio else 3}, layer4_stride={layer4_stride})")
+    counters = [key for key in report["ignored"] if key.endswith(IGNORED_SUFFIXES)]
+    if counters:
+        log(f"  ignored {len(counters)} BatchNorm num_batches_tracked counters (not used at inference)")
     for key, reason in sorted(report["ignored"].items()):
-        log(f"  ignored {key}: {reason}")
+        if key not in counters:
+            log(f"  ignored {key}: {reason}")
     for note in report["notes"]:
         log(f"  note: {note}")
     if verify:

@@ -105,7 +105,7 @@ def randomize_(model, seed=0):
                 module.reset_running_stats()
                 module.momentum = None  # cumulative average over the calibration pass
         model.train()
-        calibration = torch.randn((8, model.active_input_channels, 160, 160), generator=generator)
+        calibration = torch.randn((4, model.active_input_channels, 128, 128), generator=generator)
         model(calibration)
         for name, module in model.named_modules():
             if isinstance(module, nn.BatchNorm2d):

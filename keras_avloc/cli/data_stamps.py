@@ -40,8 +40,8 @@ def register(subparsers):
     parser.add_argument("--ambience", action="store_true", help="add real ambience at 10-20 dB SNR")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild an --out folder made with another seed/size")
-    parser.add_argument("--media", default=None,
-                        help="folder containing scratch/ (default $KERAS_AVLOC_MEDIA or ~/.cache/keras-avloc/media)")
+    parser.add_argument("--media", default=None, help="folder containing scratch/ "
+                        "(default $KERAS_AVLOC_MEDIA or ~/.cache/keras-avloc/media)")
     parser.set_defaults(func=run)
 
 

@@ -9,10 +9,10 @@ def register(subparsers):
     parser = subparsers.add_parser(
         "to-tfrecord",
         help="pack a dataset split into TFRecord shards (large datasets, multi-worker input)",
-        description="Converts ROOT/<split>.json (frames/*.jpg + audio/*.wav, or video/*.mp4) into "
-        "OUT_DIR/<split>-SSSSS-of-NNNNN.tfrecord shards plus OUT_DIR/<split>.meta.json. Bad clips are "
-        "skipped and listed unless --strict is given. Read the shards with "
-        "make_dataset(..., tfrecord_dir=OUT_DIR).",
+        description="Converts ROOT/<split>.json (frames/*.jpg + audio/*.wav, or video/*.mp4) into\n"
+        "OUT_DIR/<split>-SSSSS-of-NNNNN.tfrecord shards plus OUT_DIR/<split>.meta.json.\n"
+        "Bad clips are skipped and listed unless --strict is given.\n"
+        "Read the shards with make_dataset(..., tfrecord_dir=OUT_DIR).",
         formatter_class=ExampleFormatter,
         epilog="Examples:\n  avloc data to-tfrecord datasets/vggss shards/vggss --split train --shards 64\n"
         "  avloc data to-tfrecord datasets/mine shards/mine --split test --shards 1 --strict",

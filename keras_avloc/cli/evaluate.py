@@ -35,13 +35,20 @@ def register(subparsers):
     parser.add_argument("--split", default="test", help="annotation split (ROOT/<split>.json); default test")
     parser.add_argument("--protocol", default="vggss", choices=PROTOCOL_CHOICES, help="evaluation protocol")
     parser.add_argument("--baselines", action="store_true", help="also score centre prior, random and objectness")
+    parser.add_argument(
+        "--objectness-weights",
+        metavar="FILE.weights.h5",
+        help="with --heatmaps --baselines: ImageNet ResNet-18 weights (from `avloc port-weights`) for the "
+        "objectness baseline (with --checkpoint the model's own image encoder is used)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--batch-size", type=int, default=16, help="batch size when running a checkpoint")
     parser.add_argument(
         "--resize",
         default="align_corners",
-        choices=["align_corners", "half_pixel"],
-        help="heatmap upsampling: align_corners (EZ-VSL/SLAVC, default) or half_pixel (LVS/OpenCV)",
+        choices=["align_corners", "half_pixel", "bicubic_align_corners"],
+        help="heatmap upsampling: align_corners (bilinear, EZ-VSL/FNAC, default), half_pixel (LVS/OpenCV) "
+        "or bicubic_align_corners (SLAVC/AVGN)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -57,6 +64,7 @@ def run(args):
         raise CliError(f"{split_file} not found; pick an existing split with --split or build the dataset first.")
     try:
         if args.heatmaps:
+            encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
             metrics = report.evaluate_heatmaps(
                 args.heatmaps,
                 args.data,
@@ -64,6 +72,7 @@ def run(args):
                 protocol=args.protocol,
                 out_dir=args.out,
                 baselines=args.baselines,
+                image_encoder=encoder,
                 resize=args.resize,
                 progress=not args.no_progress,
             )
@@ -87,6 +96,8 @@ def run(args):
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     print(metrics["table"])
+    if args.baselines and "objectness" not in metrics["baselines"]:
+        print("objectness baseline skipped: pass --objectness-weights (ImageNet ResNet-18) or use --checkpoint")
     skipped = metrics.get("skipped") or {}
     if skipped.get("heatmaps_without_record") or skipped.get("records_without_heatmap"):
         print(
@@ -95,3 +106,22 @@ def run(args):
         )
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
+
+
+def _objectness_encoder(weights_path):
+    """ResNet-18 with ported ImageNet weights as the objectness encoder, or None without a path."""
+    if not weights_path:
+        return None
+    if not os.path.isfile(weights_path):
+        raise CliError(
+            f"--objectness-weights {weights_path} not found; create it with "
+            "`avloc port-weights resnet18-f37072fd.pth resnet18_imagenet.weights.h5`."
+        )
+    from keras_avloc.backbones import ResNet18
+
+    encoder = ResNet18()
+    try:
+        encoder.load_weights(weights_path)
+    except Exception as err:  # Keras raises several types for mismatched files
+        raise CliError(f"{weights_path} does not hold ResNet-18 weights ({err}); re-run `avloc port-weights`.") from err
+    return encoder

@@ -1,12 +1,155 @@
-"""`avloc localize` (placeholder until its issue lands)."""
+"""`avloc localize`: heatmaps from a trained model for one image + audio (four-panel PNG) or a video
+(overlay mp4 with a sliding audio window per heatmap)."""
 
-from keras_avloc.cli import CliError
+import os
+
+from keras_avloc.cli import CliError, ExampleFormatter
+
+EPILOG = """Examples:
+  avloc localize --checkpoint runs/lvs/model.keras --image frame.jpg --audio clip.wav --out out.png
+  avloc localize --checkpoint runs/lvs/model.keras --video clip.mp4 --out overlay.mp4
+  avloc localize --checkpoint runs/ezvsl/model.keras --video clip.mp4 --out overlay.mp4 --heatmap-fps 10
+
+An image gives the four-panel figure (image, heatmap, strongly positive region, clipped positive image).
+A video gives an mp4 of the heatmaps blended on its frames, with its audio; each heatmap uses the
+--clip-seconds of audio centred on its time.
+"""
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("localize", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "localize",
+        help="draw sound-source heatmaps for an image+audio pair or a video",
+        description="Runs a trained model (OUT/model.keras from `avloc train`) on your own media.",
+        formatter_class=ExampleFormatter,
+        epilog=EPILOG,
+    )
+    parser.add_argument("--checkpoint", required=True, metavar="MODEL.keras", help="trained model file")
+    parser.add_argument("--video", default=None, help="input video (its frames and audio track)")
+    parser.add_argument("--image", default=None, help="input image (with --audio)")
+    parser.add_argument("--audio", default=None, help="input audio for --image (any format ffmpeg/soundfile reads)")
+    parser.add_argument("--out", required=True, help="output: .png for --image, .mp4 for --video")
+    parser.add_argument("--image-size", type=int, default=224, help="model input side (default 224)")
+    parser.add_argument("--clip-seconds", type=float, default=3.0, help="audio window length (default 3.0)")
+    parser.add_argument("--heatmap-fps", type=float, default=5.0, help="heatmaps per second of video (default 5)")
+    parser.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
+    parser.add_argument("--ogl", type=float, default=None, metavar="ALPHA",
+                        help="EZ-VSL object-guided localisation weight (paper: 0.4)")
     parser.set_defaults(func=run)
 
 
+def preprocess_image(image_uint8, size):
+    """RGB uint8 [H, W, 3] -> ImageNet-normalised float32 [size, size, 3] (resized, as the test pipeline)."""
+    import cv2
+    import numpy as np
+
+    from keras_avloc.models.callbacks import IMAGENET_MEAN, IMAGENET_STD
+
+    resized = cv2.resize(image_uint8, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    return (resized - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def audio_windows(wave, centres, sample_rate=16000, clip_seconds=3.0):
+    """Clips of `clip_seconds` centred on each time in `centres` (seconds), shifted to stay inside the
+    wave; a wave shorter than the clip is tiled. Returns float32 [len(centres), clip samples]."""
+    import numpy as np
+
+    length = int(round(sample_rate * clip_seconds))
+    if wave.shape[0] < length:
+        wave = np.tile(wave, int(length / max(1, wave.shape[0])) + 1)[:length]
+    starts = np.clip(np.round((np.asarray(centres) - clip_seconds / 2) * sample_rate).astype(int), 0,
+                     wave.shape[0] - length)
+    return np.stack([wave[start : start + length] for start in starts]).astype(np.float32)
+
+
+def _heatmaps(model, images, waves, batch_size, ogl):
+    import numpy as np
+
+    from keras_avloc.data.audio import lvs_spectrogram
+
+    maps = []
+    for start in range(0, len(images), batch_size):
+        spectrograms = lvs_spectrogram(waves[start : start + batch_size]).numpy()
+        batch = images[start : start + batch_size]
+        if ogl is not None:
+            maps.append(model.localize(batch, spectrograms, ogl_alpha=ogl))
+        else:
+            maps.append(model.localize(batch, spectrograms))
+    return np.concatenate(maps)
+
+
 def run(args):
-    raise CliError("not implemented yet")
+    if bool(args.video) == bool(args.image):
+        raise CliError("pass either --video clip.mp4, or --image x.jpg with --audio y.wav.")
+    if args.image and not args.audio:
+        raise CliError("--image needs --audio (the sound to localise).")
+    for flag, path in (("--checkpoint", args.checkpoint), ("--video", args.video), ("--image", args.image),
+                       ("--audio", args.audio)):
+        if path and not os.path.isfile(path):
+            raise CliError(f"{flag} {path}: no such file.")
+    extension = os.path.splitext(args.out)[1].lower()
+    if args.image and extension not in (".png", ".jpg", ".pdf", ".svg"):
+        raise CliError(f"--out {args.out}: an image input writes a figure; use a .png name.")
+    if args.video and extension != ".mp4":
+        raise CliError(f"--out {args.out}: a video input writes a video; use a .mp4 name.")
+    if os.path.dirname(os.path.abspath(args.out)):
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+
+    import inspect
+
+    import numpy as np
+
+    from keras_avloc.data.media import MediaError, read_audio, read_frames, read_image
+    from keras_avloc.models import load_model
+
+    try:
+        model = load_model(args.checkpoint, compile=False)
+    except Exception as err:
+        raise CliError(f"--checkpoint {args.checkpoint}: cannot load the model ({err}); pass OUT/model.keras "
+                       "written by `avloc train`.") from err
+    if args.ogl is not None and "ogl_alpha" not in inspect.signature(model.localize).parameters:
+        raise CliError(f"--ogl is only supported by EZ-VSL models; {args.checkpoint} is {type(model).__name__}.")
+
+    try:
+        if args.image:
+            from keras_avloc.viz import four_panel_figure
+
+            image = read_image(args.image)
+            wave = read_audio(args.audio, 16000)
+            centre = wave.shape[0] / 2 / 16000
+            heatmap = _heatmaps(model, preprocess_image(image, args.image_size)[None],
+                                audio_windows(wave, [centre], clip_seconds=args.clip_seconds), 1, args.ogl)[0]
+            four_panel_figure(image, heatmap, path=args.out, title=os.path.basename(args.image))
+        else:
+            from keras_avloc.viz import write_overlay_video
+
+            frames, fps = read_frames(args.video)
+            try:
+                wave = read_audio(args.video, 16000)
+            except MediaError as err:
+                raise CliError(f"--video {args.video}: no usable audio track ({err}).") from err
+            duration = len(frames) / float(fps)
+            count = max(1, int(round(duration * args.heatmap_fps)))
+            centres = (np.arange(count) + 0.5) * duration / count
+            picks = np.minimum((centres * fps).astype(int), len(frames) - 1)
+            images = np.stack([preprocess_image(frames[i], args.image_size) for i in picks])
+            windows = audio_windows(wave, centres, clip_seconds=args.clip_seconds)
+            try:
+                from tqdm import tqdm
+
+                progress = tqdm(total=count, desc="heatmaps", unit="map", disable=count < 4 * args.batch_size)
+            except ImportError:  # pragma: no cover
+                progress = None
+            maps = []
+            for start in range(0, count, args.batch_size):
+                maps.append(_heatmaps(model, images[start : start + args.batch_size],
+                                      windows[start : start + args.batch_size], args.batch_size, args.ogl))
+                if progress is not None:
+                    progress.update(len(maps[-1]))
+            if progress is not None:
+                progress.close()
+            write_overlay_video(args.out, frames, np.concatenate(maps), fps, audio=wave, sample_rate=16000)
+    except MediaError as err:
+        raise CliError(str(err)) from err
+    print(f"wrote {args.out}")
+    return 0

@@ -3,13 +3,12 @@
 Same arguments and implementation as `tools/port_resnet18.py` (keras_avloc.backbones.porting).
 """
 
-from keras_avloc.cli import CliError
+from keras_avloc.cli import CliError, ExampleFormatter
 
 
 def register(subparsers):
+    # porting.py imports only numpy at module level, so `avloc --help` stays fast.
     from keras_avloc.backbones.porting import PORT_EXAMPLES, add_port_arguments
-
-    from keras_avloc.cli import ExampleFormatter
 
     parser = subparsers.add_parser(
         "port-weights",

@@ -1,12 +1,77 @@
-"""`avloc train` (placeholder until its issue lands)."""
+"""`avloc train`: train LVS or EZ-VSL with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
 
-from keras_avloc.cli import CliError
+import os
+
+from keras_avloc.cli import CliError, ExampleFormatter
+
+EPILOG = """Examples:
+  avloc train --method lvs --data datasets/stamps --epochs 20 --batch-size 16 --out runs/lvs
+  avloc train --method ezvsl --data datasets/vggss --val-split test --out runs/ezvsl \\
+      --init-image-weights resnet18_imagenet.weights.h5 --mixed-precision bf16
+  # a killed run resumes from its last finished epoch: re-run the same command
+  tensorboard --logdir runs/lvs/logs
+
+Writes OUT/model.keras (after every epoch), OUT/training_log.csv, OUT/heatmaps/epoch_NNN.png,
+OUT/logs/ (TensorBoard scalars and heatmap images, when tensorboard is installed), OUT/backup/
+(resume state) and OUT/train_state.json.
+"""
 
 
 def register(subparsers):
-    parser = subparsers.add_parser("train", help="(not implemented yet)")
+    parser = subparsers.add_parser(
+        "train",
+        help="train LVS / EZ-VSL on a dataset folder",
+        description="Self-supervised training with model.fit; re-running the same command resumes.",
+        formatter_class=ExampleFormatter,
+        epilog=EPILOG,
+    )
+    parser.add_argument("--method", required=True, choices=["lvs", "ezvsl"], help="localisation method")
+    parser.add_argument("--data", required=True, metavar="ROOT", help="dataset folder (frames/, audio/, <split>.json)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. runs/lvs")
+    parser.add_argument("--epochs", type=int, default=20, help="total epochs (default 20)")
+    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16; at least 2)")
+    parser.add_argument("--split", default="train", help="training split name (default train)")
+    parser.add_argument("--val-split", default=None, help="validation split evaluated every epoch")
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4)")
+    parser.add_argument("--image-size", type=int, default=224, help="image side (default 224)")
+    parser.add_argument("--clip-seconds", type=float, default=3.0, help="audio clip length (default 3.0)")
+    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
+    parser.add_argument("--init-image-weights", default=None, metavar="FILE.weights.h5",
+                        help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
+    parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
+    parser.add_argument("--width", type=int, default=64,
+                        help="ResNet-18 base width (64 = the papers; small values for quick experiments)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--eager", action="store_true",
+                        help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    raise CliError("not implemented yet")
+    if not os.path.isdir(args.data):
+        raise CliError(f"--data {args.data}: no such folder; pass a dataset folder (frames/, audio/, <split>.json).")
+    if args.batch_size < 2:
+        raise CliError("--batch-size must be at least 2: the contrastive losses need other clips as negatives.")
+    if args.init_image_weights and not os.path.isfile(args.init_image_weights):
+        raise CliError(f"--init-image-weights {args.init_image_weights}: no such file; create it with "
+                       "`avloc port-weights`.")
+
+    from keras_avloc.data.annotations import AnnotationError
+    from keras_avloc.models.training import TrainingError, train
+
+    model_kwargs = {"backbone_kwargs": {"width": args.width}} if args.width != 64 else {}
+    try:
+        _, history = train(
+            args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
+            val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
+            clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
+            init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
+            model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
+            run_eagerly=args.eager,
+        )
+    except (TrainingError, AnnotationError, FileNotFoundError) as err:
+        raise CliError(str(err)) from err
+    if history is not None:
+        print(f"saved {os.path.join(args.out, 'model.keras')}")
+    return 0

@@ -47,11 +47,18 @@ class SkipCounter:
         self.epoch_count = 0
         self.reasons = {}
 
-    def add(self, file, reason):
+    def note(self, file, reason):
+        """Records why `file` failed (called by the parallel loaders)."""
+        with self._lock:
+            self.reasons[file] = reason
+
+    def add(self, file=None, reason=None):
+        """Counts one skipped sample (called in stream order, so each pass's count is exact)."""
         with self._lock:
             self.count += 1
             self.epoch_count += 1
-            self.reasons[file] = reason
+            if file is not None:
+                self.reasons[file] = reason
 
     def end_epoch(self):
         """Warns once per pass when samples were skipped, then resets `epoch_count`. Returns that count."""
@@ -109,6 +116,40 @@ def center_crop_wave(wave, sample_rate, clip_seconds):
     return np.clip(clip[:length], -1.0, 1.0).astype(np.float32)
 
 
+def read_wave_clip(path, sample_rate, clip_seconds):
+    """Reads only the centred `clip_seconds` of a wav file (EZ-VSL selection), as mono float32 at `sample_rate`.
+
+    Equivalent to `center_crop_wave(media.read_audio(path, sample_rate), ...)` but decodes only the clip:
+    stereo is averaged, other rates are resampled (`media.resample_audio`), short files are tiled.
+
+    Raises:
+        MediaError: missing, empty or truncated file, undecodable data, NaN samples.
+    """
+    import soundfile
+
+    media = _media()
+    for check in ("_check_readable", "_check_wav_not_truncated"):
+        if hasattr(media, check):
+            getattr(media, check)(path)
+    try:
+        info = soundfile.info(path)
+        rate, frames = int(info.samplerate), int(info.frames)
+        duration = frames / float(rate)
+        start = int(max(duration / 2.0 - clip_seconds / 2.0, 0.0) * rate)
+        data = soundfile.read(path, start=start, frames=int(np.ceil(clip_seconds * rate)), dtype="float32",
+                              always_2d=True)[0]
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise media.MediaError(f"{path}: cannot decode audio ({err})") from err
+    if data.shape[0] == 0:
+        raise media.MediaError(f"{path}: contains no audio samples (empty); re-extract it")
+    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.all(np.isfinite(wave)):
+        raise media.MediaError(f"{path}: audio contains NaN or infinite samples")
+    if rate != sample_rate:
+        wave = media.resample_audio(wave, rate, sample_rate)
+    return center_crop_wave(wave, sample_rate, clip_seconds)
+
+
 def _resize(image, width, height, resample):
     from PIL import Image
 
@@ -116,30 +157,52 @@ def _resize(image, width, height, resample):
 
 
 class _Geometry:
-    """Resize to (resized_w, resized_h), crop `size` at (left, top), optional horizontal flip."""
+    """Optional source crop (RandomResizedCrop), resize to `resized`, crop `size` at (left, top), optional flip."""
 
-    def __init__(self, width, height, size, mode, training, rng):
+    def __init__(self, width, height, size, mode, training, rng, train_crop="random"):
         self.size = size
-        if training:
-            short = int(size * TRAIN_RESIZE_FACTOR)
-            self.resized = _short_side(width, height, short)
+        self.source = None  # (x, y, w, h) region of the source image, or None for all of it
+        self.width, self.height = width, height
+        self.left = self.top = 0
+        self.flip = False
+        if training and train_crop == "resized":
+            self.source = _random_resized_crop(width, height, rng)
+            self.resized = (size, size)
+            self.flip = bool(rng.random() < 0.5)
+        elif training:
+            if train_crop != "random":
+                raise ValueError(f"train_crop must be 'random' or 'resized', got {train_crop!r}")
+            self.resized = _short_side(width, height, int(size * TRAIN_RESIZE_FACTOR))
             self.left = int(rng.integers(0, self.resized[0] - size + 1))
             self.top = int(rng.integers(0, self.resized[1] - size + 1))
             self.flip = bool(rng.random() < 0.5)
         elif mode == "squash":
-            self.resized, self.left, self.top, self.flip = (size, size), 0, 0, False
+            self.resized = (size, size)
         elif mode == "crop":
             self.resized = _short_side(width, height, size)
             # torchvision CenterCrop rounding.
             self.left = int(round((self.resized[0] - size) / 2.0))
             self.top = int(round((self.resized[1] - size) / 2.0))
-            self.flip = False
         else:
             raise ValueError(f"image_mode must be 'crop' or 'squash', got {mode!r}")
 
     def apply(self, array, resample):
-        if (array.shape[1], array.shape[0]) != self.resized:
-            array = _resize(array, self.resized[0], self.resized[1], resample)
+        """Transforms a numpy [H, W, ...] array or a PIL image; returns numpy [size, size, ...]."""
+        from PIL import Image
+
+        if isinstance(array, Image.Image):  # stay in PIL until the resize: no extra array copies
+            if self.source is not None:
+                x, y, w, h = self.source
+                array = array.crop((x, y, x + w, y + h))
+            if array.size != self.resized:
+                array = array.resize(self.resized, resample)
+            array = np.asarray(array)
+        else:
+            if self.source is not None:
+                x, y, w, h = self.source
+                array = array[y : y + h, x : x + w]
+            if (array.shape[1], array.shape[0]) != self.resized:
+                array = _resize(np.ascontiguousarray(array), self.resized[0], self.resized[1], resample)
         array = array[self.top : self.top + self.size, self.left : self.left + self.size]
         return array[:, ::-1] if self.flip else array
 
@@ -148,12 +211,36 @@ class _Geometry:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         if boxes.shape[0] == 0:
             return boxes
-        width, height = self.resized
-        x = (boxes[:, [0, 2]] * width - self.left) / self.size
-        y = (boxes[:, [1, 3]] * height - self.top) / self.size
+        x = boxes[:, [0, 2]] * self.width
+        y = boxes[:, [1, 3]] * self.height
+        source = self.source or (0, 0, self.width, self.height)
+        x = (x - source[0]) / source[2] * self.resized[0]
+        y = (y - source[1]) / source[3] * self.resized[1]
+        x = (x - self.left) / self.size
+        y = (y - self.top) / self.size
         if self.flip:
             x = 1.0 - x[:, ::-1]
         return np.clip(np.stack([x[:, 0], y[:, 0], x[:, 1], y[:, 1]], axis=1), 0.0, 1.0)
+
+
+def _random_resized_crop(width, height, rng, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0)):
+    """torchvision `RandomResizedCrop.get_params`: a region of random area and aspect ratio -> (x, y, w, h)."""
+    area = width * height
+    for _ in range(10):
+        target = area * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        w = int(round(np.sqrt(target * aspect)))
+        h = int(round(np.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1)), w, h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        h, w = height, int(round(height * ratio[1]))
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
 
 
 def _short_side(width, height, short):
@@ -169,11 +256,14 @@ def _gt_map(geometry, boxes, mask_path, consensus):
     size = geometry.size
     if mask_path is not None and not isinstance(mask_path, str):  # encoded PNG bytes (TFRecord input)
         mask = _decode_image_bytes(mask_path, "mask")[..., 0]
-        return (geometry.apply(mask, Image.NEAREST) > 127).astype(np.float32)
-    if mask_path:
+    elif mask_path:
         mask = _media().read_image(mask_path)[..., 0]
-        mask = geometry.apply(mask, Image.NEAREST)
-        return (mask > 127).astype(np.float32)
+    else:
+        mask = None
+    if mask is not None:
+        if mask.shape != (geometry.height, geometry.width):  # masks stored at another resolution
+            mask = _resize(mask, geometry.width, geometry.height, Image.NEAREST)
+        return (geometry.apply(mask, Image.NEAREST) > 127).astype(np.float32)
     if boxes is None or len(boxes) == 0:
         return np.zeros([size, size], np.float32)
     return annotations_lib.render_box_map(geometry.boxes(boxes), size, consensus=consensus)
@@ -188,8 +278,9 @@ class SampleLoader:
     """
 
     def __init__(self, records, class_list, image_size=224, clip_seconds=3.0, sample_rate=16000,
-                 image_mode="squash", training=False, mix_sources=0):
+                 image_mode="squash", training=False, mix_sources=0, train_crop="random"):
         self.records = records
+        self.train_crop = train_crop
         self.class_index = {name: position for position, name in enumerate(class_list)}
         self.image_size = int(image_size)
         self.clip_seconds = float(clip_seconds)
@@ -212,7 +303,7 @@ class SampleLoader:
             return _decode_image_bytes(image_bytes, record["file"])
         path = record.get("image")
         if path and os.path.exists(path):
-            return media.read_image(path)
+            return _open_image(path)
         video = record.get("video")
         if video and os.path.exists(video):
             return media.middle_frame(video)
@@ -228,6 +319,8 @@ class SampleLoader:
         else:
             raise media.MediaError(f"{path}: audio file does not exist (nor does {record.get('video')}); "
                                    "re-extract the clip")
+        if source.lower().endswith((".wav", ".wave")):
+            return read_wave_clip(source, self.sample_rate, self.clip_seconds)
         return center_crop_wave(media.read_audio(source, self.sample_rate), self.sample_rate, self.clip_seconds)
 
     def partner(self, position, rng):
@@ -255,7 +348,9 @@ class SampleLoader:
 
         rng = np.random.default_rng(seed)
         image = self.image(record, image_bytes)
-        geometry = _Geometry(image.shape[1], image.shape[0], self.image_size, self.image_mode, self.training, rng)
+        width, height = image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+        geometry = _Geometry(width, height, self.image_size, self.image_mode, self.training, rng,
+                             self.train_crop)
         image = np.ascontiguousarray(geometry.apply(image, Image.BICUBIC))
         if wave is None:
             wave = self.wave(record)
@@ -278,6 +373,21 @@ class SampleLoader:
                 [_gt_map(geometry, s.get("boxes"), s.get("mask"), consensus) for s in chosen]
             ).astype(np.float32)
         return sample
+
+
+def _open_image(path):
+    """A fully decoded RGB PIL image (corrupt / truncated files raise MediaError naming the file)."""
+    from PIL import Image, UnidentifiedImageError
+
+    media = _media()
+    if hasattr(media, "_check_readable"):
+        media._check_readable(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise media.MediaError(f"{path}: corrupt or truncated image ({err}); re-extract the frame") from err
 
 
 def _decode_image_bytes(data, name):
@@ -318,14 +428,17 @@ def build_pipeline(tf, positions, loader, fetch, frontend, batch_size, on_error,
     if on_error == "skip":
         index_position = [name for name, _, _ in spec].index("index")
 
+        def keep(index, ok):
+            if int(index) == -1:  # the sentinel closing a pass: every earlier sample has been loaded
+                skipped.end_epoch()
+                return np.bool_(False)
+            if not ok:
+                skipped.add()
+            return np.bool_(ok)
+
         def report_end_of_pass(*values):
-            is_sentinel = tf.equal(values[index_position], -1)
-
-            def report():
-                return tf.py_function(lambda: np.int32(skipped.end_epoch()), [], tf.int32) >= 0
-
-            done = tf.cond(is_sentinel, report, lambda: tf.constant(False))
-            return (*values[:-1], tf.logical_and(values[-1], tf.logical_not(done)))
+            kept = tf.numpy_function(keep, [values[index_position], values[-1]], tf.bool, stateful=True)
+            return (*values[:-1], tf.ensure_shape(kept, []))
 
         samples = samples.map(report_end_of_pass).filter(lambda *values: values[-1])
 
@@ -369,9 +482,10 @@ def _numpy_fetch(tf, loader, on_error, skipped, spec):
         except (media_error, annotations_lib.AnnotationError, OSError, ValueError, RuntimeError) as err:
             if on_error != "skip":
                 raise
-            skipped.add(loader.records[position]["file"], str(err))
+            skipped.note(loader.records[position]["file"], str(err))
             logger.warning("skipping %s: %s", loader.records[position]["file"], err)
-            return [empty[name] for name, _, _ in spec] + [np.bool_(False)]
+            failed = dict(empty, index=np.int32(position))
+            return [failed[name] for name, _, _ in spec] + [np.bool_(False)]
         return [sample[name] for name, _, _ in spec] + [np.bool_(True)]
 
     dtypes = [getattr(tf, dtype) for _, dtype, _ in spec] + [tf.bool]
@@ -385,7 +499,7 @@ def _numpy_fetch(tf, loader, on_error, skipped, spec):
 def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_seconds=3.0, training=False,
                  batch_size=16, mix_sources=0, on_error="raise", shuffle=None, drop_remainder=False,
                  image_mode="squash", seed=None, repeat=False, class_list=None, tfrecord_dir=None,
-                 num_shards=None, shard_index=None, records=None):
+                 num_shards=None, shard_index=None, records=None, train_crop="random"):
     """Builds the `tf.data.Dataset` of `(x, y)` batches for one split of a dataset in the keras-avloc layout.
 
     Args:
@@ -415,6 +529,8 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         num_shards, shard_index: with `tfrecord_dir`, read only every `num_shards`-th shard file starting at
             `shard_index` (multi-worker input).
         records: use these records instead of `load_split(root, split)`.
+        train_crop: training crop: "random" (resize short side to 1.1 S, RandomCrop S; LVS/EZ-VSL) or
+            "resized" (torchvision RandomResizedCrop(S), scale 0.08-1, ratio 3/4-4/3).
 
     Returns:
         `tf.data.Dataset` of `(x, y)`: x = {"image": float32 [B, S, S, 3] ImageNet-normalised,
@@ -432,6 +548,12 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if image_mode not in ("squash", "crop"):
+        raise ValueError(f"image_mode must be 'squash' or 'crop', got {image_mode!r}")
+    if train_crop not in ("random", "resized"):
+        raise ValueError(f"train_crop must be 'random' or 'resized', got {train_crop!r}")
+    if mix_sources not in (0, 2):
+        raise ValueError(f"mix_sources must be 0 or 2, got {mix_sources!r}")
     if tfrecord_dir is not None:
         from keras_avloc.data.tfrecord import make_tfrecord_dataset
 
@@ -439,7 +561,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
             tfrecord_dir, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
             training=training, batch_size=batch_size, on_error=on_error, shuffle=shuffle,
             drop_remainder=drop_remainder, image_mode=image_mode, seed=seed, repeat=repeat,
-            num_shards=num_shards, shard_index=shard_index, mix_sources=mix_sources,
+            num_shards=num_shards, shard_index=shard_index, mix_sources=mix_sources, train_crop=train_crop,
         )
     if records is None:
         records = annotations_lib.load_split(root, split)
@@ -451,7 +573,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
     sample_rate = FRONTEND_SAMPLE_RATES.get(frontend_name, 16000)
     frontend_fn = get_frontend(frontend)
     loader = SampleLoader(records, class_list, image_size, clip_seconds, sample_rate, image_mode, training,
-                          mix_sources)
+                          mix_sources, train_crop)
     skipped = SkipCounter()
     spec = _output_signature(loader)
     fetch = _numpy_fetch(tf, loader, on_error, skipped, spec)

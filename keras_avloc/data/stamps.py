@@ -43,7 +43,6 @@ BUILDER_VERSION = 1
 PEAK_LEVEL = 0.9
 SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets the rest
 
-SINGLE_SPLITS = ("train", "val", "test")
 SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
     "test_mix": "test", "test_ext": "test", "test_speech": "test",
@@ -190,12 +189,27 @@ def _resolve(media_id, stamps_dir, scratch):
     return os.path.join(stamps_dir if source == "tuxpaint" else scratch, rel)
 
 
+def resample(wave, source_rate, target_rate=SAMPLE_RATE):
+    """Band-limited resampling (libsoxr, which librosa installs; scipy's polyphase filter otherwise)."""
+    if int(source_rate) == int(target_rate):
+        return np.asarray(wave, np.float32)
+    try:
+        import soxr
+
+        return np.asarray(soxr.resample(np.asarray(wave, np.float32), source_rate, target_rate, "HQ"),
+                          np.float32)
+    except ImportError:
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        divisor = gcd(int(source_rate), int(target_rate))
+        return np.asarray(resample_poly(wave, target_rate // divisor, int(source_rate) // divisor),
+                          np.float32)
+
+
 def decode_audio(path, sample_rate=SAMPLE_RATE):
     """Reads any ogg/wav/mp3 as float32 mono at `sample_rate` (soundfile, PyAV as fallback)."""
-    from math import gcd
-
-    from scipy.signal import resample_poly
-
     try:
         import soundfile
 
@@ -213,10 +227,7 @@ def decode_audio(path, sample_rate=SAMPLE_RATE):
                 chunks.append(array.mean(axis=0) if array.ndim == 2 and not frame.format.is_packed
                               else array.reshape(-1, frame.layout.nb_channels).mean(axis=1))
         wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    if rate != sample_rate:
-        divisor = gcd(int(rate), int(sample_rate))
-        wave = resample_poly(wave, sample_rate // divisor, int(rate) // divisor)
-    return np.asarray(wave, np.float32)
+    return resample(wave, rate, sample_rate)
 
 
 def _frame_rms(wave, frame):
@@ -403,24 +414,41 @@ def _overlap_ok(boxes, max_overlap=0.25):
     return True
 
 
-def _compose(media, background, objects, size, rng, max_tries=200):
+def _fit_fractions(fractions, sounding, budget, floor):
+    """Shrinks box-area fractions to sum to `budget`: distractors first, sounding objects last."""
+    fractions = fractions.copy()
+    excess = fractions.sum() - budget
+    if excess <= 0:
+        return fractions
+    silent = ~sounding
+    room = np.maximum(fractions[silent] - floor, 0.0)
+    if room.sum() > 0:
+        fractions[silent] -= room * min(1.0, excess / room.sum())
+    if fractions.sum() > budget:
+        fractions = np.maximum(fractions * budget / fractions.sum(), floor)
+    return fractions
+
+
+def _compose(media, background, objects, size, rng, sounding=None, max_tries=200):
     """Pastes `objects` (list of stamp names, drawn in order) on `background`.
 
-    Each box covers 3-40% of the frame (scaled down together when they would not fit), boxes overlap
-    by at most a quarter of the smaller one, and every object stays at least half visible.
+    Each box covers 3-40% of the frame (uniformly, like VGG-SS whose median box is about 20%; silent
+    distractors shrink first when the boxes would not fit), boxes overlap by at most a quarter of the
+    smaller one, and every object stays at least half visible.
 
     Returns:
         (rgb float32 [S,S,3], list of bool [S,S] visible masks, one per object).
     """
     for attempt in range(max_tries):
-        fractions = rng.uniform(0.03, 0.40, size=len(objects))
-        budget = 0.6 * 0.85 ** (attempt // 20)
-        if fractions.sum() > budget:
-            fractions = np.maximum(fractions * budget / fractions.sum(), 0.03 * 0.85 ** (attempt // 20))
-        boxes = []
-        for stamp, fraction in zip(objects, fractions):
-            w, h = _patch_size(media, stamp, size, fraction)
-            boxes.append((int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)), w, h))
+        if attempt % 20 == 0:
+            # New sizes only every 20 placements, so that big objects are not filtered out by retries.
+            shrink = 0.85 ** (attempt // 40)
+            flags = np.zeros(len(objects), bool) if sounding is None else np.asarray(sounding, bool)
+            fractions = _fit_fractions(rng.uniform(0.03, 0.40, size=len(objects)), flags,
+                                       0.6 * shrink, 0.03 * shrink)
+            sizes = [_patch_size(media, stamp, size, f) for stamp, f in zip(objects, fractions)]
+        boxes = [(int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)), w, h)
+                 for w, h in sizes]
         if not _overlap_ok(boxes):
             continue
         canvas = background.copy()
@@ -573,7 +601,8 @@ def render_scene(task):
     stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
               for c in visible}
     draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
-    image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng)
+    image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
+                            sounding=[c in sounding for c in draw_order])
     mask_of = dict(zip(draw_order, masks))
 
     # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
@@ -671,6 +700,22 @@ def _write_json(path, value):
     _atomic_write_bytes(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
+def _remove_stale_temp_files(out, splits):
+    """Deletes `<name>.tmp<pid>` leftovers of an interrupted build (their writers are gone)."""
+    folders = [os.path.join(out, f) for f in ("frames", "audio", "masks", ".parts", "")]
+    folders += [os.path.join(out, ".parts", split) for split in splits]
+    for folder in folders:
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            stem, _, pid = name.rpartition(".tmp")
+            if stem and pid.isdigit() and int(pid) != os.getpid():
+                try:
+                    os.remove(os.path.join(folder, name))
+                except OSError:
+                    pass
+
+
 def _params_fingerprint(options, info):
     key = {"version": BUILDER_VERSION, "size": options["size"], "seed": options["seed"],
            "ambience": options["ambience"], "classes": info["classes"],
@@ -732,6 +777,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
     for split in splits:
         os.makedirs(os.path.join(out, ".parts", split), exist_ok=True)
     _write_json(params_path, {"fingerprint": fingerprint, "settings": key})
+    _remove_stale_temp_files(out, splits)
 
     records = {split: [None] * counts[split] for split in splits}
     todo = []
@@ -778,6 +824,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
                                 "class_counts": dict(sorted(class_counts.items()))}
     summary = {
         "classes": info["classes"],
+        "distractor_classes": info["distractor_classes"],
         "splits": split_summary,
         "backgrounds": options["backgrounds"],
         "stamps": len(info["stamps"]),

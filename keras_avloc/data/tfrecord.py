@@ -196,7 +196,7 @@ def parse_example(serialized):
 def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_size=224, clip_seconds=3.0,
                           training=False, batch_size=16, on_error="raise", shuffle=None, drop_remainder=False,
                           image_mode="squash", seed=None, repeat=False, num_shards=None, shard_index=None,
-                          mix_sources=0, shuffle_buffer=1024, class_list=None):
+                          mix_sources=0, shuffle_buffer=1024, class_list=None, train_crop="random"):
     """Reads shards written by `write_tfrecords` into the same `(x, y)` batches as `make_dataset`.
 
     Args:
@@ -243,7 +243,7 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
         raise ValueError(f"TFRecord audio is stored at {TFRECORD_SAMPLE_RATE} Hz; front-end {frontend!r} "
                          f"needs {FRONTEND_SAMPLE_RATES[frontend]} Hz")
     loader = dataset_lib.SampleLoader([], class_list, image_size, clip_seconds, TFRECORD_SAMPLE_RATE, image_mode,
-                                      training, 0)
+                                      training, 0, train_crop)
     skipped = dataset_lib.SkipCounter()
     spec = dataset_lib._output_signature(loader)
     size, length = loader.image_size, int(round(TFRECORD_SAMPLE_RATE * loader.clip_seconds))
@@ -261,8 +261,8 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
         except (media.MediaError, OSError, ValueError, RuntimeError) as err:
             if on_error != "skip":
                 raise
-            skipped.add(name, str(err))
-            return empty + [np.bool_(False)]
+            skipped.note(name, str(err))
+            return empty[:4] + [np.int32(-2)] + [np.bool_(False)]
         return [sample[key] for key, _, _ in spec] + [np.bool_(True)]
 
     dtypes = [getattr(tf, dtype) for _, dtype, _ in spec] + [tf.bool]

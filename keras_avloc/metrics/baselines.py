@@ -33,9 +33,14 @@ def center_prior(count, size=224, sigma=0.25):
     return np.broadcast_to(single, (count, size, size)).copy()
 
 
-def random_maps(count, size=224, seed=0):
-    """Uniform random maps in [0, 1) from `numpy.random.default_rng(seed)` (reproducible)."""
-    return np.random.default_rng(seed).random((count, size, size), dtype=np.float32)
+def random_maps(count, size=224, seed=0, start=0):
+    """Uniform random maps in [0, 1); map i comes from `numpy.random.default_rng([seed, start + i])`.
+
+    Seeding per sample makes the baseline independent of batching: sample k always gets the same map.
+    """
+    return np.stack(
+        [np.random.default_rng([seed, start + i]).random((size, size), dtype=np.float32) for i in range(count)]
+    ) if count else np.zeros((0, size, size), np.float32)
 
 
 def objectness_maps(images, image_encoder, size=224, batch_size=32):

@@ -19,8 +19,8 @@ from keras_avloc.metrics.extended import extended_metrics, top_quarter_confidenc
 from keras_avloc.metrics.localization import (
     SUCCESS_THRESHOLDS,
     _as_float_array,
-    binarize_maps,
-    ciou_from_binary,
+    _binarize,
+    _ciou_counts,
     resize_maps,
     success_auc,
     success_curve,
@@ -53,6 +53,8 @@ class Evaluator:
     >>> ev.result()["ciou@0.5"]
     1.0
     """
+
+    CHUNK = 32  # maps processed together; keeps temporaries small enough to stay in reused memory
 
     def __init__(self, protocol="vggss", resize="align_corners", strict=False):
         if protocol not in PROTOCOLS:
@@ -95,20 +97,30 @@ class Evaluator:
             source_heatmaps: optional [B, K, h, w] per-source maps (mixture protocols).
             source_gt_maps: optional [B, K, S, S] per-source ground truth.
         """
-        maps = _as_float_array(heatmaps, "heatmaps", ndim=3)
-        gt = _as_float_array(gt_maps, "gt_maps", ndim=3)
+        maps = np.asarray(heatmaps)
+        gt_all = np.asarray(gt_maps)
+        if maps.ndim != 3 or gt_all.ndim != 3 or gt_all.shape[1] != gt_all.shape[2]:
+            raise ValueError(f"heatmaps must be [B, h, w] and gt_maps [B, S, S]; got {maps.shape} and {gt_all.shape}.")
         batch = len(maps)
-        if len(gt) != batch:
-            raise ValueError(f"update got {batch} heatmaps but {len(gt)} ground-truth maps.")
-        size = gt.shape[1]
-        resized = resize_maps(maps, size, self.resize)
-        binary = binarize_maps(resized, size, self.resize, "median", self.strict)
-        self._cious.extend(ciou_from_binary(binary, gt).tolist())
-        peak = np.argmax(resized.reshape(batch, -1), axis=1)
-        self._hits.extend((gt.reshape(batch, -1)[np.arange(batch), peak] > 0).astype(float).tolist())
-        if confidences is None:
-            confidences = top_quarter_confidence(resized)
-        self._confidences.extend(np.asarray(confidences, dtype=np.float64).reshape(batch).tolist())
+        if len(gt_all) != batch:
+            raise ValueError(f"update got {batch} heatmaps but {len(gt_all)} ground-truth maps.")
+        size = gt_all.shape[1]
+        binary_parts = []
+        for start in range(0, batch, self.CHUNK):
+            part = slice(start, start + self.CHUNK)
+            resized = resize_maps(maps[part], size, self.resize)
+            gt = _as_float_array(gt_all[part], "gt_maps", dtype=np.float32).reshape(len(resized), -1)
+            binary = _binarize(resized, size, self.resize, "median", self.strict).reshape(len(resized), -1)
+            self._cious.extend(_ciou_counts(binary, gt).tolist())
+            peak = np.argmax(resized.reshape(len(resized), -1), axis=1)
+            self._hits.extend((gt[np.arange(len(gt)), peak] > 0).astype(float).tolist())
+            if confidences is None:
+                self._confidences.extend(top_quarter_confidence(resized).tolist())
+            if masks is not None:
+                binary_parts.append(binary.reshape(-1, size, size))
+        if confidences is not None:
+            self._confidences.extend(np.asarray(confidences, dtype=np.float64).reshape(batch).tolist())
+        binary = np.concatenate(binary_parts) if binary_parts else None
         kinds = list(kinds) if kinds is not None else [None] * batch
         self._has_object.extend(kind not in NO_OBJECT_KINDS for kind in kinds)
         names = list(names) if names is not None else [f"sample_{len(self._names) + i}" for i in range(batch)]

@@ -5,7 +5,9 @@ SLAVC and FNAC exactly, vectorised over a batch of maps:
 
 1. The heatmap is resized to `size`×`size` (224) bilinearly. The default, `resize="align_corners"`, is
    `F.interpolate(..., mode="bilinear", align_corners=True)` as in EZ-VSL / SLAVC / FNAC;
-   `resize="half_pixel"` is `cv2.resize(..., INTER_LINEAR)` as in the original LVS test script.
+   `resize="half_pixel"` is `cv2.resize(..., INTER_LINEAR)` as in the original LVS test script;
+   `resize="bicubic_align_corners"` is `F.interpolate(..., mode="bicubic", align_corners=True)` as in
+   SLAVC's and AVGN's extended evaluations.
 2. It is min-max normalised per image, `(h - min) / (max - min)`, left unchanged when `max == min`.
 3. The threshold is the element at index `int(H*W*0.5)` of the sorted map (the upper median), and the
    prediction is `P = h >= threshold` (the `>=` of EZ-VSL's `cal_CIOU`; LVS's own script used `>`,
@@ -15,6 +17,15 @@ SLAVC and FNAC exactly, vectorised over a batch of maps:
 5. cIoU@0.5 is the fraction of samples with cIoU >= 0.5; AUC is `sklearn.metrics.auc` (trapezoid rule)
    of fraction(cIoU >= t) over the 21 thresholds t = 0.05·i, i = 0..20 (computed as `0.05 * i`, so the
    floating-point thresholds, e.g. 0.15000000000000002, are identical to the official lists).
+
+Precision: maps are evaluated in float32 like the official PyTorch pipeline. Maps saved at 224×224
+give bit-identical cIoU to the official per-sample loop; upsampled maps agree with
+`F.interpolate(align_corners=True)` / `cv2.resize` to float32 rounding (≤ 1 ulp).
+
+Deliberate departures from the official code (its known bugs): a 0/0 cIoU (no positive pixel and no
+ground truth, only possible with an absolute threshold) is 0 instead of NaN; SLAVC's/AVGN's
+`precision_at_50` progress print uses `> 0.5` while every reported number uses `>=` — here `>=`
+throughout; AVGN's swapped `average_precision_score` arguments are fixed (see `multisource`).
 
 Ground truth: VGG-SS maps are the binary union of the boxes, each box `[x1, y1, x2, y2]` (normalised)
 mapped to pixels as `int(size * max(v, 0))` and filled as `map[y1:y2, x1:x2] = 1`; Flickr-SoundNet maps
@@ -26,7 +37,8 @@ import numpy as np
 SUCCESS_THRESHOLDS = np.array([0.05 * i for i in range(21)])
 """The 21 cIoU thresholds of the official AUC, built exactly as `[0.05 * i for i in range(21)]`."""
 
-RESIZE_MODES = ("align_corners", "half_pixel")
+RESIZE_MODES = ("align_corners", "half_pixel", "bicubic_align_corners")
+BICUBIC_A = -0.75  # PyTorch's cubic convolution coefficient
 
 
 def _as_float_array(values, name, ndim=None, dtype=np.float64):
@@ -51,6 +63,18 @@ def _interpolation_matrix(in_size, out_size, mode):
         matrix[:, 0] = 1.0
         return matrix
     out_index = np.arange(out_size, dtype=np.float64)
+    if mode == "bicubic_align_corners":
+        position = out_index * (in_size - 1) / max(out_size - 1, 1)
+        base = np.floor(position).astype(int)
+        t = position - base
+        a = BICUBIC_A
+        near = lambda x: ((a + 2) * x - (a + 3)) * x * x + 1  # noqa: E731  |x| <= 1
+        far = lambda x: ((a * x - 5 * a) * x + 8 * a) * x - 4 * a  # noqa: E731  1 < |x| < 2
+        weights = [far(t + 1), near(t), near(1 - t), far(2 - t)]
+        rows = np.arange(out_size)
+        for offset, weight in zip((-1, 0, 1, 2), weights):
+            np.add.at(matrix, (rows, np.clip(base + offset, 0, in_size - 1)), weight)
+        return matrix
     if mode == "align_corners":
         position = out_index * (in_size - 1) / max(out_size - 1, 1)
     elif mode == "half_pixel":
@@ -72,8 +96,8 @@ def resize_maps(heatmaps, size=224, resize="align_corners"):
     Args:
         heatmaps: array [N, h, w].
         size: output side length.
-        resize: "align_corners" (PyTorch `align_corners=True`, EZ-VSL) or "half_pixel" (OpenCV
-            `INTER_LINEAR`, LVS).
+        resize: "align_corners" (PyTorch bilinear `align_corners=True`, EZ-VSL / FNAC), "half_pixel"
+            (OpenCV `INTER_LINEAR`, LVS) or "bicubic_align_corners" (PyTorch bicubic, SLAVC / AVGN).
 
     Returns:
         float32 array [N, size, size] (float32 like the official PyTorch / OpenCV resize); the input
@@ -121,7 +145,16 @@ def binarize_maps(heatmaps, size=224, resize="align_corners", threshold="median"
     Returns:
         bool array [N, size, size].
     """
-    maps = normalize_maps(resize_maps(heatmaps, size, resize))
+    return _binarize(_as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32), size, resize, threshold, strict)
+
+
+def _binarize(maps, size, resize, threshold, strict):
+    """`binarize_maps` without input validation (maps: finite float32 [N, h, w])."""
+    if maps.shape[1:] != (size, size):
+        rows = _interpolation_matrix(maps.shape[1], size, resize).astype(np.float32)
+        cols = _interpolation_matrix(maps.shape[2], size, resize).T.astype(np.float32)
+        maps = np.matmul(np.matmul(rows, maps), cols)
+    maps = normalize_maps(maps)
     flat = maps.reshape(len(maps), -1)
     if isinstance(threshold, str):
         if threshold != "median":
@@ -144,18 +177,23 @@ def ciou_from_binary(predictions, gt_maps):
     Returns:
         float64 array [N].
     """
-    # Ground-truth values are multiples of 0.5 and maps have < 2^22 pixels, so float32 sums are exact.
     pred = np.asarray(predictions, dtype=bool).reshape(len(predictions), -1)
     gt = _as_float_array(gt_maps, "gt_maps", dtype=np.float32).reshape(len(gt_maps), -1)
     if pred.shape != gt.shape:
         raise ValueError(f"predictions {np.shape(predictions)} and gt_maps {np.shape(gt_maps)} differ in shape.")
-    intersection = np.sum(gt, axis=1, where=pred, dtype=np.float32).astype(np.float64)
+    return _ciou_counts(pred, gt)
+
+
+def _ciou_counts(pred, gt):
+    """`ciou_from_binary` on validated flat inputs: pred bool [N, K], gt float32 [N, K]."""
+    # Ground-truth values are multiples of 0.5 and maps have < 2^22 pixels, so float32 sums are exact.
+    intersection = np.einsum("nk,nk->n", gt, pred.astype(np.float32)).astype(np.float64)
     false_positive = np.count_nonzero(pred & (gt == 0), axis=1).astype(np.float64)
     denominator = gt.sum(axis=1, dtype=np.float32).astype(np.float64) + false_positive
     return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
 
 
-def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=False, chunk=256):
+def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=False, chunk=32):
     """Consensus IoU of each heatmap with its ground truth (official LVS / EZ-VSL protocol).
 
     Args:
@@ -164,10 +202,10 @@ def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=F
         resize: "align_corners" (default, EZ-VSL) or "half_pixel" (LVS / OpenCV).
         threshold: "median" (default) or a float on the min-max normalised map.
         strict: `>` instead of `>=` at the threshold.
-        chunk: maps processed at once (bounds memory).
+        chunk: maps processed at once (bounds memory; small chunks reuse allocator memory).
 
     Returns:
-        float64 array [N] of cIoU values in [0, 1].
+        float64 array [N] of cIoU values in [0, 1] (heatmaps are evaluated in float32).
 
     Example:
     >>> gt = box_gt_map([[0.0, 0.0, 0.5, 1.0]], size=4)[None]
@@ -175,8 +213,10 @@ def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=F
     >>> float(ciou(heat, gt)[0])
     1.0
     """
-    maps = _as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32)
-    gt = _as_float_array(gt_maps, "gt_maps", ndim=3, dtype=np.float32)
+    maps = np.asarray(heatmaps)
+    gt = np.asarray(gt_maps)
+    if maps.ndim != 3 or gt.ndim != 3:
+        raise ValueError(f"heatmaps and gt_maps must be [N, h, w] and [N, S, S], got {maps.shape} and {gt.shape}.")
     if len(maps) != len(gt):
         raise ValueError(f"{len(maps)} heatmaps but {len(gt)} ground-truth maps.")
     if gt.shape[1] != gt.shape[2]:
@@ -185,8 +225,9 @@ def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=F
     out = np.zeros(len(maps))
     for start in range(0, len(maps), chunk):
         part = slice(start, start + chunk)
-        binary = binarize_maps(maps[part], size, resize, threshold, strict)
-        out[part] = ciou_from_binary(binary, gt[part])
+        binary = _binarize(_as_float_array(maps[part], "heatmaps", dtype=np.float32), size, resize, threshold, strict)
+        gt_part = _as_float_array(gt[part], "gt_maps", dtype=np.float32)
+        out[part] = _ciou_counts(binary.reshape(len(binary), -1), gt_part.reshape(len(gt_part), -1))
     return out
 
 

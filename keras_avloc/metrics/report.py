@@ -86,6 +86,8 @@ def load_frame(root, name, size=224):
     import cv2
 
     path = os.path.join(root, "frames", f"{name}.jpg")
+    if not os.path.isfile(path):
+        return None
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         return None
@@ -140,7 +142,8 @@ def evaluate_heatmaps(
         root: dataset root.
         split: split name (`ROOT/<split>.json`).
         protocol: one of `PROTOCOLS`.
-        out_dir: where metrics.json, success_curve.png and best_worst.png go (None: nothing written).
+        out_dir: where metrics.json, per_sample.json (name, cIoU, pointing hit, confidence per sample),
+            success_curve.png and best_worst.png go (None: nothing written).
         baselines: also score the centre prior, random maps and (with `image_encoder`) objectness.
         image_encoder: optional Keras image encoder for the objectness baseline (reads ROOT/frames).
         batch_size: samples per Evaluator update.
@@ -171,7 +174,7 @@ def evaluate_heatmaps(
     size = 224
     batches = [matched[start : start + batch_size] for start in range(0, len(matched), batch_size)]
     missing_masks = 0
-    for batch_number, batch in enumerate(_progress(batches, len(batches), "evaluate", progress)):
+    for batch in _progress(batches, len(batches), "evaluate", progress):
         batch_records = [by_name[files[i]] for i in batch]
         gt = np.stack([record_gt_map(r, protocol, size, root) for r in batch_records])
         try:
@@ -203,7 +206,7 @@ def evaluate_heatmaps(
             elif name == "center":
                 base = center_prior(len(batch), size)
             else:
-                base = random_maps(len(batch), size, seed=seed + batch_number)
+                base = np.concatenate([random_maps(1, size, seed=seed, start=int(i)) for i in batch])
             run.update(base, gt, masks, kinds, names)
     skipped = {
         "heatmaps_without_record": len(unmatched),
@@ -230,6 +233,8 @@ def evaluate_model(
     progress=True,
     seed=0,
     max_batches=None,
+    image_size=224,
+    clip_seconds=3.0,
 ):
     """Runs `model.localize` over `make_dataset(root, split)` and evaluates it (plus the baselines).
 
@@ -241,6 +246,8 @@ def evaluate_model(
         baselines: also score centre prior, random maps and objectness (from `model.image_encoder`).
         frontend: audio front-end for `make_dataset`; default `model.frontend` or "lvs".
         max_batches: stop early (quick checks).
+        image_size, clip_seconds: model input size and audio length (as in training); heatmaps are
+            upsampled to the ground truth's 224 × 224 before scoring.
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -254,7 +261,8 @@ def evaluate_model(
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.")
     records = load_split(root, split)
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
-    dataset = make_dataset(root, split=split, frontend=frontend, image_size=224, training=False, batch_size=batch_size)
+    dataset = make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
+                           training=False, batch_size=batch_size)
     encoder = getattr(model, "image_encoder", None)
     baseline_names = ["center", "random"] + (["objectness"] if encoder is not None else [])
     model_run = _Run(protocol, resize, keep_maps=True)
@@ -268,6 +276,8 @@ def evaluate_model(
         indices = np.asarray(y["index"]).reshape(-1)
         batch_records = [records[int(i)] for i in indices]
         gt = np.asarray(y["gt_map"], dtype=np.float32)
+        if gt.shape[1] != 224:  # a model run at another size is still scored on the 224 × 224 protocol
+            gt = np.stack([record_gt_map(r, protocol, 224, root) for r in batch_records]).astype(np.float32)
         masks = _record_masks(batch_records, root, gt.shape[1])
         kinds = [r.get("kind") for r in batch_records]
         names = [r["file"] for r in batch_records]
@@ -279,7 +289,7 @@ def evaluate_model(
             elif name == "center":
                 base = center_prior(len(gt), gt.shape[1])
             else:
-                base = random_maps(len(gt), gt.shape[1], seed=seed + batch_number)
+                base = np.concatenate([random_maps(1, gt.shape[1], seed=seed, start=int(i)) for i in indices])
             run.update(base, gt, masks, kinds, names)
     source = {"model": getattr(model, "name", type(model).__name__)}
     return _finish(model_run, baseline_runs, root, split, protocol, out_dir, {}, source)
@@ -315,6 +325,9 @@ def _finish(model_run, baseline_runs, root, split, protocol, out_dir, skipped, s
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
         metrics["files"] = _write_plots(model_run, baseline_runs, root, out_dir, metrics)
+        per_sample_path = os.path.join(out_dir, "per_sample.json")
+        write_json(per_sample_path, evaluator.per_sample())
+        metrics["files"]["per_sample"] = per_sample_path
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
     return metrics
 

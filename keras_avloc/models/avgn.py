@@ -199,6 +199,15 @@ def labels_from_targets(y):
 
 
 # --------------------------------------------------------------------------- model
+def _as_model(encoder):
+    """An encoder given as a Keras model or as its serialized config."""
+    if isinstance(encoder, dict):
+        encoder = keras.saving.deserialize_keras_object(encoder)
+    if not isinstance(encoder, keras.Model):
+        raise TypeError(f"AVGN: encoders must be keras.Model instances, got {type(encoder).__name__}.")
+    return encoder
+
+
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class AVGN(AVLocModel):
     """Audio-Visual Grouping Network.
@@ -218,6 +227,10 @@ class AVGN(AVLocModel):
         image_layer4_stride: stride of the image ResNet-18's layer4 (2 as in the paper; 1 doubles
             the heatmap resolution).
         backbone_kwargs: extra keyword arguments for both ResNet-18s (e.g. {"width": 8} for tests).
+        image_encoder: optional Keras model replacing the ResNet-18 image encoder + projection:
+            images [B, H, W, 3] -> feature maps [B, h, w, embed_dim]. Give both encoders or neither.
+        audio_encoder: optional Keras model replacing the audio encoder: spectrograms
+            [B, F, T, 1] -> vectors [B, embed_dim].
         name: model name.
 
     Example:
@@ -245,6 +258,8 @@ class AVGN(AVLocModel):
         min_class_probability=0.5,
         image_layer4_stride=2,
         backbone_kwargs=None,
+        image_encoder=None,
+        audio_encoder=None,
         name="avgn",
         **kwargs,
     ):
@@ -261,12 +276,26 @@ class AVGN(AVLocModel):
         self.image_layer4_stride = image_layer4_stride
         self.backbone_kwargs = dict(backbone_kwargs or {})
 
-        self.image_backbone = resnet18_backbone(3, image_layer4_stride, "image_resnet18", **self.backbone_kwargs)
-        image_inputs = keras.Input(shape=(None, None, 3), name="image")
-        projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection")(self.image_backbone(image_inputs))
-        self.image_encoder = keras.Model(image_inputs, projected, name="image_encoder")
-        self.audio_backbone = resnet18_backbone(1, 2, "audio_resnet18", **self.backbone_kwargs)
-        self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim)
+        if (image_encoder is None) != (audio_encoder is None):
+            raise ValueError("AVGN: pass both image_encoder and audio_encoder, or neither (ResNet-18 encoders).")
+        if image_encoder is None:
+            self.image_backbone = resnet18_backbone(3, image_layer4_stride, "image_resnet18", **self.backbone_kwargs)
+            image_inputs = keras.Input(shape=(None, None, 3), name="image")
+            projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection")(self.image_backbone(image_inputs))
+            self.image_encoder = keras.Model(image_inputs, projected, name="image_encoder")
+            self.audio_backbone = resnet18_backbone(1, 2, "audio_resnet18", **self.backbone_kwargs)
+            self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim)
+            self.custom_encoders = False
+        else:
+            self.image_encoder = _as_model(image_encoder)
+            self.audio_encoder = _as_model(audio_encoder)
+            self.image_backbone, self.audio_backbone = self.image_encoder, self.audio_encoder
+            self.custom_encoders = True
+            if self.image_encoder.output_shape[-1] != self.embed_dim or self.audio_encoder.output_shape[-1] != self.embed_dim:
+                raise ValueError(
+                    f"AVGN: custom encoders must output embed_dim={self.embed_dim} channels (got image "
+                    f"{self.image_encoder.output_shape}, audio {self.audio_encoder.output_shape}); add a projection."
+                )
 
         self.class_tokens = self.add_weight(
             shape=(self.num_classes, self.embed_dim),
@@ -457,4 +486,7 @@ class AVGN(AVLocModel):
             "image_layer4_stride": self.image_layer4_stride,
             "backbone_kwargs": self.backbone_kwargs,
         })
+        if self.custom_encoders:
+            config["image_encoder"] = keras.saving.serialize_keras_object(self.image_encoder)
+            config["audio_encoder"] = keras.saving.serialize_keras_object(self.audio_encoder)
         return config

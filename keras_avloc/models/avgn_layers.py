@@ -42,6 +42,12 @@ def _merge_heads(x):
     return ops.reshape(x, (batch, length, x.shape[2] * x.shape[3]))
 
 
+def _softmax(x, axis):
+    # Same as ops.softmax, without its warning when attending to a single key (the audio vector).
+    exp = ops.exp(x - ops.stop_gradient(ops.max(x, axis=axis, keepdims=True)))
+    return exp / ops.sum(exp, axis=axis, keepdims=True)
+
+
 def straight_through_one_hot(soft_assignment, axis):
     """One-hot of the arg-max along ``axis`` with the gradient of ``soft_assignment``.
 
@@ -134,7 +140,7 @@ class MultiHeadAttention(keras.layers.Layer):
             key = query if key is None else key
             q, k, v = self.q_proj(query), self.k_proj(key), self.v_proj(key)
         q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))
-        attention = ops.softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale, axis=-1)
+        attention = _softmax(ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) * self.scale, axis=-1)
         return self.proj(_merge_heads(ops.matmul(attention, v)))
 
     def get_config(self):

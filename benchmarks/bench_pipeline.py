@@ -1,0 +1,118 @@
+"""Input-pipeline throughput: `make_dataset` (LVS front-end, batch 32) vs a plain Python loop.
+
+Generates its own clips in a temporary folder (synthetic frames, 10 s tone + noise audio, and the same clips as
+mp4), then measures clips/s for jpg+wav input and for mp4-only input, against a single-threaded loop doing
+the usual thing by hand (cv2 decode + resize, librosa load, scipy spectrogram). Prints figures and ratios.
+
+Usage:
+    python benchmarks/bench_pipeline.py [--clips 96] [--seconds 10] [--batch 32]
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+
+
+def python_loop(root, records, use_video, clip_seconds=3.0, size=224):
+    """The baseline: one clip after another with cv2, librosa and scipy."""
+    import cv2
+    import librosa
+    import scipy.signal
+
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for record in records:
+        if use_video:
+            capture = cv2.VideoCapture(record["video"])
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+            capture.set(cv2.CAP_PROP_POS_FRAMES, count // 2)
+            _, bgr = capture.read()
+            capture.release()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                wave, rate = librosa.load(record["video"], sr=16000)
+        else:
+            bgr = cv2.imread(record["image"])
+            wave, rate = librosa.load(record["audio"], sr=16000)
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        image = (cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC) / 255.0 - mean) / std
+        length = int(rate * clip_seconds)
+        start = int(max(len(wave) / rate / 2 - clip_seconds / 2, 0) * rate)
+        clip = wave[start:start + length]
+        if len(clip) < length:
+            clip = np.tile(clip, length // len(clip) + 1)[:length]
+        _, _, spec = scipy.signal.spectrogram(clip, rate, nperseg=512, noverlap=274)
+        spectrogram = np.log(spec + 1e-7) / 12.0
+        assert image.shape == (size, size, 3) and spectrogram.shape == (257, 200)
+
+
+def time_pipeline(root, split, batch, passes=2):
+    from keras_avloc.data import make_dataset
+
+    dataset = make_dataset(root, split, batch_size=batch)
+    rates = []
+    for _ in range(passes):
+        start, clips = time.perf_counter(), 0
+        for x, _ in dataset:
+            clips += int(x["image"].shape[0])
+        rates.append(clips / (time.perf_counter() - start))
+    return rates
+
+
+def time_loop(root, split, use_video):
+    from keras_avloc.data import load_split
+
+    records = load_split(root, split)
+    python_loop(root, records[:2], use_video)  # warm-up: imports and first-call costs are not counted
+    start = time.perf_counter()
+    python_loop(root, records, use_video)
+    return len(records) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=96)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--keep", help="write the clips here and keep them (default: a temporary folder)")
+    args = parser.parse_args()
+
+    from keras_avloc.data.synthetic import write_synthetic_dataset
+
+    base = args.keep or tempfile.mkdtemp(prefix="bench_pipeline_")
+    jpg_root, mp4_root = os.path.join(base, "jpg_wav"), os.path.join(base, "mp4")
+    try:
+        start = time.perf_counter()
+        write_synthetic_dataset(jpg_root, count=args.clips, seconds=args.seconds, image_hw=(360, 480))
+        write_synthetic_dataset(mp4_root, count=args.clips, seconds=args.seconds, image_hw=(360, 480),
+                                with_video=True, with_frames=False)
+        print(f"generated {args.clips} clips x2 ({args.seconds:.0f} s audio, 480x360 frames) in "
+              f"{time.perf_counter() - start:.1f} s; cores: {os.cpu_count()}")
+        import tensorflow as tf  # noqa: F401  (imported before timing)
+
+        results = {}
+        for name, root, use_video in [("jpg+wav", jpg_root, False), ("mp4", mp4_root, True)]:
+            first, steady = time_pipeline(root, "test", args.batch)
+            try:
+                loop = time_loop(root, "test", use_video)
+            except Exception as err:  # librosa may lack an mp4 decoder
+                loop = float("nan")
+                print(f"  ({name}: python loop failed: {err})")
+            results[name] = (first, steady, loop)
+            print(f"{name:8s} make_dataset lvs batch {args.batch}: first pass {first:7.1f} clips/s, "
+                  f"second pass {steady:7.1f} clips/s | python loop {loop:7.1f} clips/s | "
+                  f"ratio {steady / loop:5.2f}x")
+    finally:
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
