@@ -10,7 +10,7 @@ The torch model runs channels_last, eval mode and `torch.inference_mode` for loc
 
     /work/venv/bin/python benchmarks/bench_train.py                      # batch 16, 224 px, 3 s audio
     /work/venv/bin/python benchmarks/bench_train.py --precision both --steps 3
-    /work/venv/bin/python benchmarks/bench_train.py --keras-bn fused     # preview: fused batch norm
+    /work/venv/bin/python benchmarks/bench_train.py --keras-variants as-built,fusedbn   # preview
     /work/venv/bin/python benchmarks/bench_train.py --steps 1 --warmup 0 --batch-size 2 \\
         --image-size 64 --audio-seconds 0.5 --no-torch                   # smoke run
 """
@@ -53,11 +53,10 @@ def parse_args(argv=None):
     parser.add_argument("--width", type=int, default=64, help="ResNet base width (64 = ResNet-18)")
     parser.add_argument("--modes", default="train,localize", help="comma list of train, localize")
     parser.add_argument(
-        "--keras-bn",
-        choices=("as-built", "fused", "both"),
+        "--keras-variants",
         default="as-built",
-        help="Keras batch norm: the model as built, or keras_avloc.perf.FusedBatchNormalization "
-        "swapped in at construction (preview of a proposed backbone change)",
+        help=f"comma list of {', '.join(VARIANTS)}: the model as built, or previews of proposed backbone "
+        "changes (fused batch norm; plus padding='same' for stride-1 convs)",
     )
     parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS")
     args = parser.parse_args(argv)
@@ -69,6 +68,10 @@ def parse_args(argv=None):
     unknown = set(args.modes) - {"train", "localize"}
     if unknown:
         parser.error(f"--modes: unknown {sorted(unknown)}; use train and/or localize")
+    args.keras_variants = [name.strip() for name in args.keras_variants.split(",") if name.strip()]
+    unknown = set(args.keras_variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"--keras-variants: unknown {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
     return args
 
 
@@ -89,32 +92,54 @@ def timed(function, steps, warmup):
     return (time.perf_counter() - start) / steps
 
 
-@contextlib.contextmanager
-def keras_batch_norm(kind):
-    """Builds models inside with `FusedBatchNormalization` in the ResNet-18 (kind="fused").
+VARIANTS = ("as-built", "fusedbn", "fusedbn+same")
 
-    This previews a one-line change to `keras_avloc/backbones/resnet.py` (`_batch_norm` creating
-    `keras_avloc.perf.FusedBatchNormalization`); the layer has the same weights, names and results.
+
+@contextlib.contextmanager
+def keras_backbone_variant(variant):
+    """Builds models inside with proposed ResNet-18 changes (a preview; the shipped code is "as-built").
+
+    "fusedbn": `_batch_norm` creates `keras_avloc.perf.FusedBatchNormalization` (same weights, names
+    and results as `keras.layers.BatchNormalization`, one fused TF op). "fusedbn+same": also stride-1
+    convs use `padding="same"` (symmetric for odd kernels at stride 1, so identical to torch's padding)
+    instead of an explicit `ZeroPadding2D` layer; strided convs keep the explicit padding.
     """
-    if kind != "fused":
+    if variant == "as-built":
         yield
         return
+    import keras
+
     from keras_avloc.backbones import resnet
     from keras_avloc.perf import FusedBatchNormalization
 
-    original = resnet._batch_norm
+    original_batch_norm, original_conv = resnet._batch_norm, resnet._conv
 
     def fused_batch_norm(x, name):
         return FusedBatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM, name=name)(x)
 
+    def same_padding_conv(x, filters, kernel_size, stride, padding, name):
+        if stride != 1 or padding != (kernel_size - 1) // 2:
+            return original_conv(x, filters, kernel_size, stride, padding, name)
+        return keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=1,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
+            name=name,
+        )(x)
+
     resnet._batch_norm = fused_batch_norm
+    if variant == "fusedbn+same":
+        resnet._conv = same_padding_conv
     try:
         yield
     finally:
-        resnet._batch_norm = original
+        resnet._batch_norm, resnet._conv = original_batch_norm, original_conv
 
 
-def bench_keras(args, precision, bn_kind, images, audio):
+def bench_keras(args, precision, variant, images, audio):
     import keras
     import tensorflow as tf
 
@@ -124,12 +149,15 @@ def bench_keras(args, precision, bn_kind, images, audio):
     rows = []
     keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
     try:
-        with keras_batch_norm(bn_kind):
+        with keras_backbone_variant(variant):
             model = LVS(backbone_kwargs={"width": args.width} if args.width != 64 else None)
-        label = "keras" if bn_kind == "as-built" else "keras+fusedbn"
+        label = "keras" if variant == "as-built" else f"keras+{variant}"
         x = {"image": tf.constant(images), "audio": tf.constant(audio)}
         if "train" in args.modes:
             model.compile(optimizer=keras.optimizers.Adam(1e-4), jit_compile=bool(args.jit))
+            # Building the Adam slots before the first step saves a second trace of the train
+            # function (Keras otherwise creates them inside the traced step and retraces).
+            model.optimizer.build(model.trainable_variables)
             seconds = timed(lambda: model.train_on_batch(x), args.steps, args.warmup)
             rows.append((label, precision, "train", seconds))
         if "localize" in args.modes:
@@ -227,12 +255,11 @@ def main(argv=None):
     print(f"load average before: {load_average()}", flush=True)
 
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
-    bn_kinds = ("as-built", "fused") if args.keras_bn == "both" else (args.keras_bn,)
     rows = []
     for precision in precisions:
-        for bn_kind in bn_kinds:
-            rows += bench_keras(args, precision, bn_kind, images, audio)
-            print(f"  done: keras {precision} {bn_kind} (load {load_average()})", flush=True)
+        for variant in args.keras_variants:
+            rows += bench_keras(args, precision, variant, images, audio)
+            print(f"  done: keras {precision} {variant} (load {load_average()})", flush=True)
         if not args.no_torch:
             rows += bench_torch(args, precision, images, audio)
             print(f"  done: torch {precision} (load {load_average()})", flush=True)

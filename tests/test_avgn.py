@@ -263,9 +263,9 @@ def _tiny_encoders(dim):
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(image_in)
     x = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(x)
     image_encoder = keras.Model(image_in, keras.layers.Conv2D(dim, 3, strides=2, padding="same")(x))
-    audio_in = keras.Input((None, None, 1))
-    a = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(audio_in)
-    a = keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(a)
+    # The audio kernel spans all 64 frequency bins, so the tone's frequency survives the max pool.
+    audio_in = keras.Input((64, None, 1))
+    a = keras.layers.Conv2D(32, (64, 1), activation="relu")(audio_in)
     audio_encoder = keras.Model(audio_in, keras.layers.Dense(dim)(keras.layers.GlobalMaxPooling2D()(a)))
     return {"image_encoder": image_encoder, "audio_encoder": audio_encoder}
 

@@ -8,6 +8,7 @@ check at full width and run the port tool end to end on a .pth written by torch.
 import importlib.util
 import os
 import pickle
+import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -167,6 +168,16 @@ def test_port_tool_and_cli_write_loadable_weights(tmp_path, checkpoint, expected
     assert avloc_main(["port-weights", str(npz), str(tmp_path / "x.h5"), "--prefix", "imgnet."]) == 2
     assert ".weights.h5" in capsys.readouterr().err
     assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_pth_without_torch_explains_the_npz_route(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "resnet18.pth"
+    path.write_bytes(b"not read")
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
+    with pytest.raises(ImportError, match="needs torch.*npz"):
+        read_state_dict(path)
+    assert avloc_main(["port-weights", str(path), str(tmp_path / "r.weights.h5")]) == 2
+    assert "needs torch" in capsys.readouterr().err
 
 
 # ---- cross-checks against torch (skipped when torch is not installed) ----

@@ -196,6 +196,7 @@ class TransformerBlock(keras.layers.Layer):
             layer.build((None, None, self.dim))
         self.attn.build()
         self.mlp.build()
+        self.drop_path.build((None, None, self.dim))
         self.built = True
 
     def call(self, x, training=None):
