@@ -193,9 +193,9 @@ def bench_torch(args, precision, images, audio):
 
 def print_table(rows, batch_size):
     print()
-    print(f"{'framework':<15} {'precision':<9} {'mode':<14} {'clips/s':>9} {'s/step':>8}")
+    print(f"{'framework':<19} {'precision':<9} {'mode':<14} {'clips/s':>9} {'s/step':>8}")
     for framework, precision, mode, seconds in rows:
-        print(f"{framework:<15} {precision:<9} {mode:<14} {batch_size / seconds:>9.2f} {seconds:>8.3f}")
+        print(f"{framework:<19} {precision:<9} {mode:<14} {batch_size / seconds:>9.2f} {seconds:>8.3f}")
     torch_rate = {(p, m): batch_size / s for f, p, m, s in rows if f == "torch"}
     ratios = []
     for framework, precision, mode, seconds in rows:
@@ -208,7 +208,7 @@ def print_table(rows, batch_size):
         print()
         print("ratios keras/torch (clips/s; goal >= 1.20 in fp32)")
         for framework, precision, mode, ratio in ratios:
-            print(f"{framework:<15} {precision:<9} {mode:<14} {ratio:>9.2f}x")
+            print(f"{framework:<19} {precision:<9} {mode:<14} {ratio:>9.2f}x")
 
 
 def main(argv=None):

@@ -122,3 +122,19 @@ def test_bad_inputs_give_clear_errors():
     model = TinyAV("lvs")
     with pytest.raises(ValueError, match="'image' and 'audio'"):
         model({"image": np.zeros((1, 8, 8, 3), np.float32)})
+
+
+def test_epoch_means_are_right_for_unknown_cardinality_static_batch_datasets():
+    # make_dataset yields static batch shapes and unknown cardinality; in graph mode the exhausted final
+    # iterator call must not add a batch weight to the trackers.
+    images, audio, _ = synthetic_pairs(count=8)
+    model = TinyAV("lvs")
+    model.compile()
+    dataset = tf.data.Dataset.from_tensor_slices(({"image": images, "audio": audio}, {"label": np.zeros(8)}))
+    dataset = dataset.batch(4, drop_remainder=True).filter(lambda x, y: True)
+    result = model.evaluate(dataset, verbose=0, return_dict=True)
+    per_batch = []
+    for start in (0, 4):
+        features = model({"image": images[start : start + 4], "audio": audio[start : start + 4]})
+        per_batch.append(float(lvs_loss_terms(features["image_maps"], features["audio_vecs"], 0.5, 0.3)["loss"]))
+    assert abs(result["loss"] - np.mean(per_batch)) < 1e-4, (result["loss"], per_batch)

@@ -89,7 +89,7 @@ def test_cli_train_resumes_after_kill_9(tmp_path):
     data = tmp_path / "data"
     write_tiny_dataset(str(data), count=4)  # one batch of 4 per epoch
     out = tmp_path / "run"
-    epochs = 4
+    epochs = 3
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(_train_command(data, out, epochs), env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE)
@@ -133,3 +133,39 @@ def test_cli_train_reports_bad_arguments(tmp_path, capsys):
     assert main(["train", "--method", "lvs", "--data", str(data), "--out", str(tmp_path / "o"),
                  "--batch-size", "1"]) == 2
     assert "at least 2" in capsys.readouterr().err
+
+
+def test_bf16_init_weights_and_frozen_image_encoder(tmp_path):
+    import keras
+
+    from keras_avloc.backbones import ResNet18
+    from keras_avloc.models.training import TrainingError, build_training_model
+
+    source = ResNet18(layer4_stride=1, width=8)
+    weights_path = str(tmp_path / "resnet18.weights.h5")
+    source.save_weights(weights_path)
+    model = build_training_model("lvs", mixed_precision="bf16", init_image_weights=weights_path,
+                                 freeze_image_encoder=True, learning_rate=3e-4,
+                                 model_kwargs={"backbone_kwargs": {"width": 8}}, run_eagerly=True)
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after building
+    assert model.image_backbone.get_layer("conv1").dtype_policy.name == "mixed_bfloat16"
+    np.testing.assert_array_equal(model.image_backbone.get_layer("layer2_0_conv1").kernel.numpy(),
+                                  source.get_layer("layer2_0_conv1").kernel.numpy())
+    assert not model.image_backbone.trainable and model.audio_encoder.trainable
+    assert abs(float(model.optimizer.learning_rate) - 3e-4) < 1e-9
+    frozen_before = model.image_backbone.get_layer("layer2_0_conv1").kernel.numpy().copy()
+    audio_before = model.audio_backbone.get_layer("conv1").kernel.numpy().copy()
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.normal(size=(4, 64, 64, 3)).astype(np.float32),
+             "audio": rng.normal(size=(4, 65, 24, 1)).astype(np.float32)}
+    logs = model.train_on_batch(batch, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    np.testing.assert_array_equal(model.image_backbone.get_layer("layer2_0_conv1").kernel.numpy(), frozen_before)
+    assert np.abs(model.audio_backbone.get_layer("conv1").kernel.numpy() - audio_before).max() > 0
+
+    try:
+        build_training_model("lvs", init_image_weights=str(tmp_path / "missing.weights.h5"))
+    except TrainingError as err:
+        assert "port-weights" in str(err)
+    else:
+        raise AssertionError("a missing weights file must raise TrainingError")

@@ -5,6 +5,7 @@ Subcommand modules import TensorFlow lazily (inside their run functions) so `avl
 
 import argparse
 import importlib
+import os
 import sys
 
 from keras_avloc import __version__
@@ -41,6 +42,7 @@ def build_parser():
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -16,6 +16,10 @@ EPILOG = """Examples:
   # synthetic stamps with silent / off-screen samples (adds SLAVC's AP, max-F1, precision)
   avloc evaluate --checkpoint model.keras --data data/stamps --protocol stamps --out runs/stamps
 
+  # two-source mixtures: adds per-source cIoU@0.3 / AUC, PIAP and CAP (AVGN localises each source)
+  avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
+      --protocol stamps-mix --out runs/avgn_mix
+
 Outputs in --out: metrics.json (model + baselines), success_curve.png, best_worst.png.
 """
 
@@ -50,8 +54,28 @@ def register(subparsers):
         help="heatmap upsampling: align_corners (bilinear, EZ-VSL/FNAC, default), half_pixel (LVS/OpenCV) "
         "or bicubic_align_corners (SLAVC/AVGN)",
     )
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="model input size (default: the checkpoint's training setting from train_state.json "
+                        "next to it, else 224)")
+    parser.add_argument("--clip-seconds", type=float, default=None,
+                        help="audio clip length (default: the checkpoint's training setting, else 3.0)")
+    parser.add_argument("--class-conditioned", action="store_true",
+                        help="mixture protocols with AVGN: localise the ground-truth classes of the sources (the "
+                        "paper's protocol) instead of the predicted ones")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
+
+
+def training_settings(checkpoint):
+    """The `settings` recorded by `avloc train` in train_state.json next to `checkpoint` ({} if none)."""
+    import json
+
+    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "train_state.json")
+    try:
+        with open(path) as handle:
+            return dict(json.load(handle).get("settings") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
 
 
 def run(args):
@@ -81,7 +105,10 @@ def run(args):
                 raise CliError(f"checkpoint {args.checkpoint} not found; pass the .keras file written by `avloc train`.")
             from keras_avloc.models import load_model
 
-            model = load_model(args.checkpoint)
+            model = load_model(args.checkpoint, compile=False)
+            settings = training_settings(args.checkpoint)
+            image_size = args.image_size or int(settings.get("image_size") or 224)
+            clip_seconds = args.clip_seconds or float(settings.get("clip_seconds") or 3.0)
             metrics = report.evaluate_model(
                 model,
                 args.data,
@@ -92,10 +119,17 @@ def run(args):
                 baselines=args.baselines,
                 resize=args.resize,
                 progress=not args.no_progress,
+                image_size=image_size,
+                clip_seconds=clip_seconds,
+                class_conditioned=args.class_conditioned,
             )
     except (FileNotFoundError, ValueError) as err:
         raise CliError(str(err)) from err
     print(metrics["table"])
+    multi = metrics["model"].get("multi_source")
+    if multi:
+        print(f"per-source: cIoU@0.3 {multi['ciou@0.3']:.4f}  AUC {multi['auc']:.4f}  PIAP {multi['piap']:.4f}"
+              + (f"  CAP {multi['cap']:.4f}" if "cap" in multi else "") + f"  ({multi['num_mixtures']} mixtures)")
     if args.baselines and "objectness" not in metrics["baselines"]:
         print("objectness baseline skipped: pass --objectness-weights (ImageNet ResNet-18) or use --checkpoint")
     skipped = metrics.get("skipped") or {}

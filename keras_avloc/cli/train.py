@@ -1,4 +1,4 @@
-"""`avloc train`: train LVS or EZ-VSL with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
+"""`avloc train`: train LVS, EZ-VSL or AVGN with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
 
 import os
 
@@ -8,6 +8,7 @@ EPILOG = """Examples:
   avloc train --method lvs --data datasets/stamps --epochs 20 --batch-size 16 --out runs/lvs
   avloc train --method ezvsl --data datasets/vggss --val-split test --out runs/ezvsl \\
       --init-image-weights resnet18_imagenet.weights.h5 --mixed-precision bf16
+  avloc train --method avgn --data datasets/stamps --val-split val --out runs/avgn   # random 2-source mixtures
   # a killed run resumes from its last finished epoch: re-run the same command
   tensorboard --logdir runs/lvs/logs
 
@@ -20,12 +21,12 @@ OUT/logs/ (TensorBoard scalars and heatmap images, when tensorboard is installed
 def register(subparsers):
     parser = subparsers.add_parser(
         "train",
-        help="train LVS / EZ-VSL on a dataset folder",
+        help="train LVS / EZ-VSL / AVGN on a dataset folder",
         description="Self-supervised training with model.fit; re-running the same command resumes.",
         formatter_class=ExampleFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("--method", required=True, choices=["lvs", "ezvsl"], help="localisation method")
+    parser.add_argument("--method", required=True, choices=["lvs", "ezvsl", "avgn"], help="localisation method")
     parser.add_argument("--data", required=True, metavar="ROOT", help="dataset folder (frames/, audio/, <split>.json)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. runs/lvs")
     parser.add_argument("--epochs", type=int, default=20, help="total epochs (default 20)")
@@ -41,6 +42,10 @@ def register(subparsers):
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
     parser.add_argument("--width", type=int, default=64,
                         help="ResNet-18 base width (64 = the papers; small values for quick experiments)")
+    parser.add_argument("--mix-sources", type=int, choices=[0, 2], default=None,
+                        help="sources mixed into each training clip (default: 2 for avgn, 0 otherwise)")
+    parser.add_argument("--embed-dim", type=int, default=None, help="feature dimension D (default 512)")
+    parser.add_argument("--depth", type=int, default=None, help="avgn: attention blocks per modality (default 3)")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
@@ -60,7 +65,15 @@ def run(args):
     from keras_avloc.data.annotations import AnnotationError
     from keras_avloc.models.training import TrainingError, train
 
+    if args.depth is not None and args.method != "avgn":
+        raise CliError(f"--depth applies to --method avgn only (got --method {args.method}); drop it.")
+    if args.embed_dim is not None and args.method == "lvs":
+        raise CliError("--embed-dim applies to --method ezvsl / avgn (LVS has no projection); drop it.")
     model_kwargs = {"backbone_kwargs": {"width": args.width}} if args.width != 64 else {}
+    if args.embed_dim is not None:
+        model_kwargs["embed_dim"] = args.embed_dim
+    if args.depth is not None:
+        model_kwargs["depth"] = args.depth
     try:
         _, history = train(
             args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
@@ -68,7 +81,7 @@ def run(args):
             clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
             init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
             model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
-            run_eagerly=args.eager,
+            run_eagerly=args.eager, mix_sources=args.mix_sources,
         )
     except (TrainingError, AnnotationError, FileNotFoundError) as err:
         raise CliError(str(err)) from err

@@ -6,8 +6,8 @@ Protocols:
     stamps      synthetic stamps: as vggss, plus mask IoU and SLAVC's extended protocol (silent and
                 off-screen samples, confidence = mean of the top 25% scores).
     stamps-mix  stamp mixtures: as stamps, plus per-source cIoU@0.3 / AUC and PIAP when per-source maps
-                are given.
-    music-duet  AVGN's duet protocol: per-source cIoU@0.3 / AUC, PIAP, and the union-map cIoU.
+                are given, and CAP when class-indexed maps are given.
+    music-duet  AVGN's duet protocol: per-source cIoU@0.3 / AUC, PIAP, CAP, and the union-map cIoU.
 
 Samples whose `kind` is "silent" or "offscreen" have no visible source: they are left out of the cIoU
 statistics and only enter the extended protocol (as negatives).
@@ -21,11 +21,12 @@ from keras_avloc.metrics.localization import (
     _as_float_array,
     _binarize,
     _ciou_counts,
+    normalize_maps,
     resize_maps,
     success_auc,
     success_curve,
 )
-from keras_avloc.metrics.multisource import permutation_invariant_ap, per_source_ciou
+from keras_avloc.metrics.multisource import class_aware_ap, permutation_invariant_ap, per_source_ciou
 
 PROTOCOLS = {
     "vggss": {"gt": "boxes", "extended": False, "multi": False},
@@ -69,6 +70,7 @@ class Evaluator:
         """Forgets every accumulated sample."""
         self._names, self._cious, self._hits, self._confidences = [], [], [], []
         self._has_object, self._mask_ious, self._source_cious, self._piap = [], [], [], []
+        self._class_maps, self._class_gts = {}, {}  # class id -> list of [S*S] normalised maps / bool ground truth
 
     def __len__(self):
         return len(self._cious)
@@ -83,6 +85,8 @@ class Evaluator:
         confidences=None,
         source_heatmaps=None,
         source_gt_maps=None,
+        class_heatmaps=None,
+        class_ids=None,
     ):
         """Adds a batch.
 
@@ -96,6 +100,9 @@ class Evaluator:
                 upsampled (not normalised) heatmap.
             source_heatmaps: optional [B, K, h, w] per-source maps (mixture protocols).
             source_gt_maps: optional [B, K, S, S] per-source ground truth.
+            class_heatmaps: optional [B, K, h, w] class-indexed maps for CAP: the model's map for class
+                `class_ids[b, k]` (the class of source k) in sample b; needs `source_gt_maps`.
+            class_ids: optional int [B, K] class of every source (-1: unknown, left out of CAP).
         """
         maps = np.asarray(heatmaps)
         gt_all = np.asarray(gt_maps)
@@ -128,6 +135,8 @@ class Evaluator:
         self._mask_ious.extend(self._batch_mask_iou(binary, masks, batch))
         if source_heatmaps is not None and source_gt_maps is not None:
             self._update_sources(source_heatmaps, source_gt_maps, size)
+            if class_heatmaps is not None and class_ids is not None:
+                self._update_classes(class_heatmaps, class_ids, source_gt_maps, size)
         else:
             self._source_cious.extend([None] * batch)
             self._piap.extend([None] * batch)
@@ -157,6 +166,41 @@ class Evaluator:
         stats = per_source_ciou(resized, gts, resize=self.resize, strict=self.strict)
         self._source_cious.extend(stats["cious"].tolist())
         self._piap.extend(permutation_invariant_ap(resized, gts)[1].tolist())
+
+    def _update_classes(self, class_heatmaps, class_ids, source_gt_maps, size):
+        maps = _as_float_array(class_heatmaps, "class_heatmaps", ndim=4)
+        gts = _as_float_array(source_gt_maps, "source_gt_maps", ndim=4)
+        ids = np.asarray(class_ids, dtype=np.int64)
+        if ids.shape != maps.shape[:2] or gts.shape[:2] != maps.shape[:2]:
+            raise ValueError(f"class_ids {ids.shape}, class_heatmaps {maps.shape} and source_gt_maps {gts.shape} "
+                             "must agree on [B, K].")
+        batch, sources = maps.shape[:2]
+        # Pixels of different samples are pooled per class, so every map is min-max normalised first
+        # (as the evaluations normalise each heatmap before thresholding).
+        flat = normalize_maps(resize_maps(maps.reshape(batch * sources, *maps.shape[2:]), size, self.resize))
+        flat = flat.reshape(batch, sources, size * size).astype(np.float32)
+        for b in range(batch):
+            for k in range(sources):
+                if ids[b, k] < 0:
+                    continue
+                self._class_maps.setdefault(int(ids[b, k]), []).append(flat[b, k])
+                self._class_gts.setdefault(int(ids[b, k]), []).append(gts[b, k].reshape(-1) > 0.5)
+
+    def class_aware_ap(self):
+        """CAP over the accumulated class-indexed maps: (mean over classes, {class id: AP}).
+
+        For class c the pixels of every sample in which c sounds are pooled (map of class c against
+        the ground truth of the c source, the other sources' pixels being negatives); AP is then
+        averaged over the classes. Samples in which c is silent are not pooled for c.
+        """
+        per_class = {}
+        for class_id in sorted(self._class_maps):
+            maps = np.stack(self._class_maps[class_id])[:, None, :, None]
+            gts = np.stack(self._class_gts[class_id])[:, None, :, None].astype(np.float32)
+            value = class_aware_ap(maps, gts)[0]
+            if value == value:
+                per_class[class_id] = value
+        return (float(np.mean(list(per_class.values()))) if per_class else float("nan")), per_class
 
     def per_sample(self):
         """List of dicts (name, ciou, pointing_hit, confidence, has_object, mask_iou) in update order."""
@@ -226,4 +270,8 @@ class Evaluator:
                 "piap": float(np.mean([p for p in self._piap if p is not None])),
                 "num_mixtures": len(source_rows),
             }
+            if self._class_maps:
+                cap, per_class = self.class_aware_ap()
+                result["multi_source"]["cap"] = cap
+                result["multi_source"]["cap_classes"] = len(per_class)
         return result

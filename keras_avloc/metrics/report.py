@@ -109,9 +109,11 @@ class _Run:
         self.keep_maps = keep_maps
         self.small_maps = []
 
-    def update(self, maps, gt, masks, kinds, names, source_maps=None, source_gts=None):
+    def update(self, maps, gt, masks, kinds, names, source_maps=None, source_gts=None, class_maps=None,
+               class_ids=None):
         self.evaluator.update(
-            maps, gt, masks=masks, kinds=kinds, names=names, source_heatmaps=source_maps, source_gt_maps=source_gts
+            maps, gt, masks=masks, kinds=kinds, names=names, source_heatmaps=source_maps, source_gt_maps=source_gts,
+            class_heatmaps=class_maps, class_ids=class_ids,
         )
         if self.keep_maps:
             self.small_maps.append(resize_maps(maps, GRID_SIZE).astype(np.float32))
@@ -235,8 +237,16 @@ def evaluate_model(
     max_batches=None,
     image_size=224,
     clip_seconds=3.0,
+    class_conditioned=False,
 ):
     """Runs `model.localize` over `make_dataset(root, split)` and evaluates it (plus the baselines).
+
+    Mixture protocols ("stamps-mix", "music-duet"; records with `sources`) also score one map per
+    source (`metrics["model"]["multi_source"]`: per-source cIoU@0.3 / AUC, PIAP and CAP). A model
+    with `localize_sources` (AVGN) localises its N most probable audio classes (N = number of sources),
+    each map paired with the source of the same class when predicted (the others in order), and its
+    class-aware map of each ground-truth class gives CAP. A model without it (LVS, EZ-VSL) and the
+    baselines use their single map for every source and every class.
 
     Args:
         model: a keras-avloc model with `localize(images, audio) -> [B, H, W]` (and `image_encoder`
@@ -248,6 +258,8 @@ def evaluate_model(
         max_batches: stop early (quick checks).
         image_size, clip_seconds: model input size and audio length (as in training); heatmaps are
             upsampled to the ground truth's 224 × 224 before scoring.
+        class_conditioned: mixture protocols with a `localize_sources` model: localise the ground-truth
+            classes of the sources (the AVGN paper's protocol) instead of the predicted ones.
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -263,6 +275,9 @@ def evaluate_model(
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
     dataset = make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
                            training=False, batch_size=batch_size)
+    multi = PROTOCOLS[protocol]["multi"]
+    vocabulary = list(getattr(model, "class_names", None) or getattr(dataset, "class_list", None) or [])
+    without_sources = 0
     encoder = getattr(model, "image_encoder", None)
     baseline_names = ["center", "random"] + (["objectness"] if encoder is not None else [])
     model_run = _Run(protocol, resize, keep_maps=True)
@@ -282,7 +297,15 @@ def evaluate_model(
         kinds = [r.get("kind") for r in batch_records]
         names = [r["file"] for r in batch_records]
         maps = np.asarray(model.localize(x["image"], x["audio"]), dtype=np.float32)
-        model_run.update(maps, gt, masks, kinds, names)
+        source_gts = class_ids = None
+        if multi:
+            source_gts, class_ids = _batch_sources(batch_records, vocabulary, root)
+            without_sources += len(batch_records) if source_gts is None else 0
+        if source_gts is not None:
+            source_maps, class_maps = mixture_maps(model, x["image"], x["audio"], class_ids, maps, class_conditioned)
+            model_run.update(maps, gt, masks, kinds, names, source_maps, source_gts, class_maps, class_ids)
+        else:
+            model_run.update(maps, gt, masks, kinds, names)
         for name, run in baseline_runs.items():
             if name == "objectness":
                 base = objectness_maps(np.asarray(x["image"]), encoder, gt.shape[1])
@@ -290,9 +313,87 @@ def evaluate_model(
                 base = center_prior(len(gt), gt.shape[1])
             else:
                 base = np.concatenate([random_maps(1, gt.shape[1], seed=seed, start=int(i)) for i in indices])
-            run.update(base, gt, masks, kinds, names)
+            if source_gts is not None:
+                repeated = np.repeat(base[:, None], source_gts.shape[1], axis=1)
+                run.update(base, gt, masks, kinds, names, repeated, source_gts, repeated, class_ids)
+            else:
+                run.update(base, gt, masks, kinds, names)
     source = {"model": getattr(model, "name", type(model).__name__)}
-    return _finish(model_run, baseline_runs, root, split, protocol, out_dir, {}, source)
+    skipped = {}
+    if multi:
+        source["per_source_maps"] = ("ground-truth classes" if class_conditioned else "predicted classes") if hasattr(
+            model, "localize_sources") else "single map for every source"
+        if without_sources:
+            skipped["samples_without_per_source_scores"] = without_sources
+    return _finish(model_run, baseline_runs, root, split, protocol, out_dir, skipped, source)
+
+
+def _batch_sources(records, vocabulary, root, size=224):
+    """Per-source ground truth [B, K, size, size] and class ids [B, K] (-1 = not in `vocabulary`) of a batch,
+    or (None, None) unless every record has the same number K >= 1 of `sources`."""
+    per_record = [record_source_gt_maps(r, size, root) for r in records]
+    counts = {len(p) if p is not None else 0 for p in per_record}
+    if len(counts) != 1 or 0 in counts:
+        return None, None
+    index = {name: position for position, name in enumerate(vocabulary)}
+    class_ids = np.array([[index.get(s.get("class"), -1) for s in r["sources"]] for r in records], dtype=np.int32)
+    return np.stack(per_record).astype(np.float32), class_ids
+
+
+def match_predicted_sources(predicted_ids, true_ids):
+    """Order of the predicted source slots that pairs them with the true sources.
+
+    A true source takes the slot that predicted its class; the remaining slots fill the remaining
+    sources in their order. Only class labels are used (never the ground-truth maps).
+
+    Args:
+        predicted_ids: int [B, N] predicted classes (-1 = none); true_ids: int [B, K] with K <= N.
+
+    Returns:
+        int [B, K] slot index for every true source.
+    """
+    predicted_ids, true_ids = np.asarray(predicted_ids), np.asarray(true_ids)
+    order = np.zeros(true_ids.shape, dtype=np.int64)
+    for b in range(len(true_ids)):
+        free = list(range(predicted_ids.shape[1]))
+        pending = []
+        for k, class_id in enumerate(true_ids[b]):
+            hits = [slot for slot in free if class_id >= 0 and predicted_ids[b, slot] == class_id]
+            if hits:
+                order[b, k] = hits[0]
+                free.remove(hits[0])
+            else:
+                pending.append(k)
+        for k in pending:
+            order[b, k] = free.pop(0)
+    return order
+
+
+def mixture_maps(model, images, audio, class_ids, single_maps, class_conditioned=False):
+    """Per-source maps and class-indexed maps of a batch of mixtures.
+
+    Args:
+        model: a model; with `localize_sources` (AVGN) its class-aware maps are used.
+        images, audio: the model inputs.
+        class_ids: int [B, K] ground-truth class of every source (-1 = unknown to the model).
+        single_maps: [B, H, W] the model's `localize` maps (used for every source without `localize_sources`).
+        class_conditioned: localise the ground-truth classes instead of the predicted ones.
+
+    Returns:
+        (source_maps [B, K, H, W] in source order, class_maps [B, K, H, W]: the map of class
+        `class_ids[b, k]`).
+    """
+    sources = class_ids.shape[1]
+    if not hasattr(model, "localize_sources"):
+        repeated = np.repeat(np.asarray(single_maps, np.float32)[:, None], sources, axis=1)
+        return repeated, repeated
+    class_maps = np.asarray(model.localize_sources(images, audio, class_ids=class_ids)[0], np.float32)
+    if class_conditioned:
+        return class_maps, class_maps
+    predicted, predicted_ids, _ = model.localize_sources(images, audio, n_sources=sources, min_probability=None)
+    order = match_predicted_sources(predicted_ids, class_ids)
+    source_maps = np.take_along_axis(np.asarray(predicted, np.float32), order[:, :, None, None], axis=1)
+    return source_maps, class_maps
 
 
 def results_table(metrics):

@@ -1,16 +1,24 @@
-"""Audio-visual localisation models: LVS, EZ-VSL, and the shared `AVLocModel` base.
+"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, and the shared `AVLocModel` base.
 
 Example:
 >>> from keras_avloc.models import build_model, load_model
 >>> model = build_model("lvs")               # doctest: +SKIP
+>>> model = build_model("avgn", class_names=["dog", "cat"])  # doctest: +SKIP
 >>> model = load_model("runs/lvs/model.keras")  # doctest: +SKIP
 """
 
+from keras_avloc.models.avgn import (
+    AVGN,
+    avgn_class_loss,
+    avgn_localization_loss,
+    avgn_loss_terms,
+    avgn_token_loss,
+)
 from keras_avloc.models.base import AVLocModel, cosine_similarity_map, minmax_normalize, upsample_maps
 from keras_avloc.models.ezvsl import EZVSL, ezvsl_loss, ezvsl_loss_terms
 from keras_avloc.models.lvs import LVS, lvs_loss, lvs_loss_terms
 
-MODELS = {"lvs": LVS, "ezvsl": EZVSL}
+MODELS = {"lvs": LVS, "ezvsl": EZVSL, "avgn": AVGN}
 
 
 def register_method(name, model_class):
@@ -22,8 +30,9 @@ def build_model(method, **kwargs):
     """Builds a fresh model by method name.
 
     Args:
-        method: "lvs" or "ezvsl" (or a name added with `register_method`).
-        **kwargs: constructor arguments of the model class (e.g. `tau=0.03`).
+        method: "lvs", "ezvsl" or "avgn" (or a name added with `register_method`).
+        **kwargs: constructor arguments of the model class (e.g. `tau=0.03`; AVGN needs `num_classes`
+            or `class_names`).
 
     Returns:
         An uncompiled `AVLocModel`.
@@ -58,6 +67,7 @@ __all__ = [
     "AVLocModel",
     "LVS",
     "EZVSL",
+    "AVGN",
     "MODELS",
     "build_model",
     "load_model",
@@ -66,6 +76,10 @@ __all__ = [
     "lvs_loss_terms",
     "ezvsl_loss",
     "ezvsl_loss_terms",
+    "avgn_loss_terms",
+    "avgn_localization_loss",
+    "avgn_class_loss",
+    "avgn_token_loss",
     "cosine_similarity_map",
     "upsample_maps",
     "minmax_normalize",

@@ -13,8 +13,9 @@ Structure (facts from the paper and the authors' code, stoneMo/AVGN):
 * Losses (weights 1):
   - class-constraint: CE(fc_cls(class tokens) [C, C], identity targets);
   - per-class binary probabilities ``sigmoid(fc(g_i))`` for audio and for vision, BCE against the
-    multi-hot class target (all sources of a mixture);
-  - localisation: for each source n of clip b, the class-aware audio token of its class,
+    multi-hot class targets (audio: all sources of the mixture; vision: the sources the frame shows,
+    i.e. source 0 in the authors' protocol where a mixture's frame is that of its first source);
+  - localisation: for each visible source n of clip b, the class-aware audio token of its class,
     g^a[b, y_bn], against the spatial visual features of every clip m of the batch:
     ``logit[b, m] = max_p cos(g^a[b, y_bn], f^v[m, p]) / tau`` (tau = 0.03), symmetric
     cross-entropy with the matching clip as target, averaged over the valid (b, n) pairs.
@@ -26,7 +27,8 @@ Structure (facts from the paper and the authors' code, stoneMo/AVGN):
 Deviations from the authors' code, all documented where they occur: the class tokens start from a
 truncated normal (std 0.02) instead of zeros; the localisation loss L2-normalises the audio tokens
 (the paper writes cosine similarity, the code leaves them unnormalised); BCE is computed from logits
-(numerically stable, same value); the unused cross-modal "HAN" grouping branch is not built.
+(numerically stable, same value); the unused cross-modal "HAN" grouping branch is not built; the
+frames of mixtures may show every source (``visible_sources="all"``) as well as only the first.
 """
 
 import keras
@@ -34,7 +36,7 @@ import numpy as np
 from keras import ops
 
 from keras_avloc.models.avgn_layers import GroupingEncoder
-from keras_avloc.models.base import AVLocModel, split_inputs, upsample_maps
+from keras_avloc.models.base import AVLocModel, batch_weight, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 from keras_avloc.models.lvs import build_audio_encoder, resnet18_backbone
 
@@ -151,29 +153,38 @@ def avgn_localization_loss(image_maps, source_tokens, source_mask, tau=0.03):
     return (ops.sum(audio_to_image * mask) + ops.sum(image_to_audio * mask)) / count
 
 
-def avgn_loss_terms(outputs, labels, token_logits, tau=0.03):
+def avgn_loss_terms(outputs, labels, token_logits, tau=0.03, visible_sources="first"):
     """All AVGN loss terms for one batch.
 
     Args:
         outputs: dict from ``AVGN.call`` with "image_maps" [B, h, w, D], "audio_tokens" [B, C, D],
             "audio_logits" [B, C] and "visual_logits" [B, C].
-        labels: int [B, N] class index of every source (-1 = none) or [B] for single sources.
+        labels: int [B, N] class index of every source in the audio (-1 = none) or [B] for single
+            sources.
         token_logits: float [C, C] class-token logits.
         tau: localisation temperature.
+        visible_sources: which sources the image shows. "first" (the authors' training protocol and
+            `make_dataset(..., mix_sources=2)` on single-source records: the frame of source 0 with the
+            audio of the mixture): the localisation loss and the visual class target use source 0
+            only. "all": the frame shows every source (annotated mixtures).
 
     Returns:
         dict with "loss" (sum, weights 1), "loc_loss", "token_loss", "class_loss".
     """
+    if visible_sources not in ("first", "all"):
+        raise ValueError(f"avgn.py: visible_sources must be 'first' or 'all', got {visible_sources!r}.")
     labels = ops.cast(ops.convert_to_tensor(labels), "int32")
     if len(labels.shape) == 1:
         labels = labels[:, None]
     num_classes = outputs["audio_logits"].shape[-1]
-    targets = multi_hot_targets(labels, num_classes)
-    source_tokens = select_source_tokens(outputs["audio_tokens"], labels)
-    loc_loss = avgn_localization_loss(outputs["image_maps"], source_tokens, labels >= 0, tau=tau)
+    visible = labels if visible_sources == "all" else labels[:, :1]
+    source_tokens = select_source_tokens(outputs["audio_tokens"], visible)
+    loc_loss = avgn_localization_loss(outputs["image_maps"], source_tokens, visible >= 0, tau=tau)
     token_loss = avgn_token_loss(token_logits)
-    # The image of a mixture shows every source, so both modalities share the multi-hot target.
-    class_loss = avgn_class_loss(outputs["audio_logits"], outputs["visual_logits"], targets, targets)
+    class_loss = avgn_class_loss(
+        outputs["audio_logits"], outputs["visual_logits"],
+        multi_hot_targets(labels, num_classes), multi_hot_targets(visible, num_classes),
+    )
     return {
         "loss": loc_loss + token_loss + class_loss,
         "loc_loss": loc_loss,
@@ -213,7 +224,8 @@ class AVGN(AVLocModel):
     """Audio-Visual Grouping Network.
 
     Args:
-        num_classes: number of sound-source classes C (= class tokens).
+        num_classes: number of sound-source classes C (= class tokens); may be omitted when
+            `class_names` is given.
         embed_dim: feature dimension D (512).
         depth: attention blocks per modality transformer (3).
         num_heads: attention heads (8).
@@ -221,6 +233,9 @@ class AVGN(AVLocModel):
         drop_path: stochastic-depth rate (0.1).
         assignment: "soft" (default, as the authors' default) or "hard" (straight-through Gumbel).
         tau: localisation-loss temperature (0.03).
+        visible_sources: "first" (default): training frames show source 0 of each mixture only, as
+            in the authors' training and `make_dataset(..., mix_sources=2)`; "all": frames show every
+            source. See `avgn_loss_terms`.
         inference_sources: how many sources `localize` considers (top-N predicted classes).
         min_class_probability: `localize` drops predicted sources whose audio class probability is
             below this (the most probable class is always kept); None keeps all N.
@@ -231,6 +246,8 @@ class AVGN(AVLocModel):
             images [B, H, W, 3] -> feature maps [B, h, w, embed_dim]. Give both encoders or neither.
         audio_encoder: optional Keras model replacing the audio encoder: spectrograms
             [B, F, T, 1] -> vectors [B, embed_dim].
+        class_names: optional class names (index = class id), kept in the saved model; sets
+            `num_classes` when that is not given.
         name: model name.
 
     Example:
@@ -246,7 +263,7 @@ class AVGN(AVLocModel):
 
     def __init__(
         self,
-        num_classes,
+        num_classes=None,
         embed_dim=512,
         depth=3,
         num_heads=8,
@@ -254,24 +271,37 @@ class AVGN(AVLocModel):
         drop_path=0.1,
         assignment="soft",
         tau=0.03,
+        visible_sources="first",
         inference_sources=2,
         min_class_probability=0.5,
         image_layer4_stride=2,
         backbone_kwargs=None,
         image_encoder=None,
         audio_encoder=None,
+        class_names=None,
         name="avgn",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
         if assignment not in ("soft", "hard"):
             raise ValueError(f"AVGN: assignment must be 'soft' or 'hard', got {assignment!r}.")
+        self.class_names = None if class_names is None else [str(name) for name in class_names]
+        if num_classes is None:
+            if self.class_names is None:
+                raise ValueError("AVGN: give num_classes (the number of source classes) or class_names, e.g. "
+                                 "AVGN(class_names=make_dataset(root, 'train').class_list).")
+            num_classes = len(self.class_names)
         if int(num_classes) < 1:
             raise ValueError(f"AVGN: num_classes must be a positive integer, got {num_classes!r}.")
+        if self.class_names is not None and len(self.class_names) != int(num_classes):
+            raise ValueError(f"AVGN: {len(self.class_names)} class_names for num_classes={num_classes}.")
         self.num_classes = int(num_classes)
         self.embed_dim = int(embed_dim)
         self.depth, self.num_heads, self.mlp_ratio, self.drop_path = depth, num_heads, mlp_ratio, drop_path
         self.assignment, self.tau = assignment, tau
+        if visible_sources not in ("first", "all"):
+            raise ValueError(f"AVGN: visible_sources must be 'first' or 'all', got {visible_sources!r}.")
+        self.visible_sources = visible_sources
         self.inference_sources, self.min_class_probability = inference_sources, min_class_probability
         self.image_layer4_stride = image_layer4_stride
         self.backbone_kwargs = dict(backbone_kwargs or {})
@@ -291,7 +321,8 @@ class AVGN(AVLocModel):
             self.audio_encoder = _as_model(audio_encoder)
             self.image_backbone, self.audio_backbone = self.image_encoder, self.audio_encoder
             self.custom_encoders = True
-            if self.image_encoder.output_shape[-1] != self.embed_dim or self.audio_encoder.output_shape[-1] != self.embed_dim:
+            widths = (self.image_encoder.output_shape[-1], self.audio_encoder.output_shape[-1])
+            if widths != (self.embed_dim, self.embed_dim):
                 raise ValueError(
                     f"AVGN: custom encoders must output embed_dim={self.embed_dim} channels (got image "
                     f"{self.image_encoder.output_shape}, audio {self.audio_encoder.output_shape}); add a projection."
@@ -305,7 +336,8 @@ class AVGN(AVLocModel):
         hard = assignment == "hard"
         grouping_args = dict(depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, hard=hard)
         self.audio_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="audio_grouping", **grouping_args)
-        self.visual_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="visual_grouping", **grouping_args)
+        self.visual_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="visual_grouping",
+                                               **grouping_args)
         head_init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.audio_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="audio_class_head")
         self.visual_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="visual_class_head")
@@ -357,7 +389,8 @@ class AVGN(AVLocModel):
     # ----------------------------------------------------------------- training
     def compute_loss_terms(self, outputs, labels):
         """AVGN loss terms from `call` outputs and source labels [B, N] (see `avgn_loss_terms`)."""
-        return avgn_loss_terms(outputs, labels, self.token_logits(), tau=self.tau)
+        return avgn_loss_terms(outputs, labels, self.token_logits(), tau=self.tau,
+                               visible_sources=self.visible_sources)
 
     def _avgn_terms_for_batch(self, data, training):
         x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -376,11 +409,11 @@ class AVGN(AVLocModel):
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_trackers(terms, ops.cast(ops.shape(images)[0], "float32"))
+        return self._update_trackers(terms, batch_weight(images))
 
     def test_step(self, data):
         terms, images = self._avgn_terms_for_batch(data, training=False)
-        return self._update_trackers(terms, ops.cast(ops.shape(images)[0], "float32"))
+        return self._update_trackers(terms, batch_weight(images))
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -481,10 +514,12 @@ class AVGN(AVLocModel):
             "drop_path": self.drop_path,
             "assignment": self.assignment,
             "tau": self.tau,
+            "visible_sources": self.visible_sources,
             "inference_sources": self.inference_sources,
             "min_class_probability": self.min_class_probability,
             "image_layer4_stride": self.image_layer4_stride,
             "backbone_kwargs": self.backbone_kwargs,
+            "class_names": self.class_names,
         })
         if self.custom_encoders:
             config["image_encoder"] = keras.saving.serialize_keras_object(self.image_encoder)

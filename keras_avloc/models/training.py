@@ -12,7 +12,11 @@ Output folder layout (`out_dir`):
 import json
 import os
 
-DEFAULT_FRONTEND = {"lvs": "lvs", "ezvsl": "lvs"}
+DEFAULT_FRONTEND = {"lvs": "lvs", "ezvsl": "lvs", "avgn": "lvs"}
+DEFAULT_MIX_SOURCES = {"avgn": 2}
+"""Sources mixed into each training clip by default (AVGN learns from random 2-source mixtures)."""
+CLASS_AWARE_METHODS = ("avgn",)
+"""Methods whose constructor needs the class vocabulary (`class_names`)."""
 
 
 class TrainingError(ValueError):
@@ -86,11 +90,11 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
 def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split="train", val_split=None,
           learning_rate=None, image_size=224, clip_seconds=3.0, mixed_precision=None, init_image_weights=None,
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
-          verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False):
-    """Trains LVS / EZ-VSL with `model.fit`, resumable after a crash or kill.
+          verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None):
+    """Trains LVS / EZ-VSL / AVGN with `model.fit`, resumable after a crash or kill.
 
     Args:
-        method: "lvs" or "ezvsl".
+        method: "lvs", "ezvsl" or "avgn".
         data_root: dataset folder in the keras-avloc layout (ignored when `dataset` is given).
         out_dir: output folder (see the module docstring).
         epochs: total number of epochs (a resumed run continues up to this number).
@@ -111,6 +115,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         heatmap_every: log heatmap images every this many epochs.
         on_error: unreadable samples: "skip" (counted and reported) or "raise".
         run_eagerly: run the steps eagerly (no tracing; for debugging and tiny runs).
+        mix_sources: 0 or 2 sources per training (and validation) clip when building datasets from
+            `data_root`; default 2 for "avgn" (random mixtures of two classes; the frame is the first
+            source's) and 0 otherwise. AVGN also gets `class_names=dataset.class_list` unless
+            `model_kwargs` gives `class_names` or `num_classes`.
 
     Returns:
         (model, history): the trained model and the `keras.callbacks.History` of this run (None when
@@ -126,6 +134,12 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
 
     if int(epochs) < 1:
         raise TrainingError(f"--epochs must be at least 1, got {epochs}.")
+    method = str(method).lower().replace("-", "")
+    if mix_sources is None:
+        mix_sources = DEFAULT_MIX_SOURCES.get(method, 0)
+    if int(mix_sources) not in (0, 2):
+        raise TrainingError(f"--mix-sources must be 0 or 2, got {mix_sources}.")
+    mix_sources = int(mix_sources)
     os.makedirs(out_dir, exist_ok=True)
     model_path = os.path.join(out_dir, "model.keras")
     backup_dir = os.path.join(out_dir, "backup")
@@ -135,7 +149,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         "val_split": val_split, "epochs": int(epochs), "batch_size": int(batch_size), "learning_rate": learning_rate,
         "image_size": int(image_size), "clip_seconds": float(clip_seconds), "mixed_precision": mixed_precision,
         "init_image_weights": init_image_weights, "freeze_image_encoder": bool(freeze_image_encoder),
-        "model_kwargs": model_kwargs or {}, "seed": seed,
+        "model_kwargs": model_kwargs or {}, "seed": seed, "mix_sources": mix_sources,
     }
 
     state = _read_state(state_path)
@@ -156,9 +170,12 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         common = dict(frontend=frontend, image_size=image_size, clip_seconds=clip_seconds, batch_size=batch_size,
                       on_error=on_error)
         # drop_remainder: the contrastive losses need at least two clips per batch.
-        dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed, **common)
+        dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
+                               mix_sources=mix_sources, **common)
         if val_split and val_dataset is None:
-            val_dataset = make_dataset(data_root, split=val_split, training=False, **common)
+            val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
+                                       **common)
+    model_kwargs = _with_class_names(method, model_kwargs, dataset)
 
     model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder, learning_rate,
                                  model_kwargs, run_eagerly)
@@ -189,6 +206,21 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     ):
         raise TrainingError(f"training stopped on a NaN/inf loss; lower --lr or check the data. Last model: {model_path}")
     return model, history
+
+
+def _with_class_names(method, model_kwargs, dataset):
+    """Adds `class_names=dataset.class_list` to the constructor arguments of class-aware methods."""
+    model_kwargs = dict(model_kwargs or {})
+    if method not in CLASS_AWARE_METHODS or "class_names" in model_kwargs or "num_classes" in model_kwargs:
+        return model_kwargs
+    class_list = getattr(dataset, "class_list", None)
+    if not class_list:
+        raise TrainingError(
+            f"{method} needs the class vocabulary: the given dataset has no `class_list`; pass "
+            "model_kwargs={'class_names': [...]} (or 'num_classes'), or build it with keras_avloc.data.make_dataset."
+        )
+    model_kwargs["class_names"] = list(class_list)
+    return model_kwargs
 
 
 def _finite(value):
