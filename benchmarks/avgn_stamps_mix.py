@@ -8,7 +8,8 @@ Usage (one training at a time; each step is resumable):
     python benchmarks/avgn_stamps_mix.py build
     python benchmarks/avgn_stamps_mix.py train --method ezvsl --epochs 4 --lr 1e-3
     python benchmarks/avgn_stamps_mix.py train --method avgn --epochs 4 --lr 1e-3
-    python benchmarks/avgn_stamps_mix.py evaluate --method avgn [--class-conditioned]
+    python benchmarks/avgn_stamps_mix.py evaluate --method avgn --lr 1e-3 --split val   # pick the lr here
+    python benchmarks/avgn_stamps_mix.py evaluate --method avgn --lr 1e-3 [--class-conditioned]
     python benchmarks/avgn_stamps_mix.py table
 """
 
@@ -45,7 +46,7 @@ def train_one(args):
         kwargs.update(AVGN_KWARGS)
     else:
         kwargs["embed_dim"] = AVGN_KWARGS["embed_dim"]
-    out = os.path.join(RUNS, f"{args.method}_lr{args.lr:g}")
+    out = os.path.join(RUNS, f"{args.method}_lr{args.lr:g}_e{args.epochs}")
     started = time.time()
     _, history = train(args.method, DATA, out, epochs=args.epochs, batch_size=BATCH, val_split="val",
                        learning_rate=args.lr, image_size=IMAGE_SIZE, clip_seconds=CLIP_SECONDS, model_kwargs=kwargs,
@@ -59,11 +60,13 @@ def evaluate_one(args):
     from keras_avloc.metrics.report import evaluate_model
     from keras_avloc.models import load_model
 
-    run = os.path.join(RUNS, f"{args.method}_lr{args.lr:g}")
+    run = os.path.join(RUNS, f"{args.method}_lr{args.lr:g}_e{args.epochs}")
     model = load_model(os.path.join(run, "model.keras"), compile=False)
     tag = "gtclass" if args.class_conditioned else "predicted"
     started = time.time()
-    metrics = evaluate_model(model, DATA, split=args.split, protocol="stamps-mix",
+    # the learning rate is picked on the single-source val split ("stamps" protocol), never on test_mix
+    protocol = "stamps-mix" if args.split.endswith("mix") else "stamps"
+    metrics = evaluate_model(model, DATA, split=args.split, protocol=protocol,
                              out_dir=os.path.join(run, f"eval_{args.split}_{tag}"), batch_size=BATCH,
                              image_size=IMAGE_SIZE, clip_seconds=CLIP_SECONDS, class_conditioned=args.class_conditioned)
     print(f"evaluated in {time.time() - started:.0f} s")

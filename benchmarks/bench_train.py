@@ -58,7 +58,7 @@ def parse_args(argv=None):
         help=f"comma list of {', '.join(VARIANTS)}: the model as built, or previews of proposed backbone "
         "changes (fused batch norm; plus padding='same' for stride-1 convs)",
     )
-    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS")
+    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS; default: TensorFlow decides from the CPU")
     args = parser.parse_args(argv)
     if args.batch_size < 2:
         parser.error("--batch-size must be at least 2 (the LVS loss needs negatives)")
@@ -218,7 +218,7 @@ def main(argv=None):
 
         configure_onednn(args.onednn == "on")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from keras_avloc.perf import configure_threads
+    from keras_avloc.perf import configure_threads, onednn_enabled
 
     threads = configure_threads(intra=args.threads, inter=args.inter_threads)
     torch_version = None
@@ -243,6 +243,7 @@ def main(argv=None):
     # Log spectrograms / 12 sit around -1; the exact values do not change the speed.
     audio = (rng.standard_normal((args.batch_size, 257, frames, 1)) * 0.3 - 1.0).astype(np.float32)
 
+    onednn = {True: "on", False: "off"}.get(onednn_enabled(), "unknown")
     print(
         f"LVS benchmark: batch {args.batch_size}, image {args.image_size}x{args.image_size}, audio 257x{frames}, "
         f"width {args.width}, steps {args.steps} (+{args.warmup} warmup), XLA {'on' if args.jit else 'off'}"
@@ -250,7 +251,8 @@ def main(argv=None):
     print(
         f"TensorFlow {tf.__version__}, Keras {keras.__version__}, torch {torch_version or '-'}; CPU {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores; TF threads intra {threads['intra']} inter {threads['inter']}; "
-        f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default')}"
+        f"oneDNN {onednn} "
+        f"(TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')})"
     )
     print(f"load average before: {load_average()}", flush=True)
 

@@ -17,12 +17,12 @@ PRESETS = {
     # Sized to finish within about 15 minutes on 2 CPU cores (see README for measured times).
     "default": dict(
         n_train=1600, n_val=100, n_test=300, size=224, image_size=112, clip_seconds=1.0,
-        epochs=8, batch_size=32, backbone_kwargs={"width": 32}, learning_rate=1e-4,
+        epochs=8, batch_size=32, backbone_kwargs={"width": 16}, learning_rate=1e-3, run_eagerly=False,
     ),
     # End-to-end smoke run (tests): a few scenes, one epoch, tiny networks.
     "tiny": dict(
         n_train=8, n_val=4, n_test=6, size=64, image_size=64, clip_seconds=0.5,
-        epochs=1, batch_size=4, backbone_kwargs={"width": 8}, learning_rate=1e-4,
+        epochs=1, batch_size=4, backbone_kwargs={"width": 8}, learning_rate=1e-4, run_eagerly=True,
     ),
 }
 METHODS = ("lvs", "ezvsl")
@@ -58,7 +58,7 @@ def train_method(method, data_root, out_dir, preset, seed):
         method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"], split="train",
         val_split="val", learning_rate=preset["learning_rate"], image_size=preset["image_size"],
         clip_seconds=preset["clip_seconds"], model_kwargs={"backbone_kwargs": dict(preset["backbone_kwargs"])},
-        seed=seed,
+        seed=seed, run_eagerly=preset.get("run_eagerly", False),
     )
     return model
 
@@ -143,6 +143,10 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
         workers: processes for building the data (default: all cores).
         epochs: override the preset's number of epochs.
     """
+    import tensorflow as tf
+
+    # Grappler's graph rewrites double the first-step tracing time here without speeding the steps up.
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     settings = dict(PRESETS[preset])
     if epochs is not None:
         settings["epochs"] = int(epochs)

@@ -42,6 +42,23 @@ def configure_onednn(enabled=True):
     return True
 
 
+def onednn_enabled():
+    """Whether TensorFlow's oneDNN optimisations are active in this process (imports TensorFlow).
+
+    With `TF_ENABLE_ONEDNN_OPTS` unset TensorFlow decides from the CPU: on by default only on CPUs
+    with AVX-512 VNNI / AMX-class instructions, off on e.g. AVX2-only CPUs.
+
+    Returns:
+        True or False, or None when this TensorFlow build does not say.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
 def configure_threads(intra=None, inter=None):
     """Sets TensorFlow's intra-op (threads per op) and inter-op (ops run concurrently) thread pools.
 

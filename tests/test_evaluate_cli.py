@@ -170,3 +170,14 @@ def test_flickr_protocol_uses_soft_consensus(tmp_path):
     gt = np.minimum(gt / 2, 1)
     assert metrics["model"]["mean_ciou"] == pytest.approx(reference_ciou(heat[0], gt))
     assert metrics["model"]["mean_ciou"] == pytest.approx((56 * 0.5 + 56 * 1.0) * 224 / (gt.sum() + 0))
+
+
+def test_checkpoint_evaluation_reads_the_training_settings(tmp_path):
+    from keras_avloc.cli.evaluate import training_settings
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert training_settings(str(run / "model.keras")) == {}
+    (run / "train_state.json").write_text(json.dumps({"completed_epochs": 2,
+                                                     "settings": {"image_size": 112, "clip_seconds": 1.0}}))
+    assert training_settings(str(run / "model.keras")) == {"image_size": 112, "clip_seconds": 1.0}

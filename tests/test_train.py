@@ -169,3 +169,20 @@ def test_bf16_init_weights_and_frozen_image_encoder(tmp_path):
         assert "port-weights" in str(err)
     else:
         raise AssertionError("a missing weights file must raise TrainingError")
+
+
+def test_cli_train_offers_avgn_and_rejects_options_of_other_methods(tmp_path, capsys):
+    from keras_avloc.cli import main
+
+    data = tmp_path / "data"
+    data.mkdir()
+    assert main(["train", "--method", "ezvsl", "--data", str(data), "--out", str(tmp_path / "o"), "--depth", "1"]) == 2
+    assert "--depth applies to --method avgn" in capsys.readouterr().err
+    assert main(["train", "--method", "lvs", "--data", str(data), "--out", str(tmp_path / "o"), "--embed-dim", "8"]) == 2
+    assert "--embed-dim" in capsys.readouterr().err
+    try:
+        main(["train", "--help"])
+    except SystemExit:
+        pass
+    help_text = capsys.readouterr().out
+    assert "avgn" in help_text and "--mix-sources" in help_text

@@ -7,6 +7,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from keras_avloc import __version__
 
@@ -43,6 +44,9 @@ def build_parser():
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+    # Keras warns about every finite tf.data epoch and about its own default shuffle flag: noise for our users.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    warnings.filterwarnings("ignore", message=".*shuffle=True. was passed")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

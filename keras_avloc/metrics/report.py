@@ -289,7 +289,7 @@ def evaluate_model(
         if max_batches is not None and batch_number >= max_batches:
             break
         indices = np.asarray(y["index"]).reshape(-1)
-        batch_records = [records[int(i)] for i in indices]
+        batch_records = [_gt_record(records[int(i)], root) for i in indices]
         gt = np.asarray(y["gt_map"], dtype=np.float32)
         if gt.shape[1] != 224:  # a model run at another size is still scored on the 224 × 224 protocol
             gt = np.stack([record_gt_map(r, protocol, 224, root) for r in batch_records]).astype(np.float32)
@@ -326,6 +326,25 @@ def evaluate_model(
         if without_sources:
             skipped["samples_without_per_source_scores"] = without_sources
     return _finish(model_run, baseline_runs, root, split, protocol, out_dir, skipped, source)
+
+
+def _gt_record(record, root):
+    """A `load_split` record (numpy `boxes`, mask paths joined with the root) in the split-file form the
+    ground-truth readers take (`bbox` lists, mask paths that resolve), for the record and its sources."""
+
+    def convert(entry):
+        out = dict(entry)
+        if out.get("bbox") is None and out.get("boxes") is not None:
+            out["bbox"] = np.asarray(out["boxes"], dtype=np.float64).reshape(-1, 4).tolist()
+        if out.get("mask"):
+            joined = os.path.join(root, out["mask"])
+            out["mask"] = os.path.abspath(joined if os.path.exists(joined) else out["mask"])
+        return out
+
+    converted = convert(record)
+    if record.get("sources"):
+        converted["sources"] = [convert(source) for source in record["sources"]]
+    return converted
 
 
 def _batch_sources(records, vocabulary, root, size=224):
