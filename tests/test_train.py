@@ -83,6 +83,13 @@ def test_train_api_writes_outputs_and_finishes_idempotently(tmp_path):
     again, no_history = train("ezvsl", str(data), str(out), epochs=2, batch_size=4, image_size=64,
                               clip_seconds=0.5, model_kwargs={"embed_dim": 16, "backbone_kwargs": {"width": 8}})
     assert no_history is None and isinstance(again, EZVSL)
+    # raising --epochs continues from the saved model (epoch 3 only), not from scratch
+    more, more_history = train("ezvsl", str(data), str(out), epochs=3, batch_size=4, image_size=64,
+                               clip_seconds=0.5, model_kwargs={"embed_dim": 16, "backbone_kwargs": {"width": 8}},
+                               verbose=0, run_eagerly=True)
+    assert len(more_history.history["loss"]) == 1
+    assert _csv_epochs(out / "training_log.csv") == [0, 1, 2]
+    assert json.loads((out / "train_state.json").read_text())["completed_epochs"] == 3
 
 
 def test_cli_train_resumes_after_kill_9(tmp_path):

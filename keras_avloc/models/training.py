@@ -153,11 +153,14 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     }
 
     state = _read_state(state_path)
+    continue_from = 0
     if state and not os.path.isdir(backup_dir) and os.path.isfile(model_path):
         if state.get("completed_epochs", 0) >= int(epochs):
             print(f"{model_path} already finished {state['completed_epochs']} epochs; nothing to do "
                   f"(raise --epochs or use a new --out to train more).")
             return load_model(model_path), None
+        # A finished run asked for more epochs: continue from its saved model and optimizer state.
+        continue_from = int(state.get("completed_epochs", 0))
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
@@ -177,8 +180,14 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
                                        **common)
     model_kwargs = _with_class_names(method, model_kwargs, dataset)
 
-    model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder, learning_rate,
-                                 model_kwargs, run_eagerly)
+    if continue_from:
+        print(f"continuing {model_path} from epoch {continue_from} to {int(epochs)}")
+        model = load_model(model_path)
+        if run_eagerly:
+            model.run_eagerly = True
+    else:
+        model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
+                                     learning_rate, model_kwargs, run_eagerly)
     sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
     model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
 
@@ -199,8 +208,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
                       every=heatmap_every),
         TrainingState(state_path, extra={"settings": settings}),
     ]
-    history = model.fit(dataset, epochs=int(epochs), validation_data=val_dataset, callbacks=callbacks,
-                        verbose=verbose)
+    history = model.fit(dataset, epochs=int(epochs), initial_epoch=continue_from, validation_data=val_dataset,
+                        callbacks=callbacks, verbose=verbose)
     if getattr(model, "stop_training", False) and any(
         not all(map(_finite, values)) for values in history.history.values()
     ):
