@@ -175,6 +175,9 @@ class AVLocModel(keras.Model):
         # XLA trains these models about 2x slower on CPU (measured), so it is opt-in rather than "auto".
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
+        # Creating the optimizer slots now, not inside the first traced step, avoids tracing that step twice.
+        if self.built and self.optimizer is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)
 
     def compile_from_config(self, config):
         # Needed because `compile` is overridden: restores the saved optimizer when loading `.keras`.
