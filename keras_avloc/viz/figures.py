@@ -33,6 +33,17 @@ def save_figure(figure, path, dpi=100):
     return path
 
 
+def _finish_panels(figure, axes, title, path):
+    """Hides the axes, adds the title, lays out, and saves when a path is given."""
+    for axis in axes:
+        axis.axis("off")
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    if path is not None:
+        save_figure(figure, path)
+
+
 def _as_image(image):
     array = np.asarray(image)
     if array.ndim == 2:
@@ -120,13 +131,7 @@ def four_panel_figure(image_uint8, heatmap, path=None, title=None):
     axes[2].set_title("strongly positive (top 50%)")
     axes[3].imshow(clipped)
     axes[3].set_title("clipped positive image")
-    for axis in axes:
-        axis.axis("off")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    if path is not None:
-        save_figure(figure, path)
+    _finish_panels(figure, axes, title, path)
     return figure
 
 
@@ -157,13 +162,7 @@ def trimap_overlay(image_uint8, similarity, eps_p=0.65, eps_n=0.4, path=None, ti
     axes[0].set_title("image")
     axes[1].imshow(blended)
     axes[1].set_title(f"trimap (pos > {eps_p:g}, neg < {eps_n:g})")
-    for axis in axes:
-        axis.axis("off")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    if path is not None:
-        save_figure(figure, path)
+    _finish_panels(figure, axes, title, path)
     return figure, trimap
 
 
@@ -187,13 +186,7 @@ def per_source_figure(image_uint8, heatmaps, labels=None, path=None, title=None)
     for axis, heat, label in zip(axes[1:], maps, labels):
         axis.imshow(overlay_heatmap(image, heat))
         axis.set_title(str(label))
-    for axis in axes:
-        axis.axis("off")
-    if title:
-        figure.suptitle(title)
-    figure.tight_layout()
-    if path is not None:
-        save_figure(figure, path)
+    _finish_panels(figure, axes, title, path)
     return figure
 
 
