@@ -4,7 +4,11 @@ Reduced-cost protocol so one training fits in ~8 minutes on 2 CPU cores: 112 px 
 ResNet-18 width 16, batch 32. AVGN trains on random two-class mixtures of the single-source train split
 (`mix_sources=2`, the frame is the first source's); EZ-VSL trains on the single-source clips.
 
-Usage (one training at a time; each step is resumable):
+`--classes demo` uses the demo's eight sounding classes (`keras_avloc.demo.DEMO_CLASSES`; 200 training
+scenes a class, learnable from scratch in this budget) in its own data and run folders; `--classes all`
+(default) uses all 65.
+
+Usage (one training at a time; each step is resumable; add --classes demo to every step for the subset):
     python benchmarks/avgn_stamps_mix.py build
     python benchmarks/avgn_stamps_mix.py train --method ezvsl --epochs 4 --lr 1e-3
     python benchmarks/avgn_stamps_mix.py train --method avgn --epochs 4 --lr 1e-3
@@ -21,8 +25,8 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "datasets", "stamps-avgn")
-RUNS = os.path.join(REPO, "runs", "avgn-stamps-mix")
+FOLDERS = {"all": ("stamps-avgn", "avgn-stamps-mix"), "demo": ("stamps-avgn-demo", "avgn-stamps-mix-demo")}
+DATA, RUNS = None, None  # set from --classes in main()
 IMAGE_SIZE, CLIP_SECONDS, WIDTH, BATCH = 112, 1.0, 16, 32
 AVGN_KWARGS = {"embed_dim": 128, "depth": 1, "num_heads": 4}
 
@@ -30,8 +34,10 @@ AVGN_KWARGS = {"embed_dim": 128, "depth": 1, "num_heads": 4}
 def build(args):
     from keras_avloc.data.stamps import build_stamps
 
+    from keras_avloc.demo import DEMO_CLASSES
+
     summary = build_stamps(DATA, n_train=1600, n_val=100, n_test=50, n_test_mix=200, n_test_ext=0, size=224, seed=1,
-                           workers=2)
+                           workers=2, classes=DEMO_CLASSES if args.classes == "demo" else None)
     print(f"built {DATA}: {summary.get('seconds', 0):.0f} s, {len(summary['classes'])} classes")
 
 
@@ -101,7 +107,12 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--split", default="test_mix")
     parser.add_argument("--class-conditioned", action="store_true")
+    parser.add_argument("--classes", choices=sorted(FOLDERS), default="all",
+                        help="all 65 sounding classes, or the demo's eight (separate data and run folders)")
     args = parser.parse_args()
+    global DATA, RUNS
+    DATA = os.path.join(REPO, "datasets", FOLDERS[args.classes][0])
+    RUNS = os.path.join(REPO, "runs", FOLDERS[args.classes][1])
     {"build": build, "train": train_one, "evaluate": evaluate_one, "table": table}[args.step](args)
 
 

@@ -4,13 +4,13 @@ thread count. Prints a table and the keras/torch ratios (goal: >= 1.2 in fp32 fo
 
 Keras rows:
     train            `model.train_on_batch` of `keras_avloc.models.lvs.LVS` (compiled train step, Adam 1e-4)
-    localize         `model.localize` as shipped
+    localize         `model.localize` as shipped (one compiled graph per input shape)
     localize-fast    `keras_avloc.perf.fast_inference_model(model).localize` (BN folded, one graph)
 The torch model runs channels_last, eval mode and `torch.inference_mode` for localize.
 
     /work/venv/bin/python benchmarks/bench_train.py                      # batch 16, 224 px, 3 s audio
     /work/venv/bin/python benchmarks/bench_train.py --precision both --steps 3
-    /work/venv/bin/python benchmarks/bench_train.py --keras-variants as-built,fusedbn   # preview
+    /work/venv/bin/python benchmarks/bench_train.py --keras-variants as-built,plain
     /work/venv/bin/python benchmarks/bench_train.py --steps 1 --warmup 0 --batch-size 2 \\
         --image-size 64 --audio-seconds 0.5 --no-torch                   # smoke run
 """
@@ -55,8 +55,8 @@ def parse_args(argv=None):
     parser.add_argument(
         "--keras-variants",
         default="as-built",
-        help=f"comma list of {', '.join(VARIANTS)}: the model as built, or previews of proposed backbone "
-        "changes (fused batch norm; plus padding='same' for stride-1 convs)",
+        help=f"comma list of {', '.join(VARIANTS)}: the model as shipped, and/or the same ResNet-18 with plain "
+        "Keras batch norm and explicit zero padding (what the shipped changes buy)",
     )
     parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS; default: TensorFlow decides from the CPU")
     args = parser.parse_args(argv)
@@ -92,17 +92,14 @@ def timed(function, steps, warmup):
     return (time.perf_counter() - start) / steps
 
 
-VARIANTS = ("as-built", "fusedbn", "fusedbn+same")
+VARIANTS = ("as-built", "plain")
 
 
 @contextlib.contextmanager
 def keras_backbone_variant(variant):
-    """Builds models inside with proposed ResNet-18 changes (a preview; the shipped code is "as-built").
-
-    "fusedbn": `_batch_norm` creates `keras_avloc.perf.FusedBatchNormalization` (same weights, names
-    and results as `keras.layers.BatchNormalization`, one fused TF op). "fusedbn+same": also stride-1
-    convs use `padding="same"` (symmetric for odd kernels at stride 1, so identical to torch's padding)
-    instead of an explicit `ZeroPadding2D` layer; strided convs keep the explicit padding.
+    """Builds models inside with the ResNet-18 as shipped ("as-built": fused batch norm, padding="same"
+    for stride-1 convs) or as a plain Keras port would be ("plain": `keras.layers.BatchNormalization`
+    and an explicit `ZeroPadding2D` before every padded conv), to show what the two changes buy.
     """
     if variant == "as-built":
         yield
@@ -110,29 +107,26 @@ def keras_backbone_variant(variant):
     import keras
 
     from keras_avloc.backbones import resnet
-    from keras_avloc.perf import FusedBatchNormalization
 
     original_batch_norm, original_conv = resnet._batch_norm, resnet._conv
 
-    def fused_batch_norm(x, name):
-        return FusedBatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM, name=name)(x)
+    def plain_batch_norm(x, name):
+        return keras.layers.BatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM, name=name)(x)
 
-    def same_padding_conv(x, filters, kernel_size, stride, padding, name):
-        if stride != 1 or padding != (kernel_size - 1) // 2:
-            return original_conv(x, filters, kernel_size, stride, padding, name)
+    def explicit_padding_conv(x, filters, kernel_size, stride, padding, name):
+        if padding:
+            x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
         return keras.layers.Conv2D(
             filters,
             kernel_size,
-            strides=1,
-            padding="same",
+            strides=stride,
+            padding="valid",
             use_bias=False,
             kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
             name=name,
         )(x)
 
-    resnet._batch_norm = fused_batch_norm
-    if variant == "fusedbn+same":
-        resnet._conv = same_padding_conv
+    resnet._batch_norm, resnet._conv = plain_batch_norm, explicit_padding_conv
     try:
         yield
     finally:
@@ -214,9 +208,8 @@ def print_table(rows, batch_size):
 def main(argv=None):
     args = parse_args(argv)
     if args.onednn != "default":
-        from keras_avloc.perf import configure_onednn
-
-        configure_onednn(args.onednn == "on")
+        # Set before anything imports TensorFlow (keras_avloc.perf imports keras, hence TensorFlow).
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from keras_avloc.perf import configure_threads, onednn_enabled
 

@@ -138,3 +138,28 @@ def test_epoch_means_are_right_for_unknown_cardinality_static_batch_datasets():
         features = model({"image": images[start : start + 4], "audio": audio[start : start + 4]})
         per_batch.append(float(lvs_loss_terms(features["image_maps"], features["audio_vecs"], 0.5, 0.3)["loss"]))
     assert abs(result["loss"] - np.mean(per_batch)) < 1e-4, (result["loss"], per_batch)
+
+
+def test_compiled_localize_matches_numpy_and_follows_weight_updates():
+    import cv2
+
+    images, audio, _ = synthetic_pairs(count=3)
+
+    def numpy_heatmaps(model):
+        maps = model.image_encoder(images).numpy().astype(np.float64)
+        vecs = model.audio_encoder(audio).numpy().astype(np.float64)
+        maps /= np.linalg.norm(maps, axis=-1, keepdims=True)
+        vecs /= np.linalg.norm(vecs, axis=-1, keepdims=True)
+        cosine = np.einsum("bhwc,bc->bhw", maps, vecs).astype(np.float32)
+        return np.stack([cv2.resize(m, (40, 24), interpolation=cv2.INTER_LINEAR) for m in cosine])
+
+    model = TinyAV("lvs")
+    first = model.localize(images, audio, image_size=(24, 40))
+    np.testing.assert_allclose(first, numpy_heatmaps(model), atol=1e-5)
+    # the compiled graph reads the live weights: a change after the first call shows up
+    for variable in model.image_encoder.trainable_variables:
+        variable.assign(variable * 0.5 + 0.1)
+    second = model.localize(images, audio, image_size=(24, 40))
+    assert np.abs(second - first).max() > 1e-3
+    np.testing.assert_allclose(second, numpy_heatmaps(model), atol=1e-5)
+    assert model.localize(images[:2], audio[:2]).shape == (2, 32, 32)  # a new shape traces again

@@ -116,6 +116,7 @@ def test_bench_train_smoke_prints_table():
     command = [
         sys.executable, os.path.join(REPO, "benchmarks", "bench_train.py"),
         "--steps", "1", "--warmup", "0", "--batch-size", "2", "--image-size", "64", "--audio-seconds", "0.5", "--no-torch",
+        "--keras-variants", "as-built,plain",
     ]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
@@ -124,7 +125,8 @@ def test_bench_train_smoke_prints_table():
     assert "audio 257x32" in out  # 0.5 s -> 32 spectrogram frames
     table = out[out.index("framework") :].splitlines()
     rows = {tuple(line.split()[:3]) for line in table[1:] if line.strip()}
-    assert {("keras", "fp32", "train"), ("keras", "fp32", "localize"), ("keras", "fp32", "localize-fast")} <= rows
+    assert {("keras", "fp32", "train"), ("keras", "fp32", "localize"), ("keras", "fp32", "localize-fast"),
+            ("keras+plain", "fp32", "train")} <= rows
     for line in table[1:4]:
         clips_per_second = float(line.split()[3])
         assert clips_per_second > 0

@@ -311,3 +311,23 @@ def test_ambience_is_added_at_10_to_20_db_snr(built, tmp_path):
     residual = noisy - scale * clean
     snr_db = 10 * np.log10(np.sum((scale * clean) ** 2) / np.sum(residual ** 2))
     assert 9.5 <= snr_db <= 20.5, snr_db
+
+
+def test_class_subset_sounds_only_those_classes(tmp_path, catalog_info):
+    chosen = ["cello", "frog", "zebra"]
+    recording_class = {item["id"]: item["class"] for item in catalog_info["recordings"]}
+    root = str(tmp_path / "subset")
+    summary = _build_or_fail(root, n_train=6, n_val=0, n_test=3, n_test_mix=2, n_test_ext=4, n_speech=0,
+                             size=64, seed=1, classes=chosen)
+    assert summary["classes"] == chosen
+    with open(os.path.join(root, "classes.json"), encoding="utf-8") as handle:
+        assert json.load(handle) == chosen
+    for split in ("train", "test", "test_mix", "test_ext"):
+        for record in _records(root, split):
+            sounding = [o["class"] for o in record["scene"]["objects"] if o["sounding"]]
+            assert set(sounding) <= set(chosen), (split, record["file"])
+            for clip in record["scene"]["audio"]:
+                assert recording_class[clip["recording"]] in chosen, (split, record["file"], clip)
+    assert {name for name in catalog_info["classes"] if name not in chosen} <= set(summary["distractor_classes"])
+    with pytest.raises(ValueError, match="unicorn.*choose at least 2 of: .*cello"):
+        stamps_module.build_stamps(str(tmp_path / "bad"), progress=False, classes=["cello", "unicorn"])

@@ -8,6 +8,8 @@ onto the model by name (see `keras_avloc.backbones.porting`).
 import keras
 from keras import layers
 
+from keras_avloc.perf import FusedBatchNormalization
+
 # torchvision's BatchNorm2d: eps=1e-5, running-stat momentum 0.1, i.e. Keras momentum 0.9.
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
@@ -17,18 +19,21 @@ INTERMEDIATE_NAMES = ("stem",) + STAGE_NAMES
 
 
 def _conv(x, filters, kernel_size, stride, padding, name):
-    """A bias-free conv with torch padding semantics: explicit zero padding, then a 'valid' conv.
+    """A bias-free conv with torch padding semantics.
 
     Keras' padding="same" pads asymmetrically for strided convs (more on the bottom/right), torch pads
-    `padding` pixels on every side; explicit padding gives torch's alignment for any input size.
+    `padding` pixels on every side. Strided (and unusually padded) convs therefore get an explicit
+    `ZeroPadding2D` and a 'valid' conv; stride-1 convs with `padding = (k - 1) / 2` use "same", which is
+    then symmetric and identical to torch, and saves a padded copy of the activation.
     """
-    if padding:
+    same = stride == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2
+    if padding and not same:
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     return layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="valid",
+        padding="same" if same else "valid",
         use_bias=False,
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=name,
@@ -36,7 +41,8 @@ def _conv(x, filters, kernel_size, stride, padding, name):
 
 
 def _batch_norm(x, name):
-    return layers.BatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    # One fused TF kernel instead of ~10 element-wise ops; same weights, names and results as Keras BN.
+    return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
 
 
 def _basic_block(x, filters, stride, name):

@@ -7,6 +7,7 @@ EPILOG = """Examples:
   avloc data stamps --out datasets/stamps --n-train 5000 --n-test 1000 --workers 2
   avloc data stamps --out /tmp/tiny --n-train 6 --n-val 2 --n-test 4 --n-mix 2 --size 64
   avloc data stamps --out datasets/stamps --speech --ambience
+  avloc data stamps --out datasets/stamps8 --classes "cello,drum kit,frog,zebra"
 
 Media come from two Debian packages: `sudo apt-get install tuxpaint-stamps-default` and the
 scratch backgrounds unpacked by `bash tools/setup.sh` (KERAS_AVLOC_MEDIA overrides their folder).
@@ -38,6 +39,9 @@ def register(subparsers):
     parser.add_argument("--seed", type=int, default=0, help="same seed -> identical dataset")
     parser.add_argument("--workers", type=int, default=1, help="rendering processes")
     parser.add_argument("--ambience", action="store_true", help="add real ambience at 10-20 dB SNR")
+    parser.add_argument("--classes", default=None,
+                        help="comma list of sounding classes to use (e.g. 'cello,frog,zebra'); others stay "
+                        "silent distractors. Default: all")
     parser.add_argument("--overwrite", action="store_true",
                         help="rebuild an --out folder made with another seed/size")
     parser.add_argument("--media", default=None, help="folder containing scratch/ "
@@ -59,8 +63,9 @@ def run(args):
             n_test_mix=args.n_mix, n_train_mix=args.n_train_mix, n_test_ext=args.n_ext,
             n_speech=args.n_speech if args.speech else 0, size=args.size, seed=args.seed,
             workers=max(1, args.workers), ambience=args.ambience, overwrite=args.overwrite,
-            media_dir=args.media)
-    except (MediaMissingError, FileExistsError) as err:
+            media_dir=args.media,
+            classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
+    except (MediaMissingError, FileExistsError, ValueError) as err:
         raise CliError(str(err)) from None
     print(format_summary(summary))
     print(f"wrote {args.out}")

@@ -33,6 +33,6 @@ def run(args):
     try:
         run_demo(args.out, args.data, preset=args.preset, methods=methods, seed=args.seed, workers=args.workers,
                  epochs=args.epochs)
-    except MediaMissingError as err:
+    except (MediaMissingError, FileExistsError) as err:
         raise CliError(str(err)) from None
     return 0

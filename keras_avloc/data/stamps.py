@@ -716,6 +716,22 @@ def _remove_stale_temp_files(out, splits):
                     pass
 
 
+def restrict_classes(info, classes):
+    """The catalog `info` with only `classes` sounding (the other classes become distractor classes)."""
+    if classes is None:
+        return info
+    wanted = sorted({str(name).strip() for name in classes if str(name).strip()})
+    unknown = [name for name in wanted if name not in info["classes"]]
+    if unknown or len(wanted) < 2:
+        raise ValueError(
+            f"stamps classes: {unknown or wanted} {'are not sounding classes' if unknown else 'is fewer than 2 classes'}; "
+            f"choose at least 2 of: {', '.join(info['classes'])}.")
+    others = set(info["classes"]) - set(wanted)
+    return dict(info, classes=wanted,
+                distractor_classes=sorted(set(info["distractor_classes"]) | others),
+                recordings=[r for r in info["recordings"] if r["class"] in wanted])
+
+
 def _params_fingerprint(options, info):
     key = {"version": BUILDER_VERSION, "size": options["size"], "seed": options["seed"],
            "ambience": options["ambience"], "classes": info["classes"],
@@ -725,7 +741,7 @@ def _params_fingerprint(options, info):
 
 def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_train_mix=0,
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
-                 overwrite=False, stamps_dir=None, media_dir=None, progress=True):
+                 overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -742,6 +758,8 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         overwrite: rebuild `out` when it was built with another seed/size/media.
         stamps_dir, media_dir: override the Tux Paint stamps folder and the folder holding scratch/.
         progress: show a tqdm progress bar.
+        classes: optional subset of the sounding classes (names as in `classes.json`); only these
+            sound, every other photo stamp may still appear as a silent distractor. None = all.
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -756,7 +774,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
     from tqdm.auto import tqdm
 
     started = time.time()
-    info = load_catalog(stamps_dir, media_dir)
+    info = restrict_classes(load_catalog(stamps_dir, media_dir), classes)
     out = os.path.abspath(os.path.expanduser(out))
     options = {"root": out, "size": int(size), "seed": int(seed), "ambience": bool(ambience),
                "backgrounds": split_backgrounds(info["backgrounds"], seed)}

@@ -161,10 +161,28 @@ class AVLocModel(keras.Model):
         >>> heatmaps = model.localize(x["image"], x["audio"])  # doctest: +SKIP
         """
         images = ops.convert_to_tensor(images)
-        size = image_size or (images.shape[1], images.shape[2])
+        size = tuple(int(side) for side in (image_size or (images.shape[1], images.shape[2])))
+        return ops.convert_to_numpy(self._localize_graph()(images, ops.convert_to_tensor(audio), size))
+
+    def _localize_maps(self, images, audio, size):
         features = self(images_and_audio(images, audio), training=False)
         maps = self.similarity_map(features["image_maps"], features["audio_vecs"])
-        return ops.convert_to_numpy(upsample_maps(maps, size, align_corners=self.upsample_align_corners))
+        return upsample_maps(maps, size, align_corners=self.upsample_align_corners)
+
+    def _localize_graph(self):
+        """`_localize_maps` as one compiled graph (traced once per input shape and output size); eager
+        execution of the two ResNets is markedly slower. Reads the live weights, so training or
+        loading weights later is seen."""
+        graph = self.__dict__.get("_compiled_localize")
+        if graph is None:
+            if keras.backend.backend() != "tensorflow":
+                return self._localize_maps
+            import tensorflow as tf
+
+            graph = tf.function(self._localize_maps)
+            # Stored outside Keras' attribute tracking: it is a cache, not part of the model's state.
+            object.__setattr__(self, "_compiled_localize", graph)
+        return graph
 
     # ----------------------------------------------------------------- training
     def compile(self, optimizer="auto", **kwargs):
