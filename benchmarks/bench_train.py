@@ -58,7 +58,7 @@ def parse_args(argv=None):
         help=f"comma list of {', '.join(VARIANTS)}: the model as shipped, and/or the same ResNet-18 with plain "
         "Keras batch norm and explicit zero padding (what the shipped changes buy)",
     )
-    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS; default: TensorFlow decides from the CPU")
+    parser.add_argument("--onednn", choices=("default", "on", "off"), default="default", help="TF_ENABLE_ONEDNN_OPTS; default: keras-avloc's default (on unless the variable is already set)")
     args = parser.parse_args(argv)
     if args.batch_size < 2:
         parser.error("--batch-size must be at least 2 (the LVS loss needs negatives)")

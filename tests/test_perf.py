@@ -130,3 +130,17 @@ def test_bench_train_smoke_prints_table():
     for line in table[1:4]:
         clips_per_second = float(line.split()[3])
         assert clips_per_second > 0
+
+
+@pytest.mark.parametrize("preset, expected", [(None, True), ("0", False)])
+def test_importing_keras_avloc_turns_onednn_on_unless_the_user_chose(preset, expected):
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    if preset is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = preset
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    code = "import keras_avloc, os; from keras_avloc import perf; print(os.environ['TF_ENABLE_ONEDNN_OPTS'], perf.onednn_enabled())"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    value, enabled = result.stdout.split()[-2:]
+    assert value == ("1" if preset is None else preset)
+    assert enabled == str(expected)
