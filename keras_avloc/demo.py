@@ -64,6 +64,25 @@ def build_data(data_root, preset, seed, workers):
         ) from None
 
 
+def check_runs_match_data(out_dir, data_summary, methods):
+    """Resuming is only right on the data the runs were trained on: records the data in
+    `out_dir/data.json` and refuses to reuse runs made on other data (or by a demo that did not record it)."""
+    data = {key: data_summary.get(key) for key in ("classes", "size", "seed")}
+    data["scenes"] = {split: info.get("scenes") for split, info in sorted(data_summary.get("splits", {}).items())}
+    path = os.path.join(out_dir, "data.json")
+    recorded = None
+    if os.path.isfile(path):
+        with open(path) as handle:
+            recorded = json.load(handle)
+    started = [m for m in methods if os.path.exists(os.path.join(out_dir, m, "train_state.json"))]
+    if (recorded is not None and recorded != json.loads(json.dumps(data))) or (recorded is None and started):
+        raise FileExistsError(
+            f"{out_dir} holds demo runs ({', '.join(started) or 'data.json'}) trained on other data than "
+            f"this demo's; delete the folder (rm -r {out_dir}) or pass --out with a new folder."
+        )
+    _write_text(path, json.dumps(data, indent=1) + "\n")
+
+
 def train_method(method, data_root, out_dir, preset, seed):
     from keras_avloc.models.training import train
 
@@ -171,6 +190,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     start = time.time()
     summary = build_data(data_root, settings, seed, workers or os.cpu_count() or 1)
     timings["data"] = time.time() - start
+    check_runs_match_data(out_dir, summary, methods)
 
     models = {}
     for number, method in enumerate(methods, start=1):
