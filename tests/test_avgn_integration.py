@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-COLOURS = {"red": (230, 30, 30), "blue": (30, 30, 230), "green": (30, 200, 30)}
-TONES = {"red": 440.0, "blue": 2500.0, "green": 1200.0}
+from tiny_av_data import write_colour_tone_split
+
 TINY_AVGN = {"embed_dim": 16, "depth": 1, "num_heads": 2, "backbone_kwargs": {"width": 8}}
 
 
@@ -62,29 +62,8 @@ def ref_cap(class_maps, gts, class_ids):
 
 # --------------------------------------------------------------------------- tiny data
 def write_tiny_split(root, classes=("red", "blue", "green"), count=6, size=64, seconds=0.5, split="train"):
-    import cv2
-    import soundfile
-
-    rng = np.random.default_rng(len(split))
-    os.makedirs(os.path.join(root, "frames"), exist_ok=True)
-    os.makedirs(os.path.join(root, "audio"), exist_ok=True)
-    entries = []
-    for index in range(count):
-        name = classes[index % len(classes)]
-        image = rng.integers(90, 140, size=(size, size, 3)).astype(np.uint8)
-        side = size // 3
-        x0, y0 = rng.integers(0, size - side, size=2)
-        image[y0 : y0 + side, x0 : x0 + side] = COLOURS[name]
-        file_id = f"{split}_{index:02d}"
-        cv2.imwrite(os.path.join(root, "frames", f"{file_id}.jpg"), image[..., ::-1])
-        t = np.arange(int(16000 * seconds)) / 16000.0
-        wave = 0.5 * np.sin(2 * np.pi * TONES[name] * t) + 0.01 * rng.normal(size=t.shape)
-        soundfile.write(os.path.join(root, "audio", f"{file_id}.wav"), wave.astype(np.float32), 16000, subtype="PCM_16")
-        box = [x0 / size, y0 / size, (x0 + side) / size, (y0 + side) / size]
-        entries.append({"file": file_id, "class": name, "bbox": [box], "audio": f"audio/{file_id}.wav"})
-    with open(os.path.join(root, f"{split}.json"), "w") as handle:
-        json.dump(entries, handle)
-    return entries
+    return write_colour_tone_split(root, classes, count, size, seconds, split, seed=len(split), prefix=split,
+                                   audio_key=True)
 
 
 def test_avgn_is_registered_and_trains_on_random_mixtures_then_evaluates_via_cli(tmp_path, capsys):

@@ -12,35 +12,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-COLOURS = {"red": (230, 30, 30), "blue": (30, 30, 230)}
-TONES = {"red": 440.0, "blue": 2500.0}
+from tiny_av_data import write_colour_tone_split
 
 
 def write_tiny_dataset(root, count=8, size=64, seconds=1.0, split="train"):
     """frames/*.jpg (a coloured square on grey noise), audio/*.wav (the colour's tone), <split>.json."""
-    import cv2
-    import soundfile
-
-    rng = np.random.default_rng(0)
-    os.makedirs(os.path.join(root, "frames"), exist_ok=True)
-    os.makedirs(os.path.join(root, "audio"), exist_ok=True)
-    entries = []
-    for index in range(count):
-        name = ("red", "blue")[index % 2]
-        image = rng.integers(90, 140, size=(size, size, 3)).astype(np.uint8)
-        side = size // 3
-        x0, y0 = rng.integers(0, size - side, size=2)
-        image[y0 : y0 + side, x0 : x0 + side] = COLOURS[name]
-        file_id = f"clip_{index:02d}"
-        cv2.imwrite(os.path.join(root, "frames", f"{file_id}.jpg"), image[..., ::-1])
-        t = np.arange(int(16000 * seconds)) / 16000.0
-        wave = 0.5 * np.sin(2 * np.pi * TONES[name] * t) + 0.01 * rng.normal(size=t.shape)
-        soundfile.write(os.path.join(root, "audio", f"{file_id}.wav"), wave.astype(np.float32), 16000, subtype="PCM_16")
-        box = [x0 / size, y0 / size, (x0 + side) / size, (y0 + side) / size]
-        entries.append({"file": file_id, "class": name, "bbox": [box]})
-    with open(os.path.join(root, f"{split}.json"), "w") as handle:
-        json.dump(entries, handle)
-    return entries
+    return write_colour_tone_split(root, ("red", "blue"), count, size, seconds, split, seed=0, prefix="clip")
 
 
 def _train_command(data, out, epochs, method="lvs"):

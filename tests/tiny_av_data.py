@@ -1,0 +1,49 @@
+"""Tiny audio-visual datasets for tests: a coloured square on grey noise, sounding as its colour's tone."""
+
+import json
+import os
+
+import numpy as np
+
+COLOURS = {"red": (230, 30, 30), "blue": (30, 30, 230), "green": (30, 200, 30)}
+TONES = {"red": 440.0, "blue": 2500.0, "green": 1200.0}
+
+
+def write_colour_tone_split(root, classes=("red", "blue"), count=8, size=64, seconds=1.0, split="train", seed=0,
+                            prefix="clip", audio_key=False):
+    """Writes frames/<id>.jpg, audio/<id>.wav and <split>.json (one box per clip) under `root`.
+
+    Args:
+        classes: colour names cycled over the clips (keys of COLOURS / TONES).
+        prefix: file ids are f"{prefix}_{index:02d}".
+        audio_key: also record "audio": "audio/<id>.wav" in each entry.
+
+    Returns:
+        The list of annotation entries written.
+    """
+    import cv2
+    import soundfile
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(root, "frames"), exist_ok=True)
+    os.makedirs(os.path.join(root, "audio"), exist_ok=True)
+    entries = []
+    for index in range(count):
+        name = classes[index % len(classes)]
+        image = rng.integers(90, 140, size=(size, size, 3)).astype(np.uint8)
+        side = size // 3
+        x0, y0 = rng.integers(0, size - side, size=2)
+        image[y0 : y0 + side, x0 : x0 + side] = COLOURS[name]
+        file_id = f"{prefix}_{index:02d}"
+        cv2.imwrite(os.path.join(root, "frames", f"{file_id}.jpg"), image[..., ::-1])
+        t = np.arange(int(16000 * seconds)) / 16000.0
+        wave = 0.5 * np.sin(2 * np.pi * TONES[name] * t) + 0.01 * rng.normal(size=t.shape)
+        soundfile.write(os.path.join(root, "audio", f"{file_id}.wav"), wave.astype(np.float32), 16000, subtype="PCM_16")
+        box = [x0 / size, y0 / size, (x0 + side) / size, (y0 + side) / size]
+        entry = {"file": file_id, "class": name, "bbox": [box]}
+        if audio_key:
+            entry["audio"] = f"audio/{file_id}.wav"
+        entries.append(entry)
+    with open(os.path.join(root, f"{split}.json"), "w") as handle:
+        json.dump(entries, handle)
+    return entries
