@@ -44,7 +44,7 @@ def build(args):
 def train_one(args):
     import tensorflow as tf
 
-    from keras_avloc.models.training import train
+    from keras_avloc.training import train
 
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
     kwargs = {"backbone_kwargs": {"width": WIDTH}}
@@ -63,7 +63,7 @@ def train_one(args):
 
 
 def evaluate_one(args):
-    from keras_avloc.metrics.report import evaluate_model
+    from keras_avloc.evaluation import evaluate_model
     from keras_avloc.models import load_model
 
     run = os.path.join(RUNS, f"{args.method}_lr{args.lr:g}_e{args.epochs}")

@@ -110,12 +110,13 @@ def keras_backbone_variant(variant):
 
     original_batch_norm, original_conv = resnet._batch_norm, resnet._conv
 
-    def plain_batch_norm(x, name):
-        return keras.layers.BatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM, name=name)(x)
+    def plain_batch_norm(x, name, dtype=None):
+        return keras.layers.BatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM,
+                                               name=name, dtype=dtype)(x)
 
-    def explicit_padding_conv(x, filters, kernel_size, stride, padding, name):
+    def explicit_padding_conv(x, filters, kernel_size, stride, padding, name, dtype=None):
         if padding:
-            x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+            x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad", dtype=dtype)(x)
         return keras.layers.Conv2D(
             filters,
             kernel_size,
@@ -124,6 +125,7 @@ def keras_backbone_variant(variant):
             use_bias=False,
             kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
             name=name,
+            dtype=dtype,
         )(x)
 
     resnet._batch_norm, resnet._conv = plain_batch_norm, explicit_padding_conv

@@ -13,6 +13,8 @@ import json
 import os
 import time
 
+from keras_avloc.io.files import atomic_output, write_text
+
 DEMO_CLASSES = ("cello", "drum kit", "elephant", "fire truck", "frog", "penguin", "toucan", "zebra")
 """Sounding classes of the demo split. With all 65 classes (about 25 training scenes each) neither
 method leaves the contrastive plateau within the CPU budget; eight classes that differ in look and
@@ -39,13 +41,6 @@ BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness"
 
 def _step(message):
     print(f"\n== {message}", flush=True)
-
-
-def _write_text(path, text):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
 
 
 def build_data(data_root, preset, seed, workers):
@@ -80,11 +75,11 @@ def check_runs_match_data(out_dir, data_summary, methods):
             f"{out_dir} holds demo runs ({', '.join(started) or 'data.json'}) trained on other data than "
             f"this demo's; delete the folder (rm -r {out_dir}) or pass --out with a new folder."
         )
-    _write_text(path, json.dumps(data, indent=1) + "\n")
+    write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def train_method(method, data_root, out_dir, preset, seed):
-    from keras_avloc.models.training import train
+    from keras_avloc.training import train
 
     model, _ = train(
         method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"], split="train",
@@ -96,7 +91,7 @@ def train_method(method, data_root, out_dir, preset, seed):
 
 
 def evaluate_method(model, data_root, out_dir, preset, baselines):
-    from keras_avloc.metrics import evaluate_model
+    from keras_avloc.evaluation import evaluate_model
 
     return evaluate_model(
         model, data_root, split="test", protocol="stamps", out_dir=out_dir, batch_size=preset["batch_size"],
@@ -113,6 +108,7 @@ def heatmap_figure(model, data_root, path, preset, count=4):
     import numpy as np
 
     from keras_avloc.data import make_dataset
+    from keras_avloc.io.imagenet import denormalize_images
     from keras_avloc.viz import four_panel_figure
 
     dataset = make_dataset(data_root, split="test", frontend=getattr(model, "frontend", "lvs"),
@@ -120,9 +116,7 @@ def heatmap_figure(model, data_root, path, preset, count=4):
                            batch_size=count)
     x, _ = next(iter(dataset))
     heatmaps = np.asarray(model.localize(x["image"], x["audio"]))
-    mean = np.array([0.485, 0.456, 0.406], np.float32)
-    std = np.array([0.229, 0.224, 0.225], np.float32)
-    images = np.clip((np.asarray(x["image"]) * std + mean) * 255.0, 0, 255).astype(np.uint8)
+    images = denormalize_images(x["image"])
     panels = []
     for index in range(len(images)):
         figure = four_panel_figure(images[index], heatmaps[index], title=f"test scene {index}")
@@ -134,9 +128,8 @@ def heatmap_figure(model, data_root, path, preset, count=4):
     stacked = np.concatenate(padded, axis=0)
     import cv2
 
-    temporary = path + ".tmp.png"
-    cv2.imwrite(temporary, cv2.cvtColor(stacked, cv2.COLOR_RGB2BGR))
-    os.replace(temporary, path)
+    with atomic_output(path, suffix=".png") as temporary:
+        cv2.imwrite(temporary, cv2.cvtColor(stacked, cv2.COLOR_RGB2BGR))
     return path
 
 
@@ -207,8 +200,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
         metrics = evaluate_method(models[method], data_root, os.path.join(out_dir, method, "eval"), settings,
                                   baselines=(number == 0))
         timings[f"evaluate {method}"] = time.time() - start
-        results.append((method.upper() if method == "lvs" else "EZ-VSL" if method == "ezvsl" else method,
-                        metrics["model"]))
+        results.append((getattr(models[method], "display_name", None) or method, metrics["model"]))
         baselines.update(metrics.get("baselines", {}))
     for name, row in baselines.items():
         results.append((BASELINE_NAMES.get(name, name), row))
@@ -217,8 +209,8 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     figure_path = heatmap_figure(models[methods[0]], data_root, os.path.join(out_dir, "heatmaps.png"), settings)
     report_path = os.path.join(out_dir, "report.md")
     timings["total"] = sum(timings.values())
-    _write_text(report_path, report_markdown(results, timings, settings, summary))
-    _write_text(os.path.join(out_dir, "results.json"),
+    write_text(report_path, report_markdown(results, timings, settings, summary))
+    write_text(os.path.join(out_dir, "results.json"),
                 json.dumps({"results": dict(results), "timings": timings, "settings": settings}, indent=1,
                            default=float))
     print(open(report_path).read().split("## Settings")[0])

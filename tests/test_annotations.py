@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from keras_avloc.data import annotations
+from keras_avloc.metrics.groundtruth import box_gt_map, flickr_gt_map
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotations"
 PLACEHOLDER = -2.8823037615171176e16
@@ -43,7 +44,7 @@ def test_flickr_xml_boxes_and_consensus_map(tmp_path):
     np.testing.assert_array_equal(boxes, [[0, 0, 128, 128], [64, 64, 192, 192], [64, 64, 128, 128]])
     records = annotations.flickr_records(str(xml_dir))
     assert records[0]["file"] == "123" and records[0]["gt"] == "consensus"
-    gt = annotations.render_box_map(records[0]["boxes"], 224, consensus=True)
+    gt = flickr_gt_map(records[0]["boxes"], 224)
     # Independent reference: pixels scaled 224/256 -> [0,112), [56,168), [56,112); sum / 2 capped at 1.
     assert gt[10, 10] == 0.5  # one annotator
     assert gt[60, 60] == 1.0  # three annotators, capped
@@ -53,7 +54,7 @@ def test_flickr_xml_boxes_and_consensus_map(tmp_path):
 
 
 def test_box_map_union_uses_truncated_pixel_edges():
-    gt = annotations.render_box_map(np.array([[0.1, 0.2, 0.5, 0.6], [0.4, 0.5, 0.9, 0.95]]), 10)
+    gt = box_gt_map(np.array([[0.1, 0.2, 0.5, 0.6], [0.4, 0.5, 0.9, 0.95]]), 10)
     reference = np.zeros([10, 10])
     reference[2:6, 1:5] = 1
     reference[5:9, 4:9] = 1
@@ -104,12 +105,16 @@ def test_load_split_contract_layout(tmp_path):
     assert records[1]["clamped"] == 1
     assert records[2]["boxes"].shape == (0, 4) and records[2]["kind"] == "silent"
     assert annotations.class_names(str(tmp_path)) == ["cat", "dog"]
-    out = tmp_path / "copy"
-    out.mkdir()
-    annotations.write_split(records, str(out / "test.json"))
-    again = annotations.load_split(str(out), "test")
+    annotations.write_split(records, str(tmp_path / "copy.json"))
+    again = annotations.load_split(str(tmp_path), "copy")
     np.testing.assert_allclose(again[1]["sources"][1]["boxes"], records[1]["sources"][1]["boxes"])
     assert again[2]["kind"] == "silent"
+    assert again[0]["mask"] == records[0]["mask"] and again[1]["sources"][1]["mask"] == records[1]["sources"][1]["mask"]
+    assert json.loads((tmp_path / "copy.json").read_text())[0]["mask"] == "masks/one.png"  # relative to the root
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    with pytest.raises(annotations.AnnotationError, match="outside"):
+        annotations.write_split(records, str(other / "test.json"))  # its masks would not be inside that root
 
 
 def test_load_split_flat_folder_and_missing_split(tmp_path):

@@ -19,7 +19,7 @@ from keras_avloc.models.avgn import (
     labels_from_targets,
     multi_hot_targets,
 )
-from keras_avloc.models.avgn_layers import GroupAssignment, GroupingEncoder
+from keras_avloc.layers.grouping import GroupAssignment, GroupingEncoder
 
 
 # --------------------------------------------------------------------------- numpy references

@@ -68,10 +68,11 @@ def write_tiny_split(root, classes=("red", "blue", "green"), count=6, size=64, s
 
 def test_avgn_is_registered_and_trains_on_random_mixtures_then_evaluates_via_cli(tmp_path, capsys):
     from keras_avloc.cli import main
-    from keras_avloc.models import AVGN, MODELS, build_model
-    from keras_avloc.models.training import DEFAULT_FRONTEND, train
+    from keras_avloc.models import AVGN, build_model, get_method_class, method_names
+    from keras_avloc.training import train
 
-    assert MODELS["avgn"] is AVGN and DEFAULT_FRONTEND["avgn"] == "lvs"
+    assert "avgn" in method_names() and get_method_class("avgn") is AVGN and AVGN.frontend == "lvs"
+    assert AVGN.default_mix_sources == 2 and AVGN.needs_class_names
     assert build_model("AVGN", num_classes=3, **TINY_AVGN).num_classes == 3
 
     data = tmp_path / "data"
@@ -101,7 +102,7 @@ def test_avgn_is_registered_and_trains_on_random_mixtures_then_evaluates_via_cli
                          "sources": [{"class": s["class"], "bbox": s["bbox"], "audio": s["audio"]} for s in (a, b)]})
     (data / "test_mix.json").write_text(json.dumps(mixtures))
     code = main(["evaluate", "--checkpoint", str(out / "model.keras"), "--data", str(data), "--split", "test_mix",
-                 "--protocol", "stamps-mix", "--out", str(tmp_path / "eval"), "--no-progress", "--batch-size", "2"])
+                 "--protocol", "music-duet", "--out", str(tmp_path / "eval"), "--no-progress", "--batch-size", "2"])
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     multi = metrics["model"]["multi_source"]
@@ -114,7 +115,7 @@ def test_avgn_is_registered_and_trains_on_random_mixtures_then_evaluates_via_cli
 def test_ready_dataset_without_class_names_is_a_clear_error(tmp_path):
     import tensorflow as tf
 
-    from keras_avloc.models.training import TrainingError, train
+    from keras_avloc.training import TrainingError, train
 
     x = {"image": np.zeros((2, 64, 64, 3), np.float32), "audio": np.zeros((2, 257, 20, 1), np.float32)}
     dataset = tf.data.Dataset.from_tensors((x, {"labels": np.zeros((2, 2), np.int32)}))
@@ -174,20 +175,20 @@ class FakeAVGN:
     name = "fake_avgn"
     class_names = CLASSES
 
-    def localize_sources(self, images, audio, n_sources=2, class_ids=None, min_probability=None):
+    def localize_sources(self, images, audio, n_sources=2, class_ids=None, min_probability=None, image_size=None):
         samples = np.asarray(images)[:, 0, 0, 0].astype(int)
         ids = PREDICTED[samples] if class_ids is None else np.asarray(class_ids)
         maps = np.stack([[_class_map(s, c) for c in row] for s, row in zip(samples, ids)])
         return maps, ids, np.zeros((len(samples), len(CLASSES)))
 
-    def localize(self, images, audio):
+    def localize(self, images, audio, image_size=None):
         return self.localize_sources(images, audio)[0].max(axis=1)
 
 
 class FakeSingleMap:
     name = "fake_single"
 
-    def localize(self, images, audio):
+    def localize(self, images, audio, image_size=None):
         samples = np.asarray(images)[:, 0, 0, 0].astype(int)
         return np.stack([_class_map(s, 7) for s in samples])
 
@@ -195,14 +196,13 @@ class FakeSingleMap:
 @pytest.mark.parametrize("model_kind", ["avgn_predicted", "avgn_gt", "single"])
 def test_per_source_metrics_match_numpy_reference(tmp_path, monkeypatch, model_kind):
     import keras_avloc.data
-    from keras_avloc.metrics import evaluate_model
+    from keras_avloc.evaluation import evaluate_model
 
     root, records = _mixture_root(tmp_path)
     monkeypatch.setattr(keras_avloc.data, "make_dataset", lambda *a, batch_size=16, **k: _Dataset(batch_size),
                         raising=False)
-    monkeypatch.setattr(keras_avloc.data, "load_split", lambda *a, **k: records, raising=False)
     model = FakeSingleMap() if model_kind == "single" else FakeAVGN()
-    metrics = evaluate_model(model, str(root), "test_mix", "stamps-mix", None, batch_size=2, baselines=True,
+    metrics = evaluate_model(model, str(root), "test_mix", "music-duet", None, batch_size=2, baselines=True,
                              progress=False, class_conditioned=model_kind == "avgn_gt")
 
     true_ids = [[CLASSES.index(c) for c in classes] for _, classes in MIXTURES]

@@ -159,7 +159,7 @@ def json_records(root, split_json):
 
 
 def _bad_dataset(tmp_path):
-    from keras_avloc.data import media
+    from keras_avloc.io import media
 
     write_synthetic_dataset(str(tmp_path), count=7, seconds=1.0, image_hw=(32, 32))
     audio, frames = tmp_path / "audio", tmp_path / "frames"

@@ -19,7 +19,8 @@ import pytest
 import soundfile
 
 from keras_avloc.cli import main
-from keras_avloc.data import download, media
+from keras_avloc.data import download
+from keras_avloc.io import files, media
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback_server import LoopbackServer  # noqa: E402
@@ -40,7 +41,7 @@ def source_mp4(tmp_path_factory):
 
 
 def temp_leftovers(root):
-    return [p for p in Path(root).rglob("*") if media.TEMP_MARKER in p.name or p.name.endswith(".part")]
+    return [p for p in Path(root).rglob("*") if files.TEMP_MARKER in p.name or p.name.endswith(".part")]
 
 
 def assert_clip_written(root, file_id, seconds, middle_source_seconds):
@@ -201,7 +202,7 @@ def test_kill_and_resume(source_mp4, tmp_path):
         assert 1 <= len(first_run) < len(file_ids)
         for name in ("frames", "audio"):  # whatever carries a finished name is a finished, valid file
             for path in (root / name).iterdir():
-                if media.TEMP_MARKER not in path.name:
+                if files.TEMP_MARKER not in path.name:
                     (media.read_image if name == "frames" else media.read_audio)(path)
 
         server.set_delay(0.0)

@@ -27,7 +27,9 @@ def reference_gt(boxes, size=224):
     return gt
 
 
-def make_root(tmp_path, count=6):
+def make_root(tmp_path, count=6, masks=True):
+    """Frames, boxes and (with `masks`) a 224 x 224 mask per clip: an ellipse inside its box, so the mask
+    rule (stamps) and the box rule (vggss) give different ground truths."""
     rng = np.random.default_rng(0)
     root = tmp_path / "root"
     (root / "frames").mkdir(parents=True)
@@ -38,14 +40,19 @@ def make_root(tmp_path, count=6):
         cv2.imwrite(str(root / "frames" / f"{name}.jpg"), rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
         x1, y1 = rng.uniform(0, 0.5, 2)
         record = {"file": name, "class": "dog", "bbox": [[x1, y1, x1 + 0.4, y1 + 0.45]], "kind": "single"}
-        if i < 2:
-            mask = np.zeros((64, 64), np.uint8)
-            mask[16:48, 16:48] = 255
+        if masks:
+            mask = np.zeros((224, 224), np.uint8)
+            centre = (int(224 * (x1 + 0.2)), int(224 * (y1 + 0.225)))
+            cv2.ellipse(mask, centre, (40, 45), 0, 0, 360, 255, -1)
             cv2.imwrite(str(root / "masks" / f"{name}.png"), mask)
             record["mask"] = f"masks/{name}.png"
         records.append(record)
     records.append({"file": "silent_00", "class": "none", "bbox": [], "kind": "silent"})
     records.append({"file": "no_heatmap", "class": "dog", "bbox": [[0, 0, 1, 1]]})
+    if masks:
+        full = np.full((224, 224), 255, np.uint8)
+        cv2.imwrite(str(root / "masks" / "no_heatmap.png"), full)
+        records[-1]["mask"] = "masks/no_heatmap.png"
     (root / "test.json").write_text(json.dumps(records))
     return root, records
 
@@ -61,7 +68,10 @@ def test_evaluate_saved_heatmaps_writes_metrics_and_plots(tmp_path, capsys):
                  "--baselines", "--out", str(out), "--no-progress"])
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    cious = [reference_ciou(heatmaps[i], reference_gt(records[i]["bbox"])) for i in range(6)]
+    masks = [cv2.imread(str(root / records[i]["mask"]), cv2.IMREAD_GRAYSCALE) > 127 for i in range(6)]
+    cious = [reference_ciou(heatmaps[i], masks[i].astype(float)) for i in range(6)]
+    box_cious = [reference_ciou(heatmaps[i], reference_gt(records[i]["bbox"])) for i in range(6)]
+    assert not np.allclose(cious, box_cious)  # the stamps protocol scores the mask, not the box
     model = metrics["model"]
     assert model["num_samples"] == 7 and model["num_evaluated"] == 6
     assert model["ciou@0.5"] == pytest.approx(np.mean(np.array(cious) >= 0.5))
@@ -92,7 +102,7 @@ def test_evaluate_multi_source_heatmaps(tmp_path):
     maps[:, 1, :, 4:] = 1
     np.savez(tmp_path / "maps.npz", files=np.array([r["file"] for r in records]), heatmaps=maps)
     assert main(["evaluate", "--heatmaps", str(tmp_path / "maps.npz"), "--data", str(root), "--protocol",
-                 "stamps-mix", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+                 "music-duet", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["model"]["multi_source"]["ciou@0.3"] == 1.0
     assert metrics["model"]["multi_source"]["piap"] == pytest.approx(1.0)
@@ -102,7 +112,7 @@ def test_evaluate_errors_name_the_file_and_fix(tmp_path, capsys):
     root, records = make_root(tmp_path, count=2)
     assert main(["evaluate", "--heatmaps", str(tmp_path / "x.npz"), "--data", str(root), "--split", "val",
                  "--out", str(tmp_path / "o")]) == 2
-    assert "val.json not found" in capsys.readouterr().err
+    assert "val.json: no such split file" in capsys.readouterr().err
     np.savez(tmp_path / "bad.npz", names=np.array(["a"]))
     assert main(["evaluate", "--heatmaps", str(tmp_path / "bad.npz"), "--data", str(root), "--out", str(tmp_path / "o")]) == 2
     assert "np.savez" in capsys.readouterr().err
@@ -117,10 +127,9 @@ def test_evaluate_errors_name_the_file_and_fix(tmp_path, capsys):
 def test_evaluate_model_with_a_stub_pipeline(tmp_path, monkeypatch):
     """evaluate_model's bookkeeping (indices → records, baselines, outputs) without TensorFlow."""
     import keras_avloc.data
-    from keras_avloc.metrics import evaluate_model
+    from keras_avloc.evaluation import evaluate_model
 
-    root, records = make_root(tmp_path, count=4)
-    records = records[:4]
+    root, records = make_root(tmp_path, count=4, masks=False)
     gt = np.stack([reference_gt(r["bbox"]) for r in records]).astype(np.float32)
     images = np.random.default_rng(2).normal(size=(4, 224, 224, 3)).astype(np.float32)
 
@@ -131,12 +140,12 @@ def test_evaluate_model_with_a_stub_pipeline(tmp_path, monkeypatch):
             yield {"image": images[index], "audio": np.zeros((len(index), 257, 20, 1))}, {"gt_map": gt[index], "index": index}
 
     monkeypatch.setattr(keras_avloc.data, "make_dataset", fake_make_dataset, raising=False)
-    monkeypatch.setattr(keras_avloc.data, "load_split", lambda root_arg, split="test": records, raising=False)
 
     class StubModel:
         name = "stub"
 
-        def localize(self, image, audio):
+        def localize(self, image, audio, image_size=None):
+            assert image_size == (224, 224)  # evaluation always asks for 224 x 224 maps
             return np.asarray(image)[..., 0]
 
         def image_encoder(self, image, training=False):
@@ -153,7 +162,7 @@ def test_evaluate_model_with_a_stub_pipeline(tmp_path, monkeypatch):
 
 
 def test_flickr_protocol_uses_soft_consensus(tmp_path):
-    from keras_avloc.metrics import evaluate_heatmaps
+    from keras_avloc.evaluation import evaluate_heatmaps
 
     root = tmp_path / "flickr"
     root.mkdir()
@@ -172,12 +181,3 @@ def test_flickr_protocol_uses_soft_consensus(tmp_path):
     assert metrics["model"]["mean_ciou"] == pytest.approx((56 * 0.5 + 56 * 1.0) * 224 / (gt.sum() + 0))
 
 
-def test_checkpoint_evaluation_reads_the_training_settings(tmp_path):
-    from keras_avloc.cli.evaluate import training_settings
-
-    run = tmp_path / "run"
-    run.mkdir()
-    assert training_settings(str(run / "model.keras")) == {}
-    (run / "train_state.json").write_text(json.dumps({"completed_epochs": 2,
-                                                     "settings": {"image_size": 112, "clip_seconds": 1.0}}))
-    assert training_settings(str(run / "model.keras")) == {"image_size": 112, "clip_seconds": 1.0}

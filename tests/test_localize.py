@@ -42,7 +42,7 @@ def test_localize_image_writes_four_panel_png(trained, capsys):
 
 def test_localize_video_writes_overlay_with_audio(trained, capsys):
     from keras_avloc.cli import main
-    from keras_avloc.data.media import read_audio, read_frames, write_video
+    from keras_avloc.io.media import read_audio, read_frames, write_video
 
     root, _, checkpoint = trained
     rng = np.random.default_rng(0)

@@ -1,4 +1,4 @@
-"""keras_avloc.data.media on small generated files (tones, brightness-coded frames, broken files)."""
+"""keras_avloc.io.media on small generated files (tones, brightness-coded frames, broken files)."""
 
 import os
 import subprocess
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from keras_avloc.data import media
+from keras_avloc.io import files, media
 
 FPS = 10
 FRAMES = 30  # 3 s at 10 fps; frame i has brightness 8 * i so decoded frames can be identified
@@ -30,7 +30,7 @@ def dominant_hz(wave, rate):
 
 
 def leftover_temps(directory):
-    return [n for n in os.listdir(directory) if media.TEMP_MARKER in n]
+    return [n for n in os.listdir(directory) if files.TEMP_MARKER in n]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_write_wav_is_atomic_pcm16_and_clipped(tmp_path):
 def test_atomic_output_never_leaves_a_partial_file(tmp_path):
     target = tmp_path / "result.bin"
     with pytest.raises(RuntimeError):
-        with media.atomic_output(target) as tmp:
+        with files.atomic_output(target) as tmp:
             with open(tmp, "wb") as handle:
                 handle.write(b"half")
             raise RuntimeError("crash mid-write")
@@ -113,12 +113,12 @@ def test_atomic_output_never_leaves_a_partial_file(tmp_path):
 def test_remove_stale_temp_files_only_removes_dead_writers(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    stale = tmp_path / f".clip.wav.{dead_pid}.abcd1234{media.TEMP_MARKER}"
-    live = tmp_path / f".clip.jpg.{os.getpid()}.abcd1234{media.TEMP_MARKER}"
+    stale = tmp_path / f".clip.wav.{dead_pid}.abcd1234{files.TEMP_MARKER}"
+    live = tmp_path / f".clip.jpg.{os.getpid()}.abcd1234{files.TEMP_MARKER}"
     finished = tmp_path / "clip.wav"
     for path in (stale, live, finished):
         path.write_bytes(b"x")
-    assert media.remove_stale_temp_files(tmp_path) == 1
+    assert files.remove_stale_temp_files(tmp_path) == 1
     assert not stale.exists() and live.exists() and finished.exists()
 
 

@@ -200,6 +200,8 @@ def test_denseav_segmentation_metrics():
 
 # ---- baselines -----------------------------------------------------------------------------------
 def test_baselines_shapes_seeding_and_objectness():
+    from keras_avloc.evaluation.report import _objectness
+
     center = baselines.center_prior(3, size=32)
     assert center.shape == (3, 32, 32)
     assert np.unravel_index(center[0].argmax(), (32, 32)) in {(15, 15), (15, 16), (16, 15), (16, 16)}
@@ -211,10 +213,8 @@ def test_baselines_shapes_seeding_and_objectness():
         features[:, 0, 1] = [-3.0, 3.0, 3.0, -3.0]  # top-right cell is "object"
         return features
 
-    maps = baselines.objectness_maps(np.zeros((2, 64, 64, 3)), fake_encoder, size=32)
-    assert maps.shape == (2, 32, 32) and maps[0, 0, 31] == pytest.approx(3.0) and maps[0, 31, 0] == 0.0
-    with pytest.raises(ValueError):
-        baselines.baseline_maps("objectness", 1)
+    maps = _objectness(fake_encoder, np.zeros((2, 64, 64, 3)))
+    assert maps.shape == (2, 224, 224) and maps[0, 0, 223] == pytest.approx(3.0) and maps[0, 223, 0] == 0.0
 
 
 def test_evaluator_multi_source_and_masks():

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from keras_avloc import perf
+from keras_avloc.layers import FusedBatchNormalization
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +28,7 @@ def test_fused_batch_norm_matches_numpy_formula_and_keras_layer(training):
     x = rng.normal(1.0, 2.0, size=(3, 5, 6, 4)).astype("float32")
     gamma, beta = rng.uniform(0.5, 1.5, 4), rng.normal(size=4)
     moving_mean, moving_variance = rng.normal(size=4), rng.uniform(0.5, 2.0, 4)
-    layers = [cls(epsilon=1e-5, momentum=0.9) for cls in (perf.FusedBatchNormalization, keras.layers.BatchNormalization)]
+    layers = [cls(epsilon=1e-5, momentum=0.9) for cls in (FusedBatchNormalization, keras.layers.BatchNormalization)]
     results = []
     for layer in layers:
         layer.build(x.shape)
@@ -59,10 +60,10 @@ def test_fused_batch_norm_matches_numpy_formula_and_keras_layer(training):
 
 
 def test_fused_batch_norm_serializes_and_runs_in_bfloat16():
-    layer = perf.FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name="bn1")
+    layer = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name="bn1")
     clone = keras.layers.deserialize(keras.layers.serialize(layer))
-    assert type(clone) is perf.FusedBatchNormalization and clone.epsilon == 1e-5 and clone.name == "bn1"
-    bf16 = perf.FusedBatchNormalization(dtype="mixed_bfloat16")
+    assert type(clone) is FusedBatchNormalization and clone.epsilon == 1e-5 and clone.name == "bn1"
+    bf16 = FusedBatchNormalization(dtype="mixed_bfloat16")
     x = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype("float32")
     y = bf16(tf.cast(x, tf.bfloat16), training=True)
     assert y.dtype == tf.bfloat16

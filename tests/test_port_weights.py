@@ -23,6 +23,7 @@ from keras_avloc.backbones import (  # noqa: E402
     port_resnet18,
     read_state_dict,
 )
+from keras_avloc.backbones.porting import PortingError  # noqa: E402
 from keras_avloc.cli import main as avloc_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +175,7 @@ def test_pth_without_torch_explains_the_npz_route(tmp_path, monkeypatch, capsys)
     path = tmp_path / "resnet18.pth"
     path.write_bytes(b"not read")
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` fail
-    with pytest.raises(ImportError, match="needs torch.*npz"):
+    with pytest.raises(PortingError, match="needs torch.*npz"):
         read_state_dict(path)
     assert avloc_main(["port-weights", str(path), str(tmp_path / "r.weights.h5")]) == 2
     assert "needs torch" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""`avloc train` / `keras_avloc.models.training.train`: fit on a tiny dataset, kill -9 and resume."""
+"""`avloc train` / `keras_avloc.training.train`: fit on a tiny dataset, kill -9 and resume."""
 
 import csv
 import json
@@ -35,7 +35,7 @@ def _csv_epochs(path):
 
 def test_train_api_writes_outputs_and_finishes_idempotently(tmp_path):
     from keras_avloc.models import EZVSL, load_model
-    from keras_avloc.models.training import train
+    from keras_avloc.training import train
 
     data = tmp_path / "data"
     write_tiny_dataset(str(data), count=4)
@@ -57,13 +57,12 @@ def test_train_api_writes_outputs_and_finishes_idempotently(tmp_path):
     audio = np.zeros((2, 257, 32, 1), np.float32)
     np.testing.assert_allclose(restored.localize(images, audio), model.localize(images, audio), atol=1e-5)
     # re-running a finished training does nothing
-    again, no_history = train("ezvsl", str(data), str(out), epochs=2, batch_size=4, image_size=64,
-                              clip_seconds=0.5, model_kwargs={"embed_dim": 16, "backbone_kwargs": {"width": 8}})
+    same = dict(batch_size=4, val_split="val", image_size=64, clip_seconds=0.5, seed=0,
+                model_kwargs={"embed_dim": 16, "backbone_kwargs": {"width": 8}})
+    again, no_history = train("ezvsl", str(data), str(out), epochs=2, **same)
     assert no_history is None and isinstance(again, EZVSL)
     # raising --epochs continues from the saved model (epoch 3 only), not from scratch
-    more, more_history = train("ezvsl", str(data), str(out), epochs=3, batch_size=4, image_size=64,
-                               clip_seconds=0.5, model_kwargs={"embed_dim": 16, "backbone_kwargs": {"width": 8}},
-                               verbose=0, run_eagerly=True)
+    more, more_history = train("ezvsl", str(data), str(out), epochs=3, verbose=0, run_eagerly=True, **same)
     assert len(more_history.history["loss"]) == 1
     assert _csv_epochs(out / "training_log.csv") == [0, 1, 2]
     assert json.loads((out / "train_state.json").read_text())["completed_epochs"] == 3
@@ -116,14 +115,14 @@ def test_cli_train_reports_bad_arguments(tmp_path, capsys):
     assert "nope.json" in capsys.readouterr().err
     assert main(["train", "--method", "lvs", "--data", str(data), "--out", str(tmp_path / "o"),
                  "--batch-size", "1"]) == 2
-    assert "at least 2" in capsys.readouterr().err
+    assert "--batch-size: must be an integer >= 2" in capsys.readouterr().err
 
 
 def test_bf16_init_weights_and_frozen_image_encoder(tmp_path):
     import keras
 
     from keras_avloc.backbones import ResNet18
-    from keras_avloc.models.training import TrainingError, build_training_model
+    from keras_avloc.training import TrainingError, build_training_model
 
     source = ResNet18(layer4_stride=1, width=8)
     weights_path = str(tmp_path / "resnet18.weights.h5")

@@ -19,9 +19,12 @@ State dicts are read without executing pickled code: `.npz` files with numpy (al
 """
 
 import os
-import tempfile
+import zipfile
 
 import numpy as np
+
+from keras_avloc.io.errors import AvlocError
+from keras_avloc.io.files import atomic_output
 
 CHECKPOINT_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
 DATA_PARALLEL_PREFIX = "module."
@@ -31,7 +34,11 @@ STEM_CONV_NAMES = ("conv1", "conv1_a", "conv1_flow")
 BN_PARAMS = (("weight", "gamma"), ("bias", "beta"), ("running_mean", "moving_mean"), ("running_var", "moving_variance"))
 
 
-class StateDictMismatchError(ValueError):
+class PortingError(AvlocError, ValueError):
+    """A weights file that cannot be read or written as asked; the message names the file and the fix."""
+
+
+class StateDictMismatchError(PortingError):
     """The state dict does not fit the model; the message lists missing, unexpected and mismatched keys."""
 
 
@@ -123,13 +130,17 @@ def read_state_dict(path, prefix=""):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file; pass the path of a .pth/.pth.tar/.npz state dict.")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as archive:
-            raw = {key: archive[key] for key in archive.files}
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                raw = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise PortingError(f"{path}: not a readable .npz state dict ({type(err).__name__}: {err}); re-save it "
+                               "with np.savez(path, **{name: array}).") from None
     else:
         try:
             import torch
         except ImportError as err:
-            raise ImportError(
+            raise PortingError(
                 f"{path}: reading a PyTorch pickle needs torch (pip install -e '.[torch]'); or convert it "
                 "once elsewhere to .npz: np.savez(out, **{k: v.numpy() for k, v in state_dict.items()})."
             ) from err
@@ -294,23 +305,15 @@ def load_torch_state_dict(model, state_dict, prefix=""):
 
 def _check_output_name(out_path):
     if not os.fspath(out_path).endswith(".weights.h5"):
-        raise ValueError(f"{out_path}: the output name must end in .weights.h5 (Keras weights file).")
+        raise PortingError(f"{out_path}: the output name must end in .weights.h5 (Keras weights file); for a "
+                           "complete model (*.keras) add --method.")
 
 
 def _atomic_save_weights(model, out_path):
     out_path = os.fspath(out_path)
     _check_output_name(out_path)
-    directory = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
-    os.close(handle)
-    try:
-        os.remove(tmp_path)  # keras refuses to overwrite silently in some versions; let it create the file
-        model.save_weights(tmp_path)
-        os.replace(tmp_path, out_path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with atomic_output(out_path, suffix=".weights.h5") as temporary:
+        model.save_weights(temporary)
 
 
 def infer_width(state_dict):

@@ -8,7 +8,7 @@ onto the model by name (see `keras_avloc.backbones.porting`).
 import keras
 from keras import layers
 
-from keras_avloc.perf import FusedBatchNormalization
+from keras_avloc.layers.normalization import FusedBatchNormalization
 
 # torchvision's BatchNorm2d: eps=1e-5, running-stat momentum 0.1, i.e. Keras momentum 0.9.
 BN_EPSILON = 1e-5
@@ -18,7 +18,7 @@ STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 INTERMEDIATE_NAMES = ("stem",) + STAGE_NAMES
 
 
-def _conv(x, filters, kernel_size, stride, padding, name):
+def _conv(x, filters, kernel_size, stride, padding, name, dtype=None):
     """A bias-free conv with torch padding semantics.
 
     Keras' padding="same" pads asymmetrically for strided convs (more on the bottom/right), torch pads
@@ -28,7 +28,7 @@ def _conv(x, filters, kernel_size, stride, padding, name):
     """
     same = stride == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2
     if padding and not same:
-        x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
+        x = layers.ZeroPadding2D(padding, name=f"{name}_pad", dtype=dtype)(x)
     return layers.Conv2D(
         filters,
         kernel_size,
@@ -37,27 +37,28 @@ def _conv(x, filters, kernel_size, stride, padding, name):
         use_bias=False,
         kernel_initializer=keras.initializers.VarianceScaling(2.0, "fan_out", "untruncated_normal"),
         name=name,
+        dtype=dtype,
     )(x)
 
 
-def _batch_norm(x, name):
+def _batch_norm(x, name, dtype=None):
     # One fused TF kernel instead of ~10 element-wise ops; same weights, names and results as Keras BN.
-    return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name)(x)
+    return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)(x)
 
 
-def _basic_block(x, filters, stride, name):
+def _basic_block(x, filters, stride, name, dtype=None):
     """torchvision's BasicBlock: conv3x3-bn-relu-conv3x3-bn (+ 1x1 conv-bn shortcut when needed), add, relu."""
     shortcut = x
-    out = _conv(x, filters, 3, stride, 1, f"{name}_conv1")
-    out = _batch_norm(out, f"{name}_bn1")
-    out = layers.ReLU(name=f"{name}_relu1")(out)
-    out = _conv(out, filters, 3, 1, 1, f"{name}_conv2")
-    out = _batch_norm(out, f"{name}_bn2")
+    out = _conv(x, filters, 3, stride, 1, f"{name}_conv1", dtype)
+    out = _batch_norm(out, f"{name}_bn1", dtype)
+    out = layers.ReLU(name=f"{name}_relu1", dtype=dtype)(out)
+    out = _conv(out, filters, 3, 1, 1, f"{name}_conv2", dtype)
+    out = _batch_norm(out, f"{name}_bn2", dtype)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(x, filters, 1, stride, 0, f"{name}_downsample_0")
-        shortcut = _batch_norm(shortcut, f"{name}_downsample_1")
-    out = layers.Add(name=f"{name}_add")([out, shortcut])
-    return layers.ReLU(name=f"{name}_out")(out)
+        shortcut = _conv(x, filters, 1, stride, 0, f"{name}_downsample_0", dtype)
+        shortcut = _batch_norm(shortcut, f"{name}_downsample_1", dtype)
+    out = layers.Add(name=f"{name}_add", dtype=dtype)([out, shortcut])
+    return layers.ReLU(name=f"{name}_out", dtype=dtype)(out)
 
 
 @keras.saving.register_keras_serializable(package="keras_avloc")
@@ -81,6 +82,8 @@ class ResNet18(keras.Model):
         name: model name; give image and audio encoders different names.
         width: base width (64 = ResNet-18). Smaller widths (e.g. 8 -> 8/16/32/64 channels) are for
             tests and fixtures.
+        dtype: dtype policy of every layer (e.g. "mixed_bfloat16"); default: the global policy at
+            construction. Saved in the config, so a bf16 backbone reloads as bf16.
 
     Returns:
         A `keras.Model` mapping `[B, H, W, input_channels]` to `[B, ceil(H/32), ceil(W/32), 8 * width]`
@@ -103,6 +106,7 @@ class ResNet18(keras.Model):
         return_intermediate=False,
         name="resnet18",
         width=64,
+        dtype=None,
         **kwargs,
     ):
         if layer4_stride not in (1, 2):
@@ -118,24 +122,27 @@ class ResNet18(keras.Model):
                 f"input_channels={input_channels} (channels-last), got {input_shape!r}."
             )
 
+        dtype = keras.dtype_policies.get(dtype) if dtype is not None else keras.dtype_policies.get(
+            keras.config.dtype_policy().name)
         inputs = keras.Input(shape=input_shape, name="input")
-        x = _conv(inputs, width, 7, 2, 3, "conv1")
-        x = _batch_norm(x, "bn1")
-        stem = layers.ReLU(name="relu")(x)
+        x = _conv(inputs, width, 7, 2, 3, "conv1", dtype)
+        x = _batch_norm(x, "bn1", dtype)
+        stem = layers.ReLU(name="relu", dtype=dtype)(x)
         # Zero padding equals torch's -inf padding here because the input is post-ReLU (>= 0).
-        x = layers.ZeroPadding2D(1, name="maxpool_pad")(stem)
-        x = layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool")(x)
+        x = layers.ZeroPadding2D(1, name="maxpool_pad", dtype=dtype)(stem)
+        x = layers.MaxPooling2D(3, strides=2, padding="valid", name="maxpool", dtype=dtype)(x)
 
         features = {"stem": stem}
         stage_strides = (1, 2, 2, layer4_stride)
         for stage, (stage_name, blocks, stride) in enumerate(zip(STAGE_NAMES, BLOCKS_PER_STAGE, stage_strides)):
             filters = int(width) * 2**stage
             for block in range(blocks):
-                x = _basic_block(x, filters, stride if block == 0 else 1, f"{stage_name}_{block}")
+                x = _basic_block(x, filters, stride if block == 0 else 1, f"{stage_name}_{block}", dtype)
             features[stage_name] = x
 
         outputs = features if return_intermediate else x
         super().__init__(inputs=inputs, outputs=outputs, name=name, **kwargs)
+        self.dtype_policy = dtype
 
         self.input_channels = input_channels
         self.layer4_stride = layer4_stride
@@ -161,6 +168,7 @@ class ResNet18(keras.Model):
             "name": self.name,
             "width": self.width,
             "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }
 
     @classmethod

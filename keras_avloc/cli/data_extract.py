@@ -1,6 +1,7 @@
 """`avloc data extract`: middle frames and 16 kHz audio from local videos into the dataset layout."""
 
-from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import ExampleFormatter
+from keras_avloc.cli import args as types
 
 
 def register(subparsers):
@@ -17,24 +18,22 @@ def register(subparsers):
     parser.add_argument("video_dir", metavar="VIDEO_DIR", help="folder with .mp4 (.mkv/.webm/.mov/.avi) files")
     parser.add_argument("root", metavar="ROOT", help="dataset root to write frames/ and audio/ into")
     parser.add_argument("--keep-video", action="store_true", help="also copy each video to ROOT/video/<id>.mp4")
-    parser.add_argument("--workers", type=int, default=2, help="parallel extraction threads (default: %(default)s)")
-    parser.add_argument("--sample-rate", type=int, default=16000, help="audio rate in Hz (default: %(default)s)")
+    parser.add_argument("--workers", type=types.WORKERS, default=2, help="parallel extraction threads (default: %(default)s)")
+    parser.add_argument("--sample-rate", type=types.SAMPLE_RATE, default=16000,
+                        help="audio rate in Hz (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    from keras_avloc.data.download import AnnotationError, extract_videos
+    from keras_avloc.data.download import extract_videos
+    from keras_avloc.io.files import check_output_folder
 
-    if args.workers < 1:
-        raise CliError(f"--workers must be at least 1, got {args.workers}")
-    try:
-        summary = extract_videos(
-            args.video_dir, args.root, keep_video=args.keep_video, workers=args.workers,
-            sample_rate=args.sample_rate, progress=not args.no_progress,
-        )
-    except AnnotationError as err:
-        raise CliError(str(err)) from err
+    check_output_folder(args.root, "ROOT")
+    summary = extract_videos(
+        args.video_dir, args.root, keep_video=args.keep_video, workers=args.workers,
+        sample_rate=args.sample_rate, progress=not args.no_progress,
+    )
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already present), "
         f"bad {summary['bad']} (reasons in {summary['skipped_path']})"

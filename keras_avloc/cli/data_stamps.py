@@ -1,6 +1,7 @@
 """`avloc data stamps`: build the real-media composite benchmark (photo stamps on photo backgrounds)."""
 
-from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import ExampleFormatter
+from keras_avloc.cli import args as types
 
 EPILOG = """Examples:
   avloc data stamps --out datasets/stamps
@@ -26,18 +27,18 @@ def register(subparsers):
         epilog=EPILOG,
     )
     parser.add_argument("--out", required=True, help="output dataset root")
-    parser.add_argument("--n-train", type=int, default=2000, help="single-source training scenes")
-    parser.add_argument("--n-val", type=int, default=200, help="single-source validation scenes")
-    parser.add_argument("--n-test", type=int, default=500, help="single-source test scenes")
-    parser.add_argument("--n-mix", type=int, default=200, help="two-source test scenes (test_mix.json)")
-    parser.add_argument("--n-train-mix", type=int, default=0, help="two-source training scenes")
-    parser.add_argument("--n-ext", type=int, default=200,
+    parser.add_argument("--n-train", type=types.integer(0, 1_000_000), default=2000, help="single-source training scenes")
+    parser.add_argument("--n-val", type=types.integer(0, 1_000_000), default=200, help="single-source validation scenes")
+    parser.add_argument("--n-test", type=types.integer(0, 1_000_000), default=500, help="single-source test scenes")
+    parser.add_argument("--n-mix", type=types.integer(0, 1_000_000), default=200, help="two-source test scenes (test_mix.json)")
+    parser.add_argument("--n-train-mix", type=types.integer(0, 1_000_000), default=0, help="two-source training scenes")
+    parser.add_argument("--n-ext", type=types.integer(0, 1_000_000), default=200,
                         help="extended-protocol scenes with silent/off-screen negatives (test_ext.json)")
     parser.add_argument("--speech", action="store_true", help="also write test_speech.json")
-    parser.add_argument("--n-speech", type=int, default=100, help="spoken-prompt scenes with --speech")
-    parser.add_argument("--size", type=int, default=224, help="frame side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="same seed -> identical dataset")
-    parser.add_argument("--workers", type=int, default=1, help="rendering processes")
+    parser.add_argument("--n-speech", type=types.integer(0, 1_000_000), default=100, help="spoken-prompt scenes with --speech")
+    parser.add_argument("--size", type=types.integer(32, 2048), default=224, help="frame side in pixels")
+    parser.add_argument("--seed", type=types.SEED, default=0, help="same seed -> identical dataset")
+    parser.add_argument("--workers", type=types.WORKERS, default=1, help="rendering processes")
     parser.add_argument("--ambience", action="store_true", help="add real ambience at 10-20 dB SNR")
     parser.add_argument("--classes", default=None,
                         help="comma list of sounding classes to use (e.g. 'cello,frog,zebra'); others stay "
@@ -50,23 +51,17 @@ def register(subparsers):
 
 
 def run(args):
-    from keras_avloc.data.stamps import MediaMissingError, build_stamps, format_summary
+    from keras_avloc.data.stamps import build_stamps, format_summary
+    from keras_avloc.io.files import check_output_folder
 
-    for name in ("n_train", "n_val", "n_test", "n_mix", "n_train_mix", "n_ext", "n_speech", "workers"):
-        if getattr(args, name) < 0:
-            raise CliError(f"--{name.replace('_', '-')} must be >= 0")
-    if args.size < 32:
-        raise CliError("--size must be at least 32 pixels")
-    try:
-        summary = build_stamps(
-            args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
-            n_test_mix=args.n_mix, n_train_mix=args.n_train_mix, n_test_ext=args.n_ext,
-            n_speech=args.n_speech if args.speech else 0, size=args.size, seed=args.seed,
-            workers=max(1, args.workers), ambience=args.ambience, overwrite=args.overwrite,
-            media_dir=args.media,
-            classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
-    except (MediaMissingError, FileExistsError, ValueError) as err:
-        raise CliError(str(err)) from None
+    check_output_folder(args.out)
+    summary = build_stamps(
+        args.out, n_train=args.n_train, n_val=args.n_val, n_test=args.n_test,
+        n_test_mix=args.n_mix, n_train_mix=args.n_train_mix, n_test_ext=args.n_ext,
+        n_speech=args.n_speech if args.speech else 0, size=args.size, seed=args.seed,
+        workers=args.workers, ambience=args.ambience, overwrite=args.overwrite,
+        media_dir=args.media,
+        classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")
     return 0

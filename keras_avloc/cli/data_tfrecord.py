@@ -3,6 +3,7 @@
 import os
 
 from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import args as types
 
 
 def register(subparsers):
@@ -20,26 +21,23 @@ def register(subparsers):
     parser.add_argument("root", metavar="ROOT", help="dataset folder in the keras-avloc layout (see data/README.md)")
     parser.add_argument("out_dir", metavar="OUT_DIR", help="folder for the shards (created)")
     parser.add_argument("--split", default="train", help="split to convert, i.e. ROOT/<split>.json (default: train)")
-    parser.add_argument("--shards", type=int, default=8, help="number of shard files (default: 8)")
+    parser.add_argument("--shards", type=types.integer(1, 100000), default=8, help="number of shard files (default: 8)")
     parser.add_argument("--strict", action="store_true", help="stop at the first bad clip instead of skipping it")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    from keras_avloc.data.annotations import AnnotationError
+    from keras_avloc.io.files import check_output_folder
 
     if not os.path.isdir(args.root):
         raise CliError(f"{args.root}: no such dataset folder; pass the folder holding frames/, audio/ and <split>.json")
-    if args.shards < 1:
-        raise CliError(f"--shards must be at least 1, got {args.shards}")
-    from keras_avloc.data.media import MediaError
+    check_output_folder(args.out_dir, "OUT_DIR")
     from keras_avloc.data.tfrecord import write_tfrecords
+    from keras_avloc.io.media import MediaError
 
     try:
         result = write_tfrecords(args.root, args.out_dir, split=args.split, shards=args.shards,
                                  on_error="raise" if args.strict else "skip")
-    except AnnotationError as err:
-        raise CliError(str(err)) from None
     except MediaError as err:
         raise CliError(f"{err} (or drop --strict to skip bad clips)") from None
     print(f"wrote {result['written']} clips to {len(result['shards'])} shards in {args.out_dir} ({result['meta']})")

@@ -1,6 +1,7 @@
 """`avloc demo`: build the stamps benchmark, train LVS and EZ-VSL, evaluate, write a report."""
 
 from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import args as types
 
 
 def register(subparsers):
@@ -16,23 +17,27 @@ def register(subparsers):
     parser.add_argument("--data", default="datasets/stamps-demo", help="where the stamps split is built")
     parser.add_argument("--preset", default="default", choices=["default", "tiny"])
     parser.add_argument("--methods", default="lvs,ezvsl", help="comma-separated methods (default lvs,ezvsl)")
-    parser.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=None, help="processes for building the data")
+    parser.add_argument("--epochs", type=types.integer(1, 10000), default=None, help="override the preset's epochs")
+    parser.add_argument("--seed", type=types.SEED, default=0)
+    parser.add_argument("--workers", type=types.WORKERS, default=None, help="processes for building the data")
     parser.set_defaults(func=run)
 
 
 def run(args):
-    from keras_avloc.data.stamps import MediaMissingError
+    from keras_avloc.io.files import check_output_folder
+    from keras_avloc.models.registry import method_names, normalize_name
+
+    methods = tuple(normalize_name(m.strip()) for m in args.methods.split(",") if m.strip())
+    unknown = sorted(set(methods) - set(method_names()))
+    if unknown or not methods:
+        raise CliError(f"--methods: unknown {unknown or args.methods!r}; choose from {', '.join(method_names())}.")
+    check_output_folder(args.out)
+    check_output_folder(args.data, "--data")
     from keras_avloc.demo import run_demo
 
-    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
-    unknown = set(methods) - {"lvs", "ezvsl"}
-    if unknown:
-        raise CliError(f"--methods: unknown {sorted(unknown)}; the demo trains lvs and/or ezvsl.")
     try:
         run_demo(args.out, args.data, preset=args.preset, methods=methods, seed=args.seed, workers=args.workers,
                  epochs=args.epochs)
-    except (MediaMissingError, FileExistsError) as err:
+    except FileExistsError as err:
         raise CliError(str(err)) from None
     return 0

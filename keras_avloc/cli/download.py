@@ -1,13 +1,13 @@
 """`avloc download`: fetch VGGSound / VGG-SS clips into the dataset layout (resumable).
 
-The implementation is keras_avloc/data/download.py; the arguments live here so that building the
-`avloc` parser stays import-light (tools/vggss_dl.py reuses `add_download_arguments`).
+The implementation is keras_avloc/data/download.py (`tools/vggss_dl.py` runs this same command).
 """
 
-from keras_avloc.cli import CliError, ExampleFormatter
+import sys
 
-DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
-DEFAULT_FORMAT = "bv*[height<=?480]+ba/b[height<=?480]/bv*+ba/b"
+from keras_avloc.cli import ExampleFormatter
+from keras_avloc.cli import args as types
+from keras_avloc.data.download import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
 
 DOWNLOAD_EPILOG = """Examples:
   avloc download vggss.json datasets/vggss --workers 4
@@ -26,11 +26,12 @@ def add_download_arguments(parser):
     parser.add_argument("out_root", metavar="OUT_ROOT", help="dataset root to write frames/, audio/ (and video/) into")
     parser.add_argument("--url-template", default=DEFAULT_URL_TEMPLATE,
                         help="URL per clip with {ytid} (also {id}, {start}, {end}); default: %(default)s")
-    parser.add_argument("--workers", type=int, default=4, help="parallel downloads (default: %(default)s)")
+    parser.add_argument("--workers", type=types.WORKERS, default=4, help="parallel downloads (default: %(default)s)")
     parser.add_argument("--keep-video", action="store_true", help="also keep OUT_ROOT/video/<id>.mp4")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N ids")
-    parser.add_argument("--retries", type=int, default=3, help="retries per clip for transient errors (default: 3)")
-    parser.add_argument("--backoff", type=float, default=2.0,
+    parser.add_argument("--limit", type=types.integer(1), default=None, help="only the first N ids")
+    parser.add_argument("--retries", type=types.integer(0, 100), default=3,
+                        help="retries per clip for transient errors (default: 3)")
+    parser.add_argument("--backoff", type=types.number(minimum=0, maximum=3600), default=2.0,
                         help="seconds before the first retry, doubling each time (default: %(default)s)")
     parser.add_argument("--retry-missing", action="store_true", help="retry clips already listed as unavailable")
     parser.add_argument("--format", default=DEFAULT_FORMAT, help="yt-dlp format selector (default: %(default)s)")
@@ -53,11 +54,20 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def run(args):
-    from keras_avloc.data.download import AnnotationError, run_download
+def run(args, stream=sys.stdout):
+    from keras_avloc.data.download import download_clips
+    from keras_avloc.io.files import check_output_folder
 
-    try:
-        run_download(args)
-    except AnnotationError as err:
-        raise CliError(str(err)) from err
+    check_output_folder(args.out_root, "OUT_ROOT")
+    summary = download_clips(
+        args.annotations, args.out_root, url_template=args.url_template, workers=args.workers,
+        keep_video=args.keep_video, limit=args.limit, retries=args.retries, backoff=args.backoff,
+        retry_missing=args.retry_missing, format_selector=args.format, progress=not args.no_progress,
+    )
+    print(
+        f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "
+        f"missing {summary['missing']}" + (f" ({summary['invalid']} invalid ids)" if summary["invalid"] else "")
+        + f"; reasons in {summary['missing_path']}",
+        file=stream,
+    )
     return 0

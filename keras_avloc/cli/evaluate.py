@@ -3,6 +3,7 @@
 import os
 
 from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet"]
 
@@ -20,7 +21,9 @@ EPILOG = """Examples:
   avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
       --protocol stamps-mix --out runs/avgn_mix
 
-Outputs in --out: metrics.json (model + baselines), success_curve.png, best_worst.png.
+Outputs in --out: metrics.json (model + baselines), per_sample.json, success_curve.png, best_worst.png.
+Unreadable clips and records whose ground truth cannot be built are skipped, counted and named in
+metrics.json (`skipped`); --strict stops at the first one instead.
 """
 
 
@@ -46,7 +49,8 @@ def register(subparsers):
         "objectness baseline (with --checkpoint the model's own image encoder is used)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size when running a checkpoint")
+    parser.add_argument("--batch-size", type=types.integer(1, 4096), default=16,
+                        help="batch size when running a checkpoint")
     parser.add_argument(
         "--resize",
         default="align_corners",
@@ -54,11 +58,18 @@ def register(subparsers):
         help="heatmap upsampling: align_corners (bilinear, EZ-VSL/FNAC, default), half_pixel (LVS/OpenCV) "
         "or bicubic_align_corners (SLAVC/AVGN)",
     )
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="model input size (default: the checkpoint's training setting from train_state.json "
-                        "next to it, else 224)")
-    parser.add_argument("--clip-seconds", type=float, default=None,
-                        help="audio clip length (default: the checkpoint's training setting, else 3.0)")
+    parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=None,
+                        help="model input size (default: the model's own setting, i.e. its training size, else 224)")
+    parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
+                        help="audio clip length (default: the model's own setting, else 3.0)")
+    parser.add_argument("--image-mode", choices=["squash", "crop"], default=None,
+                        help="test geometry: squash to a square (EZ-VSL) or resize + centre crop (LVS); default: "
+                        "the model's own setting")
+    parser.add_argument("--strict-median", action="store_true", default=None,
+                        help="binarise maps with > instead of >= at the median (the original LVS test script; "
+                        "default: the model's own setting)")
+    parser.add_argument("--strict", action="store_true",
+                        help="stop at the first unreadable clip or ground truth instead of skipping and counting it")
     parser.add_argument("--class-conditioned", action="store_true",
                         help="mixture protocols with AVGN: localise the ground-truth classes of the sources (the "
                         "paper's protocol) instead of the predicted ones")
@@ -66,65 +77,31 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def training_settings(checkpoint):
-    """The `settings` recorded by `avloc train` in train_state.json next to `checkpoint` ({} if none)."""
-    import json
-
-    path = os.path.join(os.path.dirname(os.path.abspath(checkpoint)), "train_state.json")
-    try:
-        with open(path) as handle:
-            return dict(json.load(handle).get("settings") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
 def run(args):
-    from keras_avloc.metrics import report
+    from keras_avloc.evaluation import report
+    from keras_avloc.io.files import check_output_folder
 
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
-    split_file = os.path.join(args.data, f"{args.split}.json")
-    if not os.path.isfile(split_file):
-        raise CliError(f"{split_file} not found; pick an existing split with --split or build the dataset first.")
-    try:
-        if args.heatmaps:
-            encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
-            metrics = report.evaluate_heatmaps(
-                args.heatmaps,
-                args.data,
-                split=args.split,
-                protocol=args.protocol,
-                out_dir=args.out,
-                baselines=args.baselines,
-                image_encoder=encoder,
-                resize=args.resize,
-                progress=not args.no_progress,
-            )
-        else:
-            if not os.path.isfile(args.checkpoint):
-                raise CliError(f"checkpoint {args.checkpoint} not found; pass the .keras file written by `avloc train`.")
-            from keras_avloc.models import load_model
+    check_output_folder(args.out)
+    if args.heatmaps:
+        encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
+        metrics = report.evaluate_heatmaps(
+            args.heatmaps, args.data, split=args.split, protocol=args.protocol, out_dir=args.out,
+            baselines=args.baselines, image_encoder=encoder, resize=args.resize, progress=not args.no_progress,
+            strict=args.strict, strict_median=bool(args.strict_median),
+        )
+    else:
+        from keras_avloc.models import load_model
 
-            model = load_model(args.checkpoint, compile=False)
-            settings = training_settings(args.checkpoint)
-            image_size = args.image_size or int(settings.get("image_size") or 224)
-            clip_seconds = args.clip_seconds or float(settings.get("clip_seconds") or 3.0)
-            metrics = report.evaluate_model(
-                model,
-                args.data,
-                split=args.split,
-                protocol=args.protocol,
-                out_dir=args.out,
-                batch_size=args.batch_size,
-                baselines=args.baselines,
-                resize=args.resize,
-                progress=not args.no_progress,
-                image_size=image_size,
-                clip_seconds=clip_seconds,
-                class_conditioned=args.class_conditioned,
-            )
-    except (FileNotFoundError, ValueError) as err:
-        raise CliError(str(err)) from err
+        model = load_model(args.checkpoint, compile=False)
+        metrics = report.evaluate_model(
+            model, args.data, split=args.split, protocol=args.protocol, out_dir=args.out,
+            batch_size=args.batch_size, baselines=args.baselines, resize=args.resize,
+            progress=not args.no_progress, image_size=args.image_size, clip_seconds=args.clip_seconds,
+            image_mode=args.image_mode, strict_median=args.strict_median,
+            class_conditioned=args.class_conditioned, strict=args.strict,
+        )
     print(metrics["table"])
     multi = metrics["model"].get("multi_source")
     if multi:
@@ -132,14 +109,34 @@ def run(args):
               + (f"  CAP {multi['cap']:.4f}" if "cap" in multi else "") + f"  ({multi['num_mixtures']} mixtures)")
     if args.baselines and "objectness" not in metrics["baselines"]:
         print("objectness baseline skipped: pass --objectness-weights (ImageNet ResNet-18) or use --checkpoint")
-    skipped = metrics.get("skipped") or {}
-    if skipped.get("heatmaps_without_record") or skipped.get("records_without_heatmap"):
-        print(
-            f"skipped: {skipped['heatmaps_without_record']} heatmaps without a record, "
-            f"{skipped['records_without_heatmap']} records without a heatmap"
-        )
+    for line in skipped_lines(metrics):
+        print(line)
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
+
+
+def skipped_lines(metrics):
+    """Human-readable lines for the skipped samples and annotation notes of a metrics dict."""
+    lines = []
+    skipped = metrics.get("skipped") or {}
+    for category, count in skipped.items():
+        if isinstance(count, int) and count and not category.startswith("examples"):
+            examples = skipped.get(f"{category}_examples")
+            shown = ""
+            if isinstance(examples, dict):
+                shown = "; ".join(f"{name}: {reason}" for name, reason in list(examples.items())[:3])
+            elif isinstance(examples, list):
+                shown = ", ".join(examples[:3])
+            lines.append(f"skipped {count} ({category.replace('_', ' ')})" + (f", e.g. {shown}" if shown else ""))
+    annotations = metrics.get("annotations") or {}
+    if annotations.get("degenerate_boxes"):
+        lines.append(f"note: {annotations['degenerate_boxes']} annotated boxes cover no pixel at 224 x 224 "
+                     "(scored as the official evaluator scores them)")
+    if annotations.get("records_with_empty_ground_truth"):
+        names = ", ".join(annotations.get("records_with_empty_ground_truth_examples", [])[:3])
+        lines.append(f"note: {annotations['records_with_empty_ground_truth']} records have an empty ground truth "
+                     f"(cIoU 0, as officially scored), e.g. {names}")
+    return lines
 
 
 def _objectness_encoder(weights_path):
@@ -156,6 +153,6 @@ def _objectness_encoder(weights_path):
     encoder = ResNet18()
     try:
         encoder.load_weights(weights_path)
-    except Exception as err:  # Keras raises several types for mismatched files
+    except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
         raise CliError(f"{weights_path} does not hold ResNet-18 weights ({err}); re-run `avloc port-weights`.") from err
     return encoder

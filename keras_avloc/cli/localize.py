@@ -4,6 +4,7 @@
 import os
 
 from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import args as types
 
 EPILOG = """Examples:
   avloc localize --checkpoint runs/lvs/model.keras --image frame.jpg --audio clip.wav --out out.png
@@ -29,24 +30,27 @@ def register(subparsers):
     parser.add_argument("--image", default=None, help="input image (with --audio)")
     parser.add_argument("--audio", default=None, help="input audio for --image (any format ffmpeg/soundfile reads)")
     parser.add_argument("--out", required=True, help="output: .png for --image, .mp4 for --video")
-    parser.add_argument("--image-size", type=int, default=224, help="model input side (default 224)")
-    parser.add_argument("--clip-seconds", type=float, default=3.0, help="audio window length (default 3.0)")
-    parser.add_argument("--heatmap-fps", type=float, default=5.0, help="heatmaps per second of video (default 5)")
-    parser.add_argument("--batch-size", type=int, default=8, help="frames per model call (default 8)")
-    parser.add_argument("--ogl", type=float, default=None, metavar="ALPHA",
-                        help="EZ-VSL object-guided localisation weight (paper: 0.4)")
+    parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=None,
+                        help="model input side (default: the model's own setting, its training size)")
+    parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
+                        help="audio window length (default: the model's own setting)")
+    parser.add_argument("--heatmap-fps", type=types.number(above=0, maximum=120), default=5.0,
+                        help="heatmaps per second of video (default 5)")
+    parser.add_argument("--batch-size", type=types.integer(1, 1024), default=8, help="frames per model call (default 8)")
+    parser.add_argument("--ogl", type=types.number(minimum=0, maximum=1), default=None, metavar="ALPHA",
+                        help="EZ-VSL object-guided localisation weight in [0, 1] (paper: 0.4)")
     parser.set_defaults(func=run)
 
 
 def preprocess_image(image_uint8, size):
-    """RGB uint8 [H, W, 3] -> ImageNet-normalised float32 [size, size, 3] (resized, as the test pipeline)."""
-    import cv2
+    """RGB uint8 [H, W, 3] -> ImageNet-normalised float32 [size, size, 3] (squashed, bicubic, as the test
+    pipeline)."""
     import numpy as np
+    from PIL import Image
 
-    from keras_avloc.models.callbacks import IMAGENET_MEAN, IMAGENET_STD
+    from keras_avloc.io.imagenet import normalize_images
 
-    resized = cv2.resize(image_uint8, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-    return (resized - IMAGENET_MEAN) / IMAGENET_STD
+    return normalize_images(np.asarray(Image.fromarray(image_uint8).resize((size, size), Image.BICUBIC)))
 
 
 def audio_windows(wave, centres, sample_rate=16000, clip_seconds=3.0):
@@ -79,6 +83,8 @@ def _heatmaps(model, images, waves, batch_size, ogl):
 
 
 def run(args):
+    from keras_avloc.io.files import check_output_file
+
     if bool(args.video) == bool(args.image):
         raise CliError("pass either --video clip.mp4, or --image x.jpg with --audio y.wav.")
     if args.image and not args.audio:
@@ -87,69 +93,60 @@ def run(args):
                        ("--audio", args.audio)):
         if path and not os.path.isfile(path):
             raise CliError(f"{flag} {path}: no such file.")
+    check_output_file(args.out)
     extension = os.path.splitext(args.out)[1].lower()
     if args.image and extension not in (".png", ".jpg", ".pdf", ".svg"):
         raise CliError(f"--out {args.out}: an image input writes a figure; use a .png name.")
     if args.video and extension != ".mp4":
         raise CliError(f"--out {args.out}: a video input writes a video; use a .mp4 name.")
-    if os.path.dirname(os.path.abspath(args.out)):
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
 
     import inspect
 
     import numpy as np
 
-    from keras_avloc.data.media import MediaError, read_audio, read_frames, read_image
+    from keras_avloc.io.media import MediaError, read_audio, read_frames, read_image
     from keras_avloc.models import load_model
 
-    try:
-        model = load_model(args.checkpoint, compile=False)
-    except Exception as err:
-        raise CliError(f"--checkpoint {args.checkpoint}: cannot load the model ({err}); pass OUT/model.keras "
-                       "written by `avloc train`.") from err
+    model = load_model(args.checkpoint, compile=False)
     if args.ogl is not None and "ogl_alpha" not in inspect.signature(model.localize).parameters:
         raise CliError(f"--ogl is only supported by EZ-VSL models; {args.checkpoint} is {type(model).__name__}.")
+    settings = dict(getattr(model, "eval_settings", None) or {})
+    image_size = args.image_size or int(settings.get("image_size", 224))
+    clip_seconds = args.clip_seconds or float(settings.get("clip_seconds", 3.0))
 
-    try:
-        if args.image:
-            from keras_avloc.viz import four_panel_figure
+    if args.image:
+        from keras_avloc.viz import four_panel_figure
 
-            image = read_image(args.image)
-            wave = read_audio(args.audio, 16000)
-            centre = wave.shape[0] / 2 / 16000
-            heatmap = _heatmaps(model, preprocess_image(image, args.image_size)[None],
-                                audio_windows(wave, [centre], clip_seconds=args.clip_seconds), 1, args.ogl)[0]
-            four_panel_figure(image, heatmap, path=args.out, title=os.path.basename(args.image))
-        else:
-            from keras_avloc.viz import write_overlay_video
+        # Huge photos are decoded at reduced size (a few times the model's input), never in full.
+        image = read_image(args.image, min_side=max(image_size, 512))
+        wave = read_audio(args.audio, 16000)
+        centre = wave.shape[0] / 2 / 16000
+        heatmap = _heatmaps(model, preprocess_image(image, image_size)[None],
+                            audio_windows(wave, [centre], clip_seconds=clip_seconds), 1, args.ogl)[0]
+        four_panel_figure(image, heatmap, path=args.out, title=os.path.basename(args.image))
+    else:
+        from keras_avloc.viz import write_overlay_video
 
-            frames, fps = read_frames(args.video)
-            try:
-                wave = read_audio(args.video, 16000)
-            except MediaError as err:
-                raise CliError(f"--video {args.video}: no usable audio track ({err}).") from err
-            duration = len(frames) / float(fps)
-            count = max(1, int(round(duration * args.heatmap_fps)))
-            centres = (np.arange(count) + 0.5) * duration / count
-            picks = np.minimum((centres * fps).astype(int), len(frames) - 1)
-            images = np.stack([preprocess_image(frames[i], args.image_size) for i in picks])
-            windows = audio_windows(wave, centres, clip_seconds=args.clip_seconds)
-            try:
-                from tqdm import tqdm
+        frames, fps = read_frames(args.video)
+        try:
+            wave = read_audio(args.video, 16000)
+        except MediaError as err:
+            raise CliError(f"--video {args.video}: no usable audio track ({err}).") from err
+        duration = len(frames) / float(fps)
+        count = max(1, int(round(duration * args.heatmap_fps)))
+        centres = (np.arange(count) + 0.5) * duration / count
+        picks = np.minimum((centres * fps).astype(int), len(frames) - 1)
+        images = np.stack([preprocess_image(frames[i], image_size) for i in picks])
+        windows = audio_windows(wave, centres, clip_seconds=clip_seconds)
+        from tqdm import tqdm
 
-                progress = tqdm(total=count, desc="heatmaps", unit="map", disable=count < 4 * args.batch_size)
-            except ImportError:  # pragma: no cover
-                progress = None
-            maps = []
-            for start in range(0, count, args.batch_size):
-                maps.append(_heatmaps(model, images[start : start + args.batch_size],
-                                      windows[start : start + args.batch_size], args.batch_size, args.ogl))
-                if progress is not None:
-                    progress.update(len(maps[-1]))
-            if progress is not None:
-                progress.close()
-            write_overlay_video(args.out, frames, np.concatenate(maps), fps, audio=wave, sample_rate=16000)
-    except MediaError as err:
-        raise CliError(str(err)) from err
+        progress = tqdm(total=count, desc="heatmaps", unit="map", disable=count < 4 * args.batch_size)
+        maps = []
+        for start in range(0, count, args.batch_size):
+            maps.append(_heatmaps(model, images[start : start + args.batch_size],
+                                  windows[start : start + args.batch_size], args.batch_size, args.ogl))
+            progress.update(len(maps[-1]))
+        progress.close()
+        write_overlay_video(args.out, frames, np.concatenate(maps), fps, audio=wave, sample_rate=16000)
     print(f"wrote {args.out}")
     return 0

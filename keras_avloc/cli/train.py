@@ -1,8 +1,10 @@
-"""`avloc train`: train LVS, EZ-VSL or AVGN with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
+"""`avloc train`: train any registered method with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
 
+import argparse
 import os
 
 from keras_avloc.cli import CliError, ExampleFormatter
+from keras_avloc.cli import args as types
 
 EPILOG = """Examples:
   avloc train --method lvs --data datasets/stamps --epochs 20 --batch-size 16 --out runs/lvs
@@ -10,6 +12,7 @@ EPILOG = """Examples:
       --init-image-weights resnet18_imagenet.weights.h5 --mixed-precision bf16
   avloc train --method avgn --data datasets/stamps --val-split val --out runs/avgn   # random 2-source mixtures
   # a killed run resumes from its last finished epoch: re-run the same command
+  # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
 
 Writes OUT/model.keras (after every epoch), OUT/training_log.csv, OUT/heatmaps/epoch_NNN.png,
@@ -18,73 +21,86 @@ OUT/logs/ (TensorBoard scalars and heatmap images, when tensorboard is installed
 """
 
 
+def _method(text):
+    from keras_avloc.models.registry import method_names, normalize_name
+
+    if normalize_name(text) not in method_names():
+        raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose one of {', '.join(method_names())}")
+    return normalize_name(text)
+
+
 def register(subparsers):
+    from keras_avloc.models.registry import method_names
+
     parser = subparsers.add_parser(
         "train",
-        help="train LVS / EZ-VSL / AVGN on a dataset folder",
-        description="Self-supervised training with model.fit; re-running the same command resumes.",
+        help=f"train a method ({' / '.join(method_names())}) on a dataset folder",
+        description="Training with model.fit; re-running the same command resumes (only --epochs may change).",
         formatter_class=ExampleFormatter,
         epilog=EPILOG,
     )
-    parser.add_argument("--method", required=True, choices=["lvs", "ezvsl", "avgn"], help="localisation method")
+    parser.add_argument("--method", required=True, type=_method, metavar="METHOD",
+                        help=f"localisation method: {', '.join(method_names())}")
     parser.add_argument("--data", required=True, metavar="ROOT", help="dataset folder (frames/, audio/, <split>.json)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. runs/lvs")
-    parser.add_argument("--epochs", type=int, default=20, help="total epochs (default 20)")
-    parser.add_argument("--batch-size", type=int, default=16, help="batch size (default 16; at least 2)")
+    parser.add_argument("--epochs", type=types.integer(1), default=20, help="total epochs (default 20)")
+    parser.add_argument("--batch-size", type=types.integer(2), default=16, help="batch size (default 16; at least 2)")
     parser.add_argument("--split", default="train", help="training split name (default train)")
     parser.add_argument("--val-split", default=None, help="validation split evaluated every epoch")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--image-size", type=int, default=224, help="image side (default 224)")
-    parser.add_argument("--clip-seconds", type=float, default=3.0, help="audio clip length (default 3.0)")
+    parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=None,
+                        help="Adam learning rate (default 1e-4)")
+    parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=224, help="image side (default 224)")
+    parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=3.0, help="audio clip length (default 3.0)")
     parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
     parser.add_argument("--init-image-weights", default=None, metavar="FILE.weights.h5",
                         help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
-    parser.add_argument("--width", type=int, default=64,
+    parser.add_argument("--width", type=types.integer(1, 1024), default=64,
                         help="ResNet-18 base width (64 = the papers; small values for quick experiments)")
     parser.add_argument("--mix-sources", type=int, choices=[0, 2], default=None,
                         help="sources mixed into each training clip (default: 2 for avgn, 0 otherwise)")
-    parser.add_argument("--embed-dim", type=int, default=None, help="feature dimension D (default 512)")
-    parser.add_argument("--depth", type=int, default=None, help="avgn: attention blocks per modality (default 3)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--embed-dim", type=types.integer(1, 65536), default=None,
+                        help="feature dimension D (default 512)")
+    parser.add_argument("--depth", type=types.integer(1, 64), default=None,
+                        help="avgn: attention blocks per modality (default 3)")
+    parser.add_argument("--seed", type=types.SEED, default=None, help="random seed")
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete a previous run in --out (only the files train writes) and start afresh")
     parser.set_defaults(func=run)
 
 
 def run(args):
+    from keras_avloc.io.files import check_output_folder
+
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data}: no such folder; pass a dataset folder (frames/, audio/, <split>.json).")
-    if args.batch_size < 2:
-        raise CliError("--batch-size must be at least 2: the contrastive losses need other clips as negatives.")
+    check_output_folder(args.out)
     if args.init_image_weights and not os.path.isfile(args.init_image_weights):
         raise CliError(f"--init-image-weights {args.init_image_weights}: no such file; create it with "
                        "`avloc port-weights`.")
-
-    from keras_avloc.data.annotations import AnnotationError
-    from keras_avloc.models.training import TrainingError, train
-
     if args.depth is not None and args.method != "avgn":
         raise CliError(f"--depth applies to --method avgn only (got --method {args.method}); drop it.")
     if args.embed_dim is not None and args.method == "lvs":
-        raise CliError("--embed-dim applies to --method ezvsl / avgn (LVS has no projection); drop it.")
+        raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
+
+    from keras_avloc.training import train
+
     model_kwargs = {"backbone_kwargs": {"width": args.width}} if args.width != 64 else {}
     if args.embed_dim is not None:
         model_kwargs["embed_dim"] = args.embed_dim
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
-    try:
-        _, history = train(
-            args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
-            val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
-            clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
-            init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
-            model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
-            run_eagerly=args.eager, mix_sources=args.mix_sources,
-        )
-    except (TrainingError, AnnotationError, FileNotFoundError) as err:
-        raise CliError(str(err)) from err
+    _, history = train(
+        args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
+        val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
+        clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
+        init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
+        model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
+        run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite,
+    )
     if history is not None:
         print(f"saved {os.path.join(args.out, 'model.keras')}")
     return 0

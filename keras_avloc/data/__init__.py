@@ -16,7 +16,6 @@ from keras_avloc.data.annotations import (
     read_music_solo_json,
     read_vggsound_duet_csv,
     read_vggss_json,
-    render_box_map,
     write_split,
 )
 
@@ -24,8 +23,6 @@ _LAZY = {
     "make_dataset": "keras_avloc.data.dataset",
     "SkipCounter": "keras_avloc.data.dataset",
     "SkipReport": "keras_avloc.data.dataset",
-    "IMAGENET_MEAN": "keras_avloc.data.dataset",
-    "IMAGENET_STD": "keras_avloc.data.dataset",
     "lvs_spectrogram": "keras_avloc.data.audio",
     "csol_logmel": "keras_avloc.data.audio",
     "avsa_logmel": "keras_avloc.data.audio",
@@ -55,7 +52,6 @@ __all__ = [
     "read_music_solo_json",
     "read_vggsound_duet_csv",
     "read_vggss_json",
-    "render_box_map",
     "write_split",
     *_LAZY,
 ]

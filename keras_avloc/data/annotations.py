@@ -23,11 +23,18 @@ import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 
+from keras_avloc.io import paths
+from keras_avloc.io.errors import AvlocError
+from keras_avloc.io.files import write_text
+
 FLICKR_FRAME_SIZE = 256
+KINDS = ("single", "mixture", "silent", "offscreen", "speech")
+"""Scene kinds a split entry may declare ("silent" / "offscreen" have no visible source)."""
 
 
-class AnnotationError(ValueError):
-    """A malformed annotation file; the message names the file and what is wrong."""
+class AnnotationError(AvlocError, ValueError):
+    """A malformed annotation file; the message names the file and what is wrong (the one annotation
+    error of keras-avloc: parsers, the split loader and the downloader all raise it)."""
 
 
 def _read_json_list(path):
@@ -36,6 +43,12 @@ def _read_json_list(path):
             data = json.load(handle)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise AnnotationError(f"{path}: is a folder, expected a JSON file") from None
+    except UnicodeDecodeError as err:
+        raise AnnotationError(f"{path}: not a UTF-8 text file ({err}); expected a JSON list of entries") from None
+    except OSError as err:
+        raise AnnotationError(f"{path}: cannot be read ({err})") from None
     except json.JSONDecodeError as err:
         raise AnnotationError(f"{path}: not valid JSON ({err}); re-export it as a JSON list of entries") from None
     if not isinstance(data, list):
@@ -43,23 +56,52 @@ def _read_json_list(path):
     return data
 
 
+def _is_number(value):
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+
+
+def box_array(boxes, where="boxes"):
+    """Validates annotation boxes: a list of `[a, b, c, d]` number lists (or one such list) -> float64 [K, 4].
+
+    Raises:
+        AnnotationError: strings, nested junk, a wrong number of coordinates, or NaN / infinite values
+            (the message names `where`).
+    """
+    if isinstance(boxes, np.ndarray):
+        boxes = boxes.tolist()
+    if boxes is None:
+        return np.zeros([0, 4])
+    if not isinstance(boxes, (list, tuple)):
+        raise AnnotationError(f"{where}: bbox must be a list of [x1, y1, x2, y2] number lists, got "
+                              f"{type(boxes).__name__} {boxes!r:.60}")
+    if len(boxes) and all(_is_number(value) for value in boxes):
+        boxes = [boxes]  # one flat box
+    for box in boxes:
+        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(_is_number(value) for value in box):
+            raise AnnotationError(f"{where}: every box must be 4 numbers [x1, y1, x2, y2], got {box!r:.60}")
+    array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not np.all(np.isfinite(array)):
+        raise AnnotationError(f"{where}: a box has NaN or infinite coordinates ({array[~np.isfinite(array).all(1)][0]}); "
+                              "fix or drop that box")
+    return array
+
+
 def clamp_boxes(boxes, where="boxes"):
-    """Clamps normalised corner boxes to [0, 1].
+    """Validates (`box_array`) and clamps normalised corner boxes to [0, 1].
+
+    Out-of-range values are clamped as the official evaluators do (`max(v, 0)`; VGG-SS has placeholder
+    coordinates of about -2.88e16), and counted.
 
     Args:
-        boxes: array-like [K, 4] (or one box [4]); non-finite values count as out of range.
+        boxes: [K, 4] (or one box [4]) of numbers.
         where: name used in error messages.
 
     Returns:
         (float32 [K, 4] clamped boxes, number of coordinates that were outside [0, 1]).
     """
-    array = np.asarray(boxes, dtype=np.float64)
+    array = box_array(boxes, where)
     if array.size == 0:
         return np.zeros([0, 4], np.float32), 0
-    array = array.reshape(-1, 4) if array.ndim == 1 else array
-    if array.ndim != 2 or array.shape[1] != 4:
-        raise AnnotationError(f"{where}: boxes must be [x1, y1, x2, y2] lists, got shape {array.shape}")
-    array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
     outside = int(np.count_nonzero((array < 0) | (array > 1)))
     return np.clip(array, 0.0, 1.0).astype(np.float32), outside
 
@@ -151,8 +193,10 @@ def read_music_solo_json(path):
     """
     records = []
     for position, entry in enumerate(_read_json_list(path)):
-        boxes, clamped = clamp_boxes(xywh_to_corners(np.asarray(entry["bbox"], np.float64).reshape(-1, 4)),
-                                     where=f"{path} entry {position}")
+        where = f"{path} entry {position}"
+        if not isinstance(entry, dict) or "file" not in entry or "bbox" not in entry:
+            raise AnnotationError(f"{where}: expected an object with 'file', 'class' and 'bbox' [x, y, w, h]")
+        boxes, clamped = clamp_boxes(xywh_to_corners(box_array(entry["bbox"], where)), where=where)
         records.append({"file": str(entry["file"]), "class": entry.get("class", ""), "boxes": boxes, "clamped": clamped})
     return records
 
@@ -166,14 +210,15 @@ def read_music_duet_json(path):
     """
     records = []
     for position, entry in enumerate(_read_json_list(path)):
+        where = f"{path} entry {position}"
         try:
             sources = []
             for key in ("src1", "src2"):
-                boxes, _ = clamp_boxes(xywh_to_corners(np.asarray(entry[f"bbox_{key}"], np.float64).reshape(-1, 4)),
-                                       where=f"{path} entry {position}")
+                boxes, _ = clamp_boxes(xywh_to_corners(box_array(entry[f"bbox_{key}"], where)), where=where)
                 sources.append({"class": entry[f"class_{key}"], "boxes": boxes})
-        except KeyError as err:
-            raise AnnotationError(f"{path}: duet entry {position} lacks {err.args[0]!r}") from None
+        except (KeyError, TypeError) as err:
+            raise AnnotationError(f"{where}: a duet entry needs file, class_src1, bbox_src1, class_src2 and "
+                                  f"bbox_src2 (problem: {err})") from None
         records.append(
             {
                 "file": str(entry["file"]),
@@ -224,12 +269,6 @@ def read_id_list(path):
 _FLAT_IMAGE = re.compile(r"^image_(.+)\.jpg$")
 
 
-def _resolve(root, relative):
-    if not relative:
-        return None
-    return relative if os.path.isabs(relative) else os.path.join(root, relative)
-
-
 def _media_paths(root, file_id):
     return {
         "image": os.path.join(root, "frames", f"{file_id}.jpg"),
@@ -263,7 +302,11 @@ def _flat_records(root):
 
 
 def split_path(root, split):
-    """`ROOT/<split>.json`."""
+    """`ROOT/<split>.json` (the split name must be a plain name, `keras_avloc.io.paths.check_file_id`)."""
+    try:
+        paths.check_file_id(split)
+    except paths.UnsafePathError as err:
+        raise AnnotationError(f"split name: {err}") from None
     return os.path.join(root, f"{split}.json")
 
 
@@ -279,9 +322,15 @@ def load_split(root, split="test"):
 
     Returns:
         list of dicts, in file order (the `index` the pipeline yields), each with `file`, `class`,
-        `boxes` (float32 [K, 4] normalised corners, clamped), `mask` (absolute path or None), `kind`,
+        `boxes` (float32 [K, 4] normalised corners, clamped), `mask` (path inside ROOT or None), `kind`,
         `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `clamped`, and the
         media paths `image`, `audio`, `video`.
+
+    Raises:
+        AnnotationError: naming the file and entry, for: a missing or unsafe id (`keras_avloc.io.paths`:
+            path separators, '..', a leading '.'), a duplicate id, a mask or source-audio path that is
+            absolute or leaves ROOT, boxes that are not lists of 4 numbers or hold NaN / inf, an unknown
+            `kind` or `gt`, a non-string class. Such files are refused, never followed.
 
     Example:
     >>> records = load_split("datasets/mine", "test")
@@ -297,45 +346,98 @@ def load_split(root, split="test"):
             f"{path}: no such split file, and {root} holds no image_NN.jpg + audio_NN.wav pairs; "
             f"create {split}.json (see data/README.md) or pass an existing split"
         )
-    records = []
+    records, seen = [], {}
     for position, entry in enumerate(_read_json_list(path)):
-        if not isinstance(entry, dict) or "file" not in entry:
-            raise AnnotationError(f"{path}: entry {position} has no 'file' key; every entry needs one")
-        file_id = str(entry["file"])
-        boxes, clamped = clamp_boxes(entry.get("bbox", []), where=f"{path} entry {position}")
-        sources = []
-        for source_position, source in enumerate(entry.get("sources") or []):
-            source_boxes, source_clamped = clamp_boxes(source.get("bbox", []),
-                                                       where=f"{path} entry {position} source {source_position}")
-            clamped += source_clamped
-            sources.append(
-                {
-                    "class": source.get("class", ""),
-                    "boxes": source_boxes,
-                    "mask": _resolve(root, source.get("mask")),
-                    "audio": _resolve(root, source.get("audio")),
-                }
-            )
-        record = {
-            "file": file_id,
-            "class": entry.get("class", ""),
-            "boxes": boxes,
-            "mask": _resolve(root, entry.get("mask")),
-            "kind": entry.get("kind", "mixture" if sources else "single"),
-            "gt": entry.get("gt", "union"),
-            "sources": sources,
-            "clamped": clamped,
-        }
-        record.update(_media_paths(root, file_id))
-        records.append(record)
+        records.append(_split_record(root, path, position, entry, seen))
     return records
+
+
+def _split_record(root, path, position, entry, seen):
+    """One validated `load_split` record (see there); `seen` maps ids to their first position."""
+    where = f"{path} entry {position}"
+    if not isinstance(entry, dict) or "file" not in entry:
+        raise AnnotationError(f"{where}: has no 'file' key; every entry needs one")
+    file_id = entry["file"]
+    try:
+        paths.check_file_id(file_id)
+    except paths.UnsafePathError as err:
+        raise AnnotationError(f"{where}: {err}; it is refused, never followed") from None
+    if file_id in seen:
+        raise AnnotationError(f"{where}: duplicate id {file_id!r} (also entry {seen[file_id]}); every clip may "
+                              "appear once per split")
+    seen[file_id] = position
+    kind = entry.get("kind", "mixture" if entry.get("sources") else "single")
+    if kind not in KINDS:
+        raise AnnotationError(f"{where}: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    gt = entry.get("gt", "union")
+    if gt not in ("union", "consensus"):
+        raise AnnotationError(f"{where}: unknown gt {gt!r}; use 'union' (boxes) or 'consensus' (Flickr)")
+    boxes, clamped = clamp_boxes(entry.get("bbox", []), where=where)
+    raw_sources = entry.get("sources") or []
+    if not isinstance(raw_sources, list) or not all(isinstance(source, dict) for source in raw_sources):
+        raise AnnotationError(f"{where}: 'sources' must be a list of objects with class / bbox / mask / audio")
+    sources = []
+    for source_position, source in enumerate(raw_sources):
+        source_where = f"{where} source {source_position}"
+        source_boxes, source_clamped = clamp_boxes(source.get("bbox", []), where=source_where)
+        clamped += source_clamped
+        sources.append({"class": _class_name(source.get("class", ""), source_where), "boxes": source_boxes,
+                        "mask": _inside(root, source.get("mask"), "mask", source_where),
+                        "audio": _inside(root, source.get("audio"), "audio", source_where)})
+    record = {
+        "file": file_id,
+        "class": _class_name(entry.get("class", ""), where),
+        "boxes": boxes,
+        "mask": _inside(root, entry.get("mask"), "mask", where),
+        "kind": kind,
+        "gt": gt,
+        "sources": sources,
+        "clamped": clamped,
+    }
+    record.update(_media_paths(root, file_id))
+    return record
+
+
+def _class_name(value, where):
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise AnnotationError(f"{where}: 'class' must be a string, got {value!r:.60}")
+    return value
+
+
+def _inside(root, relative, what, where):
+    """`root/relative` for a path named by a split entry, refusing paths that leave the root."""
+    if relative in (None, ""):
+        return None
+    try:
+        return paths.resolve_inside(root, relative, what)
+    except paths.UnsafePathError as err:
+        raise AnnotationError(f"{where}: {err}; it is refused, never followed") from None
 
 
 def write_split(records, path):
     """Writes records (as returned by the parsers or `load_split`) to a split json, atomically.
 
-    Boxes are written as lists of corners; media paths are not written (they follow from `file`).
+    Boxes are written as lists of corners; media paths are not written (they follow from `file`); mask and
+    source-audio paths are written relative to the split file's folder (the dataset root), which must hold
+    them.
+
+    Raises:
+        AnnotationError: a mask or audio path lies outside the folder of `path`.
     """
+    root = os.path.dirname(os.path.abspath(path))
+
+    def relative(value, what):
+        if not value:
+            return None
+        if not os.path.isabs(value):
+            return value
+        if not paths.is_inside(root, value):
+            raise AnnotationError(f"{path}: the {what} {value} lies outside {root}; a split file may only name "
+                                  "files inside its dataset root (copy them there first)")
+        return os.path.relpath(value, root)
+
     entries = []
     for record in records:
         entry = {"file": record["file"], "class": record.get("class", ""),
@@ -344,20 +446,18 @@ def write_split(records, path):
             if record.get(key) not in (None, "single", "union"):
                 entry[key] = record[key]
         if record.get("mask"):
-            entry["mask"] = record["mask"]
+            entry["mask"] = relative(record["mask"], "mask")
         if record.get("sources"):
-            entry["sources"] = [
-                {key: (np.asarray(value).reshape(-1, 4).tolist() if key == "boxes" else value)
-                 for key, value in source.items() if value is not None}
-                for source in record["sources"]
-            ]
-            for source in entry["sources"]:
-                source["bbox"] = source.pop("boxes", [])
+            entry["sources"] = []
+            for source in record["sources"]:
+                written = {"class": source.get("class", ""),
+                           "bbox": np.asarray(source.get("boxes", np.zeros([0, 4]))).reshape(-1, 4).tolist()}
+                for key in ("mask", "audio"):
+                    if source.get(key):
+                        written[key] = relative(source[key], key)
+                entry["sources"].append(written)
         entries.append(entry)
-    temporary = f"{path}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(entries, handle)
-    os.replace(temporary, path)
+    write_text(path, json.dumps(entries))
 
 
 def class_names(root, records=None):
@@ -384,23 +484,3 @@ def class_names(root, records=None):
         names.update(source.get("class") or "" for source in record.get("sources") or [])
     names.discard("")
     return sorted(names)
-
-
-def render_box_map(boxes, size, consensus=False):
-    """Ground-truth map from normalised corner boxes at `size`x`size`, with the published integer convention
-    (`int(clip(b, 0, 1) * size)`, rows y1:y2, columns x1:x2).
-
-    Args:
-        boxes: [K, 4] normalised corners.
-        size: output side in pixels.
-        consensus: False -> union (binary); True -> Flickr consensus (sum / 2, capped at 1).
-
-    Returns:
-        float32 [size, size].
-    """
-    gt_map = np.zeros([size, size], np.float32)
-    for x1, y1, x2, y2 in (np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0, 1) * size).astype(int):
-        gt_map[y1:y2, x1:x2] += 1.0
-    if consensus:
-        return np.minimum(gt_map / 2.0, 1.0)
-    return (gt_map > 0).astype(np.float32)

@@ -1,6 +1,6 @@
 """The tf.data input pipeline: `make_dataset(root, split, ...)` -> batches of `(x, y)` for `model.fit`.
 
-Decoding (jpg/png/wav/mp4 via `keras_avloc.data.media`) and the image geometry run in parallel Python workers
+Decoding (jpg/png/wav/mp4 via `keras_avloc.io.media`) and the image geometry run in parallel Python workers
 (`num_parallel_calls=AUTOTUNE`; PIL, libsndfile and FFmpeg release the GIL); ImageNet normalisation and the
 spectrogram front-end then run in graph with `tf.signal` on the whole batch, and batches are prefetched.
 """
@@ -13,19 +13,14 @@ import warnings
 import numpy as np
 
 from keras_avloc.data import annotations as annotations_lib
+from keras_avloc.io import media
+from keras_avloc.io.imagenet import IMAGENET_MEAN, IMAGENET_STD
+from keras_avloc.metrics.groundtruth import ground_truth_map
 from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 TRAIN_RESIZE_FACTOR = 1.1  # train: resize the short side to int(1.1 * size), then RandomCrop(size) (LVS, EZ-VSL)
 
 logger = logging.getLogger(__name__)
-
-
-def _media():
-    from keras_avloc.data import media
-
-    return media
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -94,60 +89,6 @@ def SkipReport(counter):
 
 # ---------------------------------------------------------------------------------------------------------
 # Pure numpy sample preparation (shared by the folder reader and the TFRecord reader)
-
-
-def center_crop_wave(wave, sample_rate, clip_seconds):
-    """EZ-VSL clip selection: start = max(duration/2 - clip/2, 0); shorter waves are tiled; clipped to [-1, 1].
-
-    Args:
-        wave: float32 [T] mono wave.
-        sample_rate: its rate.
-        clip_seconds: output length in seconds.
-
-    Returns:
-        float32 [int(sample_rate * clip_seconds)].
-    """
-    length = int(round(sample_rate * clip_seconds))
-    duration = wave.shape[0] / float(sample_rate)
-    start = int(max(duration / 2.0 - clip_seconds / 2.0, 0.0) * sample_rate)
-    clip = wave[start : start + length]
-    if clip.shape[0] < length:
-        clip = np.tile(clip, int(length / clip.shape[0]) + 1)
-    return np.clip(clip[:length], -1.0, 1.0).astype(np.float32)
-
-
-def read_wave_clip(path, sample_rate, clip_seconds):
-    """Reads only the centred `clip_seconds` of a wav file (EZ-VSL selection), as mono float32 at `sample_rate`.
-
-    Equivalent to `center_crop_wave(media.read_audio(path, sample_rate), ...)` but decodes only the clip:
-    stereo is averaged, other rates are resampled (`media.resample_audio`), short files are tiled.
-
-    Raises:
-        MediaError: missing, empty or truncated file, undecodable data, NaN samples.
-    """
-    import soundfile
-
-    media = _media()
-    for check in ("_check_readable", "_check_wav_not_truncated"):
-        if hasattr(media, check):
-            getattr(media, check)(path)
-    try:
-        info = soundfile.info(path)
-        rate, frames = int(info.samplerate), int(info.frames)
-        duration = frames / float(rate)
-        start = int(max(duration / 2.0 - clip_seconds / 2.0, 0.0) * rate)
-        data = soundfile.read(path, start=start, frames=int(np.ceil(clip_seconds * rate)), dtype="float32",
-                              always_2d=True)[0]
-    except (RuntimeError, soundfile.LibsndfileError) as err:
-        raise media.MediaError(f"{path}: cannot decode audio ({err})") from err
-    if data.shape[0] == 0:
-        raise media.MediaError(f"{path}: contains no audio samples (empty); re-extract it")
-    wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if not np.all(np.isfinite(wave)):
-        raise media.MediaError(f"{path}: audio contains NaN or infinite samples")
-    if rate != sample_rate:
-        wave = media.resample_audio(wave, rate, sample_rate)
-    return center_crop_wave(wave, sample_rate, clip_seconds)
 
 
 def _resize(image, width, height, resample, backend="pil"):
@@ -267,9 +208,9 @@ def _gt_map(geometry, boxes, mask_path, consensus):
 
     size = geometry.size
     if mask_path is not None and not isinstance(mask_path, str):  # encoded PNG bytes (TFRecord input)
-        mask = _decode_image_bytes(mask_path, "mask")[..., 0]
+        mask = media.read_image(mask_path, name="mask")[..., 0]
     elif mask_path:
-        mask = _media().read_image(mask_path)[..., 0]
+        mask = media.read_image(mask_path)[..., 0]
     else:
         mask = None
     if mask is not None:
@@ -278,7 +219,7 @@ def _gt_map(geometry, boxes, mask_path, consensus):
         return (geometry.apply(mask, Image.NEAREST) > 127).astype(np.float32)
     if boxes is None or len(boxes) == 0:
         return np.zeros([size, size], np.float32)
-    return annotations_lib.render_box_map(geometry.boxes(boxes), size, consensus=consensus)
+    return ground_truth_map("consensus" if consensus else "union", geometry.boxes(boxes), size=size)
 
 
 class SampleLoader:
@@ -311,19 +252,19 @@ class SampleLoader:
         return self.class_index.get(name or "", -1)
 
     def image(self, record, image_bytes=None):
-        media = _media()
         if image_bytes is not None and len(image_bytes):
-            return _decode_image_bytes(image_bytes, record["file"])
+            return media.open_image(image_bytes, self.image_size, name=record["file"])
         path = record.get("image")
         if path and os.path.exists(path):
-            return _open_image_cv2(path) if self.image_backend == "cv2" else _open_image(path)
+            if self.image_backend == "cv2":
+                return media.read_image_cv2(path)
+            return media.open_image(path, self.image_size)
         video = record.get("video")
         if video and os.path.exists(video):
             return media.middle_frame(video)
         raise media.MediaError(f"{path}: image file does not exist (nor does {video}); re-extract the clip")
 
     def wave(self, record):
-        media = _media()
         path = record.get("audio")
         if path and os.path.exists(path):
             source = path
@@ -332,9 +273,7 @@ class SampleLoader:
         else:
             raise media.MediaError(f"{path}: audio file does not exist (nor does {record.get('video')}); "
                                    "re-extract the clip")
-        if source.lower().endswith((".wav", ".wave")):
-            return read_wave_clip(source, self.sample_rate, self.clip_seconds)
-        return center_crop_wave(media.read_audio(source, self.sample_rate), self.sample_rate, self.clip_seconds)
+        return media.read_audio(source, self.sample_rate, clip_seconds=self.clip_seconds)
 
     def partner(self, position, rng):
         """The record mixed with `position`: a different class; random when training, else the next one."""
@@ -368,7 +307,7 @@ class SampleLoader:
         if wave is None:
             wave = self.wave(record)
         else:
-            wave = center_crop_wave(wave, self.sample_rate, self.clip_seconds)
+            wave = media.centre_clip(wave, self.sample_rate, self.clip_seconds)
         consensus = record.get("gt") == "consensus"
         gt_map = _gt_map(geometry, record.get("boxes"), record.get("mask"), consensus)
         sample = {"image": image, "wave": wave, "gt_map": np.ascontiguousarray(gt_map),
@@ -386,51 +325,6 @@ class SampleLoader:
                 [_gt_map(geometry, s.get("boxes"), s.get("mask"), consensus) for s in chosen]
             ).astype(np.float32)
         return sample
-
-
-def _open_image(path):
-    """A fully decoded RGB PIL image (corrupt / truncated files raise MediaError naming the file)."""
-    from PIL import Image, UnidentifiedImageError
-
-    media = _media()
-    if hasattr(media, "_check_readable"):
-        media._check_readable(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB") if image.mode != "RGB" else image.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise media.MediaError(f"{path}: corrupt or truncated image ({err}); re-extract the frame") from err
-
-
-def _open_image_cv2(path):
-    """RGB uint8 [H, W, 3] decoded by OpenCV (libjpeg-turbo), or MediaError naming the file."""
-    import cv2
-
-    media = _media()
-    if hasattr(media, "_check_readable"):
-        media._check_readable(path)
-    data = np.fromfile(path, np.uint8)
-    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
-        # libjpeg would decode a truncated JPEG into a half-grey frame without complaint.
-        raise media.MediaError(f"{path}: truncated JPEG (no end-of-image marker); re-extract the frame")
-    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise media.MediaError(f"{path}: corrupt or undecodable image; re-extract the frame")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _decode_image_bytes(data, name):
-    import io
-
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"), np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise _media().MediaError(f"{name}: corrupt or truncated image ({err})") from err
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -501,7 +395,7 @@ def _numpy_fetch(tf, loader, on_error, skipped, spec):
     empty = {"image": np.zeros([size, size, 3], np.uint8), "wave": np.zeros([length], np.float32),
              "gt_map": np.zeros([size, size], np.float32), "label": np.int32(-1), "index": np.int32(-1),
              "labels": np.full([2], -1, np.int32), "gt_maps": np.zeros([2, size, size], np.float32)}
-    media_error = _media().MediaError
+    media_error = media.MediaError
 
     def load(position, seed):
         position = int(position)

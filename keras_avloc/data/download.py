@@ -4,7 +4,7 @@ One implementation behind `avloc download`, `tools/vggss_dl.py` and `avloc data 
 
 For every clip id `<ytid>_<start6>` the section [start, start + 10 s] is fetched with yt-dlp's Python
 API (`download_ranges` + `force_keyframes_at_cuts`, ffmpeg does the cutting) into a private work
-folder, then written into the dataset layout with `keras_avloc.data.media.extract_clip`:
+folder, then written into the dataset layout with `keras_avloc.io.media.extract_clip`:
     ROOT/frames/<id>.jpg, ROOT/audio/<id>.wav (16 kHz mono PCM16)[, ROOT/video/<id>.mp4]
 Outputs are written atomically, so a crash or `kill -9` loses at most the clips in flight; a re-run
 skips finished clips and removes the temporaries of dead runs. Unavailable videos (about a fifth of
@@ -15,7 +15,6 @@ Example:
     >>> summary["done"], summary["skipped"], summary["missing"]  # doctest: +SKIP
 """
 
-import argparse
 import concurrent.futures
 import contextlib
 import csv
@@ -28,9 +27,12 @@ import sys
 import threading
 import time
 
-from keras_avloc.cli.download import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
-from keras_avloc.data import media
+from keras_avloc.data.annotations import AnnotationError
+from keras_avloc.io import media
+from keras_avloc.io.files import pid_alive, remove_stale_temp_files, write_json
 
+DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
+DEFAULT_FORMAT = "bv*[height<=?480]+ba/b[height<=?480]/bv*+ba/b"
 YOUTUBE_ID_PATTERN = r"[A-Za-z0-9_-]{11}"
 CLIP_ID = re.compile(rf"({YOUTUBE_ID_PATTERN})_(\d{{6}})")  # always used with fullmatch
 YOUTUBE_ID = re.compile(YOUTUBE_ID_PATTERN)
@@ -61,10 +63,6 @@ PERMANENT_ERRORS = (
     "has no video stream",
     "beyond the end of the video",
 )
-
-
-class AnnotationError(ValueError):
-    """The annotation / id list cannot be read; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -102,9 +100,12 @@ def _ids_from_row(cells):
     found = [c for c in cells if CLIP_ID.fullmatch(c)]
     if found:  # vggss_test.csv (one id), vggsound_duet_test.csv (id,class,id,class)
         return found, None
-    if len(cells) >= 3 and YOUTUBE_ID.fullmatch(cells[0]) and re.fullmatch(r"\d+(\.0+)?", cells[1]):
+    if len(cells) >= 3 and YOUTUBE_ID.fullmatch(cells[0]):
         # VGGSound's own csv: ytid,start_seconds,label,split
-        return [f"{cells[0]}_{int(float(cells[1])):06d}"], None
+        start = cells[1]
+        if not re.fullmatch(r"\d{1,6}(\.0+)?", start):
+            return [], (f"{cells[0]},{start}", f"malformed start {start!r}: expected whole seconds 0..999999")
+        return [f"{cells[0]}_{int(float(start)):06d}"], None
     if len(cells) >= 2 and re.fullmatch(r"\d{5,}", cells[0]):
         return [], (cells[0], "Flickr-SoundNet id: not a YouTube clip, the downloader cannot fetch it")
     return [], (cells[0], INVALID_ID.format(cells[0]))
@@ -305,9 +306,13 @@ def download_clip(
     Returns:
         dict {"file", "status": "done"|"missing", "reason", "permanent", "attempts", "url"}.
     """
-    _, start = parse_clip_id(file_id)
+    try:
+        _, start = parse_clip_id(file_id)
+        url = clip_url(url_template, file_id)
+    except ValueError as err:  # never raise from a worker thread: the clip is reported instead
+        return {"file": str(file_id), "status": "missing", "reason": str(err), "permanent": True, "attempts": 0,
+                "url": None}
     root = os.path.abspath(os.fspath(root))
-    url = clip_url(url_template, file_id)
     workdir = _work_dir(root, file_id)
     reason, permanent, attempt = "", False, 0
     for attempt in range(1, int(retries) + 2):
@@ -338,13 +343,6 @@ def download_clip(
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_json_atomic(path, payload):
-    with media.atomic_output(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(payload, handle, indent=1, ensure_ascii=False)
-            handle.write("\n")
-
-
 def _read_report(path):
     """{file: entry} from a missing.json / skipped.json; an unreadable report is ignored."""
     try:
@@ -364,14 +362,14 @@ def clean_stale_partials(root):
         for name in os.listdir(partial):
             parts = name.split(".")
             pid = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else None
-            if pid is not None and media._pid_alive(pid):
+            if pid is not None and pid_alive(pid):
                 continue
             shutil.rmtree(os.path.join(partial, name), ignore_errors=True)
             removed += 1
         with contextlib.suppress(OSError):
             os.rmdir(partial)
     for sub in ("frames", "audio", "video", ""):
-        removed += media.remove_stale_temp_files(os.path.join(root, sub))
+        removed += remove_stale_temp_files(os.path.join(root, sub))
     return removed
 
 
@@ -441,19 +439,25 @@ def download_clips(
     counts = {"done": 0, "missing": len(invalid)}
 
     def save_report():
-        _write_json_atomic(missing_path, sorted(report.values(), key=lambda e: e["file"]))
+        write_json(missing_path, sorted(report.values(), key=lambda e: e["file"]))
 
     save_report()
     bar = _progress(len(ids), "download", progress)
     bar.update(skipped)
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers)))
     try:
-        futures = [
-            executor.submit(download_clip, file_id, root, url_template, keep_video, retries, backoff, format_selector)
+        futures = {
+            executor.submit(download_clip, file_id, root, url_template, keep_video, retries, backoff,
+                            format_selector): file_id
             for file_id in pending
-        ]
+        }
         for future in concurrent.futures.as_completed(futures):
-            result = future.result()
+            file_id = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - a bug in one clip's worker must not abort the whole run
+                result = {"file": file_id, "status": "missing", "reason": f"internal error: {err!r}",
+                          "permanent": False, "attempts": 0}
             if result["status"] == "done":
                 counts["done"] += 1
                 if report.pop(result["file"], None) is not None:
@@ -559,58 +563,5 @@ def extract_videos(video_dir, root, keep_video=False, workers=2, sample_rate=160
                 bar.set_postfix(done=counts["done"], skipped=counts["skipped"], bad=counts["bad"])
     finally:
         bar.close()
-        _write_json_atomic(skipped_path, sorted(report.values(), key=lambda e: e["file"]))
+        write_json(skipped_path, sorted(report.values(), key=lambda e: e["file"]))
     return {**counts, "total": len(videos), "skipped_path": skipped_path}
-
-
-# --------------------------------------------------------------------------------------------------
-# Command line (`avloc download` and tools/vggss_dl.py; arguments are defined in keras_avloc/cli/download.py
-# so `avloc --help` does not import the data package)
-# --------------------------------------------------------------------------------------------------
-
-def run_download(args, stream=sys.stdout):
-    """Runs the downloader from parsed arguments and prints the summary. Returns the summary dict."""
-    if args.workers < 1:
-        raise AnnotationError(f"--workers must be at least 1, got {args.workers}")
-    summary = download_clips(
-        args.annotations,
-        args.out_root,
-        url_template=args.url_template,
-        workers=args.workers,
-        keep_video=args.keep_video,
-        limit=args.limit,
-        retries=args.retries,
-        backoff=args.backoff,
-        retry_missing=args.retry_missing,
-        format_selector=args.format,
-        progress=not args.no_progress,
-    )
-    print(
-        f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "
-        f"missing {summary['missing']}" + (f" ({summary['invalid']} invalid ids)" if summary["invalid"] else "")
-        + f"; reasons in {summary['missing_path']}",
-        file=stream,
-    )
-    return summary
-
-
-def main(argv=None):
-    """Entry point of tools/vggss_dl.py."""
-    from keras_avloc.cli.download import DOWNLOAD_EPILOG, add_download_arguments
-
-    parser = argparse.ArgumentParser(
-        prog="vggss_dl.py",
-        description="Download VGGSound / VGG-SS clips into the keras-avloc dataset layout.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=DOWNLOAD_EPILOG.replace("avloc download", "python tools/vggss_dl.py"),
-    )
-    args = add_download_arguments(parser).parse_args(argv)
-    try:
-        run_download(args)
-    except AnnotationError as err:
-        print(f"vggss_dl.py: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nInterrupted. Finished clips are kept; re-run the same command to resume.", file=sys.stderr)
-        return 130
-    return 0

@@ -35,11 +35,13 @@ import zlib
 import numpy as np
 
 from keras_avloc.data import stamps_catalog as catalog
+from keras_avloc.io import files, media as media_io
+from keras_avloc.io.errors import AvlocError
 
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 3.0
 MIN_SPLIT_SECONDS = 1.0
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2  # 2: recordings decoded by keras_avloc.io.media.read_audio (clipped to [-1, 1] after resampling)
 PEAK_LEVEL = 0.9
 SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets the rest
 
@@ -54,7 +56,7 @@ SPLIT_AUDIO_PART = {
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech")
 
 
-class MediaMissingError(FileNotFoundError):
+class MediaMissingError(AvlocError, FileNotFoundError):
     """The Debian media packages are not where the builder looks; the message says what to run."""
 
 
@@ -189,45 +191,9 @@ def _resolve(media_id, stamps_dir, scratch):
     return os.path.join(stamps_dir if source == "tuxpaint" else scratch, rel)
 
 
-def resample(wave, source_rate, target_rate=SAMPLE_RATE):
-    """Band-limited resampling (libsoxr, which librosa installs; scipy's polyphase filter otherwise)."""
-    if int(source_rate) == int(target_rate):
-        return np.asarray(wave, np.float32)
-    try:
-        import soxr
-
-        return np.asarray(soxr.resample(np.asarray(wave, np.float32), source_rate, target_rate, "HQ"),
-                          np.float32)
-    except ImportError:
-        from math import gcd
-
-        from scipy.signal import resample_poly
-
-        divisor = gcd(int(source_rate), int(target_rate))
-        return np.asarray(resample_poly(wave, target_rate // divisor, int(source_rate) // divisor),
-                          np.float32)
-
-
 def decode_audio(path, sample_rate=SAMPLE_RATE):
-    """Reads any ogg/wav/mp3 as float32 mono at `sample_rate` (soundfile, PyAV as fallback)."""
-    try:
-        import soundfile
-
-        wave, rate = soundfile.read(path, dtype="float32", always_2d=True)
-        wave = wave.mean(axis=1)
-    except Exception:  # noqa: BLE001 - libsndfile without mp3 support: decode with PyAV instead
-        import av
-
-        chunks, rate = [], None
-        with av.open(path) as container:
-            stream = container.streams.audio[0]
-            rate = stream.rate
-            for frame in container.decode(stream):
-                array = frame.to_ndarray().astype(np.float32)
-                chunks.append(array.mean(axis=0) if array.ndim == 2 and not frame.format.is_packed
-                              else array.reshape(-1, frame.layout.nb_channels).mean(axis=1))
-        wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-    return resample(wave, rate, sample_rate)
+    """Reads any ogg/wav/mp3 as float32 mono at `sample_rate` (`keras_avloc.io.media.read_audio`)."""
+    return media_io.read_audio(path, sample_rate)
 
 
 def _frame_rms(wave, frame):
@@ -521,40 +487,12 @@ def _init_worker(catalog_info, options):
     _WORKER["media"] = MediaCache(catalog_info["stamps_dir"], catalog_info["scratch"])
 
 
-def _atomic_write_bytes(path, data):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
-
-
 def _write_jpg(path, rgb, quality=95):
-    import cv2
-
-    bgr = np.clip(np.round(rgb[..., ::-1] * 255.0), 0, 255).astype(np.uint8)
-    ok, data = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    _atomic_write_bytes(path, data.tobytes())
-
-
-def _write_png(path, mask):
-    import cv2
-
-    ok, data = cv2.imencode(".png", np.where(mask, 255, 0).astype(np.uint8))
-    if not ok:
-        raise OSError(f"could not encode {path}")
-    _atomic_write_bytes(path, data.tobytes())
+    media_io.write_jpg(path, np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8), quality=quality)
 
 
 def _write_wav(path, wave):
-    import io
-
-    import soundfile
-
-    buffer = io.BytesIO()
-    soundfile.write(buffer, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
-    _atomic_write_bytes(path, buffer.getvalue())
+    media_io.write_wav(path, wave, SAMPLE_RATE)
 
 
 def _stamps_of(catalog_info, class_name):
@@ -662,7 +600,7 @@ def render_scene(task):
             _write_wav(os.path.join(root, "audio", source_id + ".wav"), clip * gain)
             source = {"class": class_name, "bbox": [], "audio": f"audio/{source_id}.wav"}
             if class_name in mask_of:
-                _write_png(os.path.join(root, "masks", source_id + ".png"), mask_of[class_name])
+                media_io.write_png(os.path.join(root, "masks", source_id + ".png"), mask_of[class_name])
                 source["bbox"] = [mask_box(mask_of[class_name])]
                 source["mask"] = f"masks/{source_id}.png"
             else:
@@ -670,11 +608,11 @@ def render_scene(task):
             sources.append(source)
         on_screen = [mask_of[c] for c in sounding]
         record["bbox"] = [mask_box(m) for m in on_screen]
-        _write_png(os.path.join(root, "masks", file_id + ".png"), np.any(on_screen, axis=0))
+        media_io.write_png(os.path.join(root, "masks", file_id + ".png"), np.any(on_screen, axis=0))
         record["mask"] = f"masks/{file_id}.png"
         record["sources"] = sources
     else:
-        _write_png(os.path.join(root, "masks", file_id + ".png"), mask_of[main_class])
+        media_io.write_png(os.path.join(root, "masks", file_id + ".png"), mask_of[main_class])
         record["bbox"] = [mask_box(mask_of[main_class])]
         record["mask"] = f"masks/{file_id}.png"
     record["kind"] = kind
@@ -688,7 +626,7 @@ def render_scene(task):
         "ambience": ambience,
     }
     part_path = os.path.join(root, ".parts", split, file_id + ".json")
-    _atomic_write_bytes(part_path, json.dumps(record, sort_keys=False).encode())
+    files.write_bytes(part_path, json.dumps(record, sort_keys=False).encode())
     return record
 
 
@@ -697,23 +635,15 @@ def render_scene(task):
 
 
 def _write_json(path, value):
-    _atomic_write_bytes(path, (json.dumps(value, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+    files.write_json(path, value, indent=1)
 
 
 def _remove_stale_temp_files(out, splits):
-    """Deletes `<name>.tmp<pid>` leftovers of an interrupted build (their writers are gone)."""
+    """Deletes the temporaries an interrupted build left (their writers are gone)."""
     folders = [os.path.join(out, f) for f in ("frames", "audio", "masks", ".parts", "")]
     folders += [os.path.join(out, ".parts", split) for split in splits]
     for folder in folders:
-        if not os.path.isdir(folder):
-            continue
-        for name in os.listdir(folder):
-            stem, _, pid = name.rpartition(".tmp")
-            if stem and pid.isdigit() and int(pid) != os.getpid():
-                try:
-                    os.remove(os.path.join(folder, name))
-                except OSError:
-                    pass
+        files.remove_stale_temp_files(folder)
 
 
 def restrict_classes(info, classes):

@@ -59,7 +59,7 @@ def write_synthetic_dataset(root, count=8, split="test", image_hw=(96, 128), sec
             Image.fromarray(mask).save(os.path.join(root, "masks", f"{file_id}.png"))
             entry["mask"] = f"masks/{file_id}.png"
         if with_video:
-            from keras_avloc.data import media
+            from keras_avloc.io import media
 
             frames = np.repeat(image[None], 5, axis=0)
             media.write_video(os.path.join(root, "video", f"{file_id}.mp4"), frames, fps=2,

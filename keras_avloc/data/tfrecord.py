@@ -6,6 +6,7 @@ the class, in `out_dir/<split>-SSSSS-of-NNNNN.tfrecord` plus `out_dir/<split>.me
 `make_tfrecord_dataset(out_dir, split, ...)` yields the same `(x, y)` batches as `make_dataset`.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -14,6 +15,8 @@ import numpy as np
 
 from keras_avloc.data import annotations as annotations_lib
 from keras_avloc.data.audio import get_frontend
+from keras_avloc.io import media
+from keras_avloc.io.files import atomic_output, write_json
 
 TFRECORD_SAMPLE_RATE = 16000
 
@@ -60,8 +63,6 @@ def _serialize(tf, record, position, image_bytes, wave, mask_bytes):
 
 
 def _encoded_image(record):
-    from keras_avloc.data import media
-
     path = record.get("image")
     if path and os.path.exists(path):
         media.read_image(path)  # validates (corrupt / truncated files raise MediaError)
@@ -80,8 +81,6 @@ def _encoded_image(record):
 
 
 def _full_wave(record):
-    from keras_avloc.data import media
-
     path = record.get("audio")
     source = path if path and os.path.exists(path) else record.get("video")
     if not source or not os.path.exists(source):
@@ -113,17 +112,15 @@ def write_tfrecords(root, out_dir, split="train", shards=8, on_error="skip", pro
     import tensorflow as tf
     from tqdm import tqdm
 
-    from keras_avloc.data import media
-
     if shards < 1:
         raise ValueError(f"shards must be >= 1, got {shards}")
     records = annotations_lib.load_split(root, split)
     os.makedirs(out_dir, exist_ok=True)
     paths = shard_paths(out_dir, split, shards)
-    temporaries = [f"{path}.tmp{os.getpid()}" for path in paths]
-    writers = [tf.io.TFRecordWriter(path) for path in temporaries]
     written, skipped = 0, []
-    try:
+    with contextlib.ExitStack() as stack:  # every shard appears only when all of them are complete
+        temporaries = [stack.enter_context(atomic_output(path, suffix=".tfrecord")) for path in paths]
+        writers = [stack.enter_context(contextlib.closing(tf.io.TFRecordWriter(tmp))) for tmp in temporaries]
         for position, record in enumerate(tqdm(records, desc=f"to-tfrecord {split}", disable=not progress,
                                                unit="clip")):
             try:
@@ -134,28 +131,18 @@ def write_tfrecords(root, out_dir, split="train", shards=8, on_error="skip", pro
                     media.read_image(record["mask"])
                     with open(record["mask"], "rb") as handle:
                         mask_bytes = handle.read()
-            except (media.MediaError, OSError, ValueError) as err:
+            except (media.MediaError, OSError) as err:
                 if on_error != "skip":
                     raise
                 skipped.append([record["file"], str(err)])
                 continue
             writers[position % shards].write(_serialize(tf, record, position, image_bytes, wave, mask_bytes))
             written += 1
-    except BaseException:
-        for writer, temporary in zip(writers, temporaries):
+        for writer in writers:
             writer.close()
-            if os.path.exists(temporary):
-                os.remove(temporary)
-        raise
-    for writer, temporary, path in zip(writers, temporaries, paths):
-        writer.close()
-        os.replace(temporary, path)
     meta = {"split": split, "shards": shards, "written": written, "skipped": skipped,
             "class_list": annotations_lib.class_names(root, records), "records": len(records)}
-    temporary = f"{meta_path(out_dir, split)}.tmp{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(meta, handle, indent=1)
-    os.replace(temporary, meta_path(out_dir, split))
+    write_json(meta_path(out_dir, split), meta)
     return {"written": written, "skipped": skipped, "shards": paths, "meta": meta_path(out_dir, split)}
 
 
@@ -187,8 +174,6 @@ def parse_example(serialized):
     }
     wave = np.frombuffer(first_bytes("audio_pcm16"), "<i2").astype(np.float32) / 32767.0
     if wave.size == 0:
-        from keras_avloc.data import media
-
         raise media.MediaError(f"{record['file']}: the TFRecord example holds no audio samples")
     return record, int(feature["index"].int64_list.value[0]), first_bytes("image"), wave
 
@@ -213,7 +198,6 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
     import tensorflow as tf
 
     from keras_avloc.data import dataset as dataset_lib
-    from keras_avloc.data import media
 
     if mix_sources:
         raise ValueError("mix_sources is not supported with tfrecord_dir; read the media folder for mixtures")

@@ -1,10 +1,11 @@
 """`Evaluator`: accumulates batches of heatmaps and ground truth and reports a protocol's metrics.
 
-Protocols:
+Protocols (the ground truth of each is built by `keras_avloc.metrics.groundtruth`, always at 224 x 224):
     vggss       VGG-SS: binary box-union ground truth; cIoU@0.5, AUC, mean cIoU, pointing game.
     flickr      Flickr-SoundNet: soft annotator-consensus ground truth; same metrics.
-    stamps      synthetic stamps: as vggss, plus mask IoU and SLAVC's extended protocol (silent and
-                off-screen samples, confidence = mean of the top 25% scores).
+    stamps      stamps benchmark: the sounding object's exact mask as ground truth; as vggss, plus mask
+                IoU and SLAVC's extended protocol (silent and off-screen samples, confidence = mean of
+                the top 25% scores).
     stamps-mix  stamp mixtures: as stamps, plus per-source cIoU@0.3 / AUC and PIAP when per-source maps
                 are given, and CAP when class-indexed maps are given.
     music-duet  AVGN's duet protocol: per-source cIoU@0.3 / AUC, PIAP, CAP, and the union-map cIoU.
@@ -16,6 +17,7 @@ statistics and only enter the extended protocol (as negatives).
 import numpy as np
 
 from keras_avloc.metrics.extended import extended_metrics, top_quarter_confidence
+from keras_avloc.metrics.groundtruth import PROTOCOL_GT_RULES
 from keras_avloc.metrics.localization import (
     SUCCESS_THRESHOLDS,
     _as_float_array,
@@ -25,16 +27,19 @@ from keras_avloc.metrics.localization import (
     resize_maps,
     success_auc,
     success_curve,
+    success_curve_area,
 )
 from keras_avloc.metrics.multisource import class_aware_ap, permutation_invariant_ap, per_source_ciou
 
 PROTOCOLS = {
-    "vggss": {"gt": "boxes", "extended": False, "multi": False},
-    "flickr": {"gt": "flickr", "extended": False, "multi": False},
-    "stamps": {"gt": "boxes", "extended": True, "multi": False},
-    "stamps-mix": {"gt": "boxes", "extended": True, "multi": True},
-    "music-duet": {"gt": "boxes", "extended": False, "multi": True},
+    "vggss": {"gt": PROTOCOL_GT_RULES["vggss"], "extended": False, "multi": False},
+    "flickr": {"gt": PROTOCOL_GT_RULES["flickr"], "extended": False, "multi": False},
+    "stamps": {"gt": PROTOCOL_GT_RULES["stamps"], "extended": True, "multi": False},
+    "stamps-mix": {"gt": PROTOCOL_GT_RULES["stamps-mix"], "extended": True, "multi": True},
+    "music-duet": {"gt": PROTOCOL_GT_RULES["music-duet"], "extended": False, "multi": True},
 }
+"""Each protocol's ground-truth rule (`keras_avloc.metrics.groundtruth`), whether it adds SLAVC's
+extended metrics, and whether it scores mixtures per source."""
 NO_OBJECT_KINDS = ("silent", "offscreen")
 
 
@@ -262,10 +267,9 @@ class Evaluator:
         source_rows = [row for row in self._source_cious if row is not None]
         if source_rows:
             flat = np.concatenate([np.asarray(row) for row in source_rows])
-            curve = success_curve(flat)
             result["multi_source"] = {
                 "ciou@0.3": float(np.mean(flat >= 0.3)),
-                "auc": float(np.trapezoid(curve, SUCCESS_THRESHOLDS)),
+                "auc": success_curve_area(flat),
                 "mean_ciou": float(flat.mean()),
                 "piap": float(np.mean([p for p in self._piap if p is not None])),
                 "num_mixtures": len(source_rows),

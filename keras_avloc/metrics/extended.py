@@ -20,7 +20,7 @@ Semantics follow stoneMo/SLAVC `utils.EvaluatorFull` and `test.py`:
 
 import numpy as np
 
-from keras_avloc.metrics.localization import SUCCESS_THRESHOLDS, _as_float_array
+from keras_avloc.metrics.localization import _as_float_array, success_curve_area
 
 
 def top_quarter_confidence(heatmaps):
@@ -114,7 +114,5 @@ def extended_metrics(cious, confidences, has_object, ciou_thresholds=(0.3, 0.5))
         result[f"ap@{tag}"] = extended_ap(ciou_values, confidences, obj, threshold)
         result[f"max_f1@{tag}"] = float(extended_f1(ciou_values, confidences, obj, threshold)[1].max())
     if obj.any():
-        visible = ciou_values[obj]
-        curve = (visible[None, :] >= SUCCESS_THRESHOLDS[:, None]).mean(axis=1)
-        result["auc_visible"] = float(np.trapezoid(curve, SUCCESS_THRESHOLDS))
+        result["auc_visible"] = success_curve_area(ciou_values[obj])
     return result

@@ -27,9 +27,8 @@ ground truth, only possible with an absolute threshold) is 0 instead of NaN; SLA
 `precision_at_50` progress print uses `> 0.5` while every reported number uses `>=` — here `>=`
 throughout; AVGN's swapped `average_precision_score` arguments are fixed (see `multisource`).
 
-Ground truth: VGG-SS maps are the binary union of the boxes, each box `[x1, y1, x2, y2]` (normalised)
-mapped to pixels as `int(size * max(v, 0))` and filled as `map[y1:y2, x1:x2] = 1`; Flickr-SoundNet maps
-are the soft consensus of all annotators' boxes: box masks summed, divided by 2, capped at 1.
+Ground truth maps (one rule per protocol, at 224 x 224 whatever the model's input size) are built in
+`keras_avloc.metrics.groundtruth`.
 """
 
 import numpy as np
@@ -208,7 +207,7 @@ def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=F
         float64 array [N] of cIoU values in [0, 1] (heatmaps are evaluated in float32).
 
     Example:
-    >>> gt = box_gt_map([[0.0, 0.0, 0.5, 1.0]], size=4)[None]
+    >>> gt = np.zeros((1, 4, 4)); gt[0, :, :2] = 1
     >>> heat = np.array([[[1.0, 1.0, 0.0, 0.0]] * 4])
     >>> float(ciou(heat, gt)[0])
     1.0
@@ -256,58 +255,14 @@ def success_auc(cious):
     >>> success_auc([1.0, 0.0])
     (0.5, 0.5125)
     """
-    curve = success_curve(cious)
-    auc = float(np.trapezoid(curve, SUCCESS_THRESHOLDS))
     at_half = float(np.mean(np.asarray(cious, dtype=np.float64) >= 0.5))
-    return at_half, auc
+    return at_half, success_curve_area(cious)
 
 
-def _box_pixels(box, size):
-    x1, y1, x2, y2 = (int(size * max(float(v), 0.0)) for v in box)
-    return x1, y1, x2, y2
-
-
-def box_gt_map(boxes, size=224):
-    """VGG-SS ground truth: binary union of normalised boxes `[x1, y1, x2, y2]`.
-
-    Each coordinate maps to `int(size * max(v, 0))` and the box fills `map[y1:y2, x1:x2]` (the
-    official `testset_gt`).
-
-    Args:
-        boxes: array-like [K, 4] (K may be 0 → all-zero map).
-        size: map side.
-
-    Returns:
-        float32 array [size, size] of 0/1.
-    """
-    gt = np.zeros((size, size), dtype=np.float32)
-    for box in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
-        x1, y1, x2, y2 = _box_pixels(box, size)
-        gt[y1:y2, x1:x2] = 1.0
-    return gt
-
-
-def flickr_gt_map(annotator_boxes, size=224):
-    """Flickr-SoundNet ground truth: soft consensus of the annotators' boxes.
-
-    Every box (of every annotator) adds 1 over `map[y1:y2, x1:x2]`; the sum is divided by 2 and capped
-    at 1 (official `testset_gt`). Pixel coordinates are `int(size * v)` of the normalised values, which
-    equals the official `int(224 * px / 256)` for boxes given in 256-pixel units as `px / 256`.
-
-    Args:
-        annotator_boxes: [K, 4] boxes, or a list over annotators of [K_a, 4] boxes.
-        size: map side.
-
-    Returns:
-        float32 array [size, size] with values in {0, 0.5, 1}.
-    """
-    flat = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in annotator_boxes] if len(annotator_boxes) else []
-    boxes = np.concatenate(flat) if flat else np.zeros((0, 4))
-    gt = np.zeros((size, size), dtype=np.float64)
-    for box in boxes:
-        x1, y1, x2, y2 = _box_pixels(box, size)
-        gt[y1:y2, x1:x2] += 1.0
-    return np.minimum(gt / 2.0, 1.0).astype(np.float32)
+def success_curve_area(cious):
+    """The published AUC: trapezoid area of `success_curve(cious)` over `SUCCESS_THRESHOLDS` (the one
+    implementation every AUC in keras-avloc uses)."""
+    return float(np.trapezoid(success_curve(cious), SUCCESS_THRESHOLDS))
 
 
 def pointing_game(heatmaps, gt_maps, resize="align_corners"):

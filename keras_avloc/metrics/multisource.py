@@ -20,7 +20,7 @@ import itertools
 
 import numpy as np
 
-from keras_avloc.metrics.localization import _as_float_array, ciou, success_curve, SUCCESS_THRESHOLDS
+from keras_avloc.metrics.localization import _as_float_array, ciou, success_curve_area
 from keras_avloc.metrics.ranking import average_precision
 
 
@@ -86,10 +86,9 @@ def per_source_ciou(source_maps, source_gts, threshold=0.3, **ciou_kwargs):
     gts = _as_float_array(source_gts, "source_gts", ndim=4)
     count, sources = maps.shape[:2]
     values = ciou(maps.reshape(count * sources, *maps.shape[2:]), gts.reshape(count * sources, *gts.shape[2:]), **ciou_kwargs)
-    curve = success_curve(values)
     return {
         f"ciou@{threshold:g}": float(np.mean(values >= threshold)),
-        "auc": float(np.trapezoid(curve, SUCCESS_THRESHOLDS)),
+        "auc": success_curve_area(values),
         "mean_ciou": float(values.mean()),
         "cious": values.reshape(count, sources),
     }

@@ -35,10 +35,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_avloc.models.avgn_layers import GroupingEncoder
-from keras_avloc.models.base import AVLocModel, batch_weight, split_inputs, upsample_maps
+from keras_avloc.backbones import encoders
+from keras_avloc.layers.grouping import GroupingEncoder
+from keras_avloc.models.base import AVLocModel, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
-from keras_avloc.models.lvs import build_audio_encoder, resnet18_backbone
 
 
 # --------------------------------------------------------------------------- pure loss functions
@@ -249,6 +249,7 @@ class AVGN(AVLocModel):
         class_names: optional class names (index = class id), kept in the saved model; sets
             `num_classes` when that is not given.
         name: model name.
+        **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
 
     Example:
     >>> model = AVGN(num_classes=40)
@@ -260,6 +261,9 @@ class AVGN(AVLocModel):
     loss_term_names = ("loss", "loc_loss", "token_loss", "class_loss")
     default_learning_rate = 1e-4
     upsample_align_corners = False
+    default_mix_sources = 2
+    needs_class_names = True
+    display_name = "AVGN"
 
     def __init__(
         self,
@@ -308,13 +312,14 @@ class AVGN(AVLocModel):
 
         if (image_encoder is None) != (audio_encoder is None):
             raise ValueError("AVGN: pass both image_encoder and audio_encoder, or neither (ResNet-18 encoders).")
+        dtype = self.dtype_policy
         if image_encoder is None:
-            self.image_backbone = resnet18_backbone(3, image_layer4_stride, "image_resnet18", **self.backbone_kwargs)
-            image_inputs = keras.Input(shape=(None, None, 3), name="image")
-            projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection")(self.image_backbone(image_inputs))
-            self.image_encoder = keras.Model(image_inputs, projected, name="image_encoder")
-            self.audio_backbone = resnet18_backbone(1, 2, "audio_resnet18", **self.backbone_kwargs)
-            self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim)
+            self.image_backbone = encoders.resnet18_backbone(3, image_layer4_stride, "image_resnet18", dtype=dtype,
+                                                    **self.backbone_kwargs)
+            self.image_encoder = encoders.projected_image_encoder(self.image_backbone, embed_dim, dtype=dtype)
+            self.audio_backbone = encoders.resnet18_backbone(1, 2, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
+            self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim,
+                                               dtype=dtype)
             self.custom_encoders = False
         else:
             self.image_encoder = _as_model(image_encoder)
@@ -335,14 +340,17 @@ class AVGN(AVLocModel):
         )
         hard = assignment == "hard"
         grouping_args = dict(depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, drop_path=drop_path, hard=hard)
-        self.audio_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="audio_grouping", **grouping_args)
-        self.visual_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="visual_grouping",
+        self.audio_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="audio_grouping", dtype=dtype,
+                                              **grouping_args)
+        self.visual_grouping = GroupingEncoder(self.embed_dim, self.num_classes, name="visual_grouping", dtype=dtype,
                                                **grouping_args)
         head_init = keras.initializers.TruncatedNormal(stddev=0.02)
-        self.audio_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="audio_class_head")
-        self.visual_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="visual_class_head")
+        self.audio_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="audio_class_head",
+                                                   dtype=dtype)
+        self.visual_class_head = keras.layers.Dense(1, kernel_initializer=head_init, name="visual_class_head",
+                                                    dtype=dtype)
         self.token_class_head = keras.layers.Dense(self.num_classes, kernel_initializer=head_init,
-                                                   name="token_class_head")
+                                                   name="token_class_head", dtype=dtype)
         for layer in (self.audio_grouping, self.visual_grouping):
             layer.build()
         for layer in (self.audio_class_head, self.visual_class_head, self.token_class_head):
@@ -392,28 +400,9 @@ class AVGN(AVLocModel):
         return avgn_loss_terms(outputs, labels, self.token_logits(), tau=self.tau,
                                visible_sources=self.visible_sources)
 
-    def _avgn_terms_for_batch(self, data, training):
-        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
-        labels = labels_from_targets(y)
-        outputs = self(x, training=training)
-        return self.compute_loss_terms(outputs, labels), split_inputs(x)[0]
-
-    def train_step(self, data):
-        import tensorflow as tf
-
-        with tf.GradientTape() as tape:
-            terms, images = self._avgn_terms_for_batch(data, training=True)
-            loss = terms["loss"]
-            if self.losses:
-                loss = loss + ops.sum(self.losses)
-            scaled_loss = self.optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
-        return self._update_trackers(terms, batch_weight(images))
-
-    def test_step(self, data):
-        terms, images = self._avgn_terms_for_batch(data, training=False)
-        return self._update_trackers(terms, batch_weight(images))
+    def compute_batch_terms(self, x, y, training):
+        """The base class's training hook: AVGN needs the source labels of y (see `labels_from_targets`)."""
+        return self.compute_loss_terms(self(x, training=training), labels_from_targets(y))
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

@@ -1,10 +1,17 @@
-"""Shared base for the audio-visual localisation models (LVS, EZ-VSL, and methods built on them).
+"""Shared base for the audio-visual localisation models (LVS, EZ-VSL, AVGN and the methods built on them).
 
 A model holds an image encoder (images [B, H, W, 3] -> raw feature maps [B, h, w, C]) and an audio
-encoder (spectrograms [B, F, T, 1] -> raw vectors [B, C]). Subclasses build the encoders and
-implement `compute_loss_terms`; the base supplies the cosine similarity map, `localize`, and the
-Keras 3 `train_step` / `test_step` so `model.fit` / `model.evaluate` work on `(x, y)` datasets whose
-x is `{"image": ..., "audio": ...}` (y is ignored: the methods are self-supervised).
+encoder (spectrograms [B, F, T, 1] -> raw vectors [B, C]). Subclasses build the encoders and implement
+`compute_loss_terms`; the base supplies the cosine similarity map, `localize`, and the Keras 3
+`train_step` / `test_step` so `model.fit` / `model.evaluate` work on `(x, y)` datasets whose x is
+`{"image": ..., "audio": ...}`. Self-supervised methods ignore y; a method that needs labels or more
+outputs overrides the one hook `compute_batch_terms(x, y, training)` (AVGN does), never the steps.
+
+Class attributes a method sets (read by training, evaluation, the demo and the command line):
+    frontend              audio front-end of `keras_avloc.data.make_dataset` ("lvs", "csol", "avsa")
+    default_mix_sources   sources mixed into each training clip by default (0; AVGN: 2)
+    needs_class_names     the constructor needs the dataset's class vocabulary (`class_names=`)
+    display_name          name in result tables ("EZ-VSL")
 """
 
 import numpy as np
@@ -93,19 +100,30 @@ class AVLocModel(keras.Model):
 
     Subclasses must, in `__init__` after calling `super().__init__(**kwargs)`, set
     `self.image_backbone`, `self.image_encoder` and `self.audio_encoder` (Keras models accepting any
-    spatial size), and implement `compute_loss_terms(image_maps, audio_vecs) -> dict` with a "loss"
-    entry plus the scalar diagnostics listed in `loss_term_names`.
+    spatial size, built with `dtype=self.dtype_policy`), and implement
+    `compute_loss_terms(image_maps, audio_vecs) -> dict` with a "loss" entry plus the scalar diagnostics
+    listed in `loss_term_names`. Their `get_config` extends the base's, so that
+    `from_config(get_config())` rebuilds the model exactly (dtype policy and `eval_settings` included).
 
     Args:
-        **kwargs: passed to `keras.Model` (e.g. `name`).
+        eval_settings: the input settings `avloc evaluate` / `avloc localize` use by default, saved with
+            the model: {"image_size": int, "clip_seconds": float, "image_mode": "squash" | "crop",
+            "strict_median": bool}. `avloc train` records the training sizes here; a ported official
+            checkpoint records the official test settings. None: the defaults (224, 3.0, squash, False).
+        **kwargs: passed to `keras.Model` (e.g. `name`, `dtype`).
     """
 
     loss_term_names = ("loss",)
     default_learning_rate = 1e-4
     upsample_align_corners = False
+    frontend = "lvs"
+    default_mix_sources = 0
+    needs_class_names = False
+    display_name = None
 
-    def __init__(self, **kwargs):
+    def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)
+        self.eval_settings = normalize_eval_settings(eval_settings)
         self.term_trackers = {term: keras.metrics.Mean(name=term) for term in self.loss_term_names}
 
     # ----------------------------------------------------------------- features
@@ -208,7 +226,19 @@ class AVLocModel(keras.Model):
     def metrics(self):
         return list(self.term_trackers.values())
 
-    def _loss_terms_for_batch(self, x, training):
+    def compute_batch_terms(self, x, y, training):
+        """The loss terms of one batch: the hook `train_step` and `test_step` call.
+
+        The default encodes x and returns `compute_loss_terms(image_maps, audio_vecs)` (y is ignored:
+        self-supervised). Methods that need labels or other outputs override this, not the steps.
+
+        Args:
+            x: {"image", "audio"} (or a 2-tuple); y: the dataset's targets (may be None);
+            training: batch-norm / dropout mode.
+
+        Returns:
+            dict with a scalar "loss" and every name in `loss_term_names`.
+        """
         images, audio = split_inputs(x)
         features = self({"image": images, "audio": audio}, training=training)
         return self.compute_loss_terms(features["image_maps"], features["audio_vecs"])
@@ -221,9 +251,9 @@ class AVLocModel(keras.Model):
     def train_step(self, data):
         import tensorflow as tf
 
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            terms = self._loss_terms_for_batch(x, training=True)
+            terms = self.compute_batch_terms(x, y, training=True)
             loss = terms["loss"]
             if self.losses:
                 loss = loss + ops.sum(self.losses)
@@ -234,25 +264,55 @@ class AVLocModel(keras.Model):
         return self._update_trackers(terms, batch_size)
 
     def test_step(self, data):
-        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        terms = self._loss_terms_for_batch(x, training=False)
+        x, y, _ = keras.utils.unpack_x_y_sample_weight(data)
+        terms = self.compute_batch_terms(x, y, training=False)
         batch_size = batch_weight(split_inputs(x)[0])
         return self._update_trackers(terms, batch_size)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         images, audio = split_inputs(x)
-        features = self({"image": images, "audio": audio}, training=False)
-        maps = self.similarity_map(features["image_maps"], features["audio_vecs"])
-        return upsample_maps(maps, (images.shape[1], images.shape[2]), align_corners=self.upsample_align_corners)
+        return self._localize_maps(images, audio, (images.shape[1], images.shape[2]))
 
     # ----------------------------------------------------------------- config
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable}
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "dtype": keras.dtype_policies.serialize(self.dtype_policy),
+            "eval_settings": dict(self.eval_settings),
+        }
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+DEFAULT_EVAL_SETTINGS = {"image_size": 224, "clip_seconds": 3.0, "image_mode": "squash", "strict_median": False}
+
+
+def normalize_eval_settings(settings):
+    """`eval_settings` with every key filled in and checked (see `AVLocModel`)."""
+    merged = dict(DEFAULT_EVAL_SETTINGS)
+    unknown = set(settings or {}) - set(merged)
+    if unknown:
+        raise ValueError(f"eval_settings: unknown keys {sorted(unknown)}; allowed: {sorted(merged)}.")
+    merged.update(settings or {})
+    merged["image_size"] = int(merged["image_size"])
+    merged["clip_seconds"] = float(merged["clip_seconds"])
+    merged["strict_median"] = bool(merged["strict_median"])
+    if merged["image_size"] < 32 or merged["clip_seconds"] <= 0 or merged["image_mode"] not in ("squash", "crop"):
+        raise ValueError(f"eval_settings {merged}: image_size must be >= 32, clip_seconds > 0 and image_mode "
+                         "'squash' or 'crop'.")
+    return merged
+
+
+def objectness_map(feature_maps):
+    """EZ-VSL's object saliency without audio: mean over channels of |features|, [B, h, w, C] -> [B, h, w].
+
+    The objectness baseline of every results table and EZ-VSL's object-guided localisation (OGL) use this.
+    """
+    return ops.mean(ops.abs(ops.cast(feature_maps, "float32")), axis=-1)
 
 
 def batch_weight(images):

@@ -17,9 +17,9 @@ Follows the official code (stoneMo/EZ-VSL, model.py / test.py):
 import keras
 from keras import ops
 
-from keras_avloc.models.base import AVLocModel, images_and_audio, minmax_normalize, upsample_maps
+from keras_avloc.backbones import encoders
+from keras_avloc.models.base import AVLocModel, images_and_audio, minmax_normalize, objectness_map, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
-from keras_avloc.models.lvs import build_audio_encoder, resnet18_backbone
 
 
 def ezvsl_loss_terms(image_maps, audio_vecs, tau=0.03):
@@ -70,11 +70,6 @@ def ezvsl_loss(image_maps, audio_vecs, tau=0.03):
     return ezvsl_loss_terms(image_maps, audio_vecs, tau=tau)["loss"]
 
 
-def objectness_map(feature_maps):
-    """EZ-VSL's object saliency: mean over channels of |features|, [B, h, w, C] -> [B, h, w]."""
-    return ops.mean(ops.abs(ops.cast(feature_maps, "float32")), axis=-1)
-
-
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class EZVSL(AVLocModel):
     """EZ-VSL model.
@@ -84,6 +79,7 @@ class EZVSL(AVLocModel):
         tau: temperature (0.03).
         backbone_kwargs: extra keyword arguments for both ResNet-18s.
         name: model name.
+        **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
 
     Example:
     >>> model = EZVSL()
@@ -95,18 +91,18 @@ class EZVSL(AVLocModel):
     loss_term_names = ("loss", "image_to_audio", "audio_to_image")
     default_learning_rate = 1e-4
     upsample_align_corners = True
+    display_name = "EZ-VSL"
 
     def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, name="ezvsl", **kwargs):
         super().__init__(name=name, **kwargs)
         self.embed_dim = embed_dim
         self.tau = tau
         self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.image_backbone = resnet18_backbone(3, 2, "image_resnet18", **self.backbone_kwargs)
-        image_inputs = keras.Input(shape=(None, None, 3), name="image")
-        projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection")(self.image_backbone(image_inputs))
-        self.image_encoder = keras.Model(image_inputs, projected, name="image_encoder")
-        self.audio_backbone = resnet18_backbone(1, 2, "audio_resnet18", **self.backbone_kwargs)
-        self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim)
+        dtype = self.dtype_policy
+        self.image_backbone = encoders.resnet18_backbone(3, 2, "image_resnet18", dtype=dtype, **self.backbone_kwargs)
+        self.image_encoder = encoders.projected_image_encoder(self.image_backbone, embed_dim, dtype=dtype)
+        self.audio_backbone = encoders.resnet18_backbone(1, 2, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
+        self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim, dtype=dtype)
 
     def compute_loss_terms(self, image_maps, audio_vecs):
         return ezvsl_loss_terms(image_maps, audio_vecs, tau=self.tau)

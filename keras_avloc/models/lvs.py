@@ -28,6 +28,7 @@ Both give the same loss whenever the diagonal similarities are positive (tested)
 import keras
 from keras import ops
 
+from keras_avloc.backbones import encoders
 from keras_avloc.models.base import AVLocModel
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
@@ -129,32 +130,6 @@ def lvs_loss(image_maps, audio_vecs, **kwargs):
     return lvs_loss_terms(image_maps, audio_vecs, **kwargs)["loss"]
 
 
-def build_audio_encoder(backbone, pooling="max", projection_dim=None, name="audio_encoder"):
-    """Audio encoder: backbone -> global pooling -> optional linear projection -> [B, C]."""
-    inputs = keras.Input(shape=(None, None, backbone.input_shape[-1]), name="audio")
-    features = backbone(inputs)
-    if pooling == "max":
-        vectors = keras.layers.GlobalMaxPooling2D(name="audio_max_pool")(features)
-    else:
-        vectors = keras.layers.GlobalAveragePooling2D(name="audio_avg_pool")(features)
-    if projection_dim:
-        vectors = keras.layers.Dense(projection_dim, name="audio_projection")(vectors)
-    return keras.Model(inputs, vectors, name=name)
-
-
-def resnet18_backbone(input_channels, layer4_stride, name, **resnet_kwargs):
-    """A `keras_avloc.backbones.ResNet18` accepting any spatial size."""
-    from keras_avloc.backbones import ResNet18
-
-    return ResNet18(
-        input_channels=input_channels,
-        layer4_stride=layer4_stride,
-        input_shape=(None, None, input_channels),
-        name=name,
-        **resnet_kwargs,
-    )
-
-
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class LVS(AVLocModel):
     """LVS model (Chen et al., CVPR 2021).
@@ -166,8 +141,9 @@ class LVS(AVLocModel):
         temperature: logit temperature (0.07).
         hard_negatives: use the hard-negative logit (True).
         diagonal: "mask" (default) or "official"; see the module docstring.
-        backbone_kwargs: extra keyword arguments for both ResNet-18s (e.g. a width option).
+        backbone_kwargs: extra keyword arguments for both ResNet-18s (e.g. `{"width": 16}`).
         name: model name.
+        **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
 
     Example:
     >>> model = LVS()
@@ -179,6 +155,7 @@ class LVS(AVLocModel):
     loss_term_names = ("loss", "positive", "easy_negative", "hard_negative")
     default_learning_rate = 1e-4
     upsample_align_corners = False
+    display_name = "LVS"
 
     def __init__(
         self,
@@ -200,10 +177,11 @@ class LVS(AVLocModel):
         self.hard_negatives = hard_negatives
         self.diagonal = diagonal
         self.backbone_kwargs = dict(backbone_kwargs or {})
-        self.image_backbone = resnet18_backbone(3, 1, "image_resnet18", **self.backbone_kwargs)
+        dtype = self.dtype_policy
+        self.image_backbone = encoders.resnet18_backbone(3, 1, "image_resnet18", dtype=dtype, **self.backbone_kwargs)
         self.image_encoder = self.image_backbone
-        self.audio_backbone = resnet18_backbone(1, 1, "audio_resnet18", **self.backbone_kwargs)
-        self.audio_encoder = build_audio_encoder(self.audio_backbone, pooling="max")
+        self.audio_backbone = encoders.resnet18_backbone(1, 1, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
+        self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", dtype=dtype)
 
     def compute_loss_terms(self, image_maps, audio_vecs):
         return lvs_loss_terms(
@@ -216,6 +194,11 @@ class LVS(AVLocModel):
             hard_negatives=self.hard_negatives,
             diagonal=self.diagonal,
         )
+
+    OFFICIAL_EVAL_SETTINGS = {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop", "strict_median": True}
+    """The official VGG-SS / Flickr test settings (test.py, datasets/dataloader.py, utils.py of the LVS
+    repository): Resize(224, bicubic) + CenterCrop(224), the first 10 s of audio (tiled when shorter),
+    heatmaps resized with cv2 INTER_LINEAR and binarised with `>` at the median."""
 
     def load_official_checkpoint(self, path):
         """Loads the official LVS checkpoint (`lvs_vggss.pth.tar`, or an `.npz` of its state dict).
@@ -233,13 +216,36 @@ class LVS(AVLocModel):
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
 
         state = read_state_dict(path)
-        missing = [prefix for prefix in ("imgnet.", "audnet.") if not any(key.startswith(prefix) for key in state)]
-        if missing:
-            raise ValueError(f"{path} is not an LVS checkpoint: no keys start with {', '.join(missing)}.")
+        _check_official_keys(path, state)
         return {
             "image": load_torch_state_dict(self.image_backbone, state, prefix="imgnet."),
             "audio": load_torch_state_dict(self.audio_backbone, state, prefix="audnet."),
         }
+
+    @classmethod
+    def from_official_checkpoint(cls, path, **kwargs):
+        """A complete LVS model with the official checkpoint's weights and the official test settings
+        (`OFFICIAL_EVAL_SETTINGS`), ready for `model.save("model.keras")`, `avloc evaluate` and
+        `avloc localize`. The backbone width is read from the checkpoint.
+
+        Args:
+            path: the official `.pth.tar` (needs torch) or an `.npz` of its state dict.
+            **kwargs: other LVS constructor arguments.
+
+        Returns:
+            (model, report) with `report` as in `load_official_checkpoint`.
+        """
+        from keras_avloc.backbones import read_state_dict
+        from keras_avloc.backbones.porting import infer_width, select_state_dict
+
+        state = read_state_dict(path)
+        _check_official_keys(path, state)
+        width = infer_width(select_state_dict(state, "imgnet.", source=path))
+        if width != 64:
+            kwargs.setdefault("backbone_kwargs", {"width": width})
+        kwargs.setdefault("eval_settings", dict(cls.OFFICIAL_EVAL_SETTINGS))
+        model = cls(**kwargs)
+        return model, model.load_official_checkpoint(path)
 
     def get_config(self):
         config = super().get_config()
@@ -256,3 +262,11 @@ class LVS(AVLocModel):
         )
         return config
 
+
+def _check_official_keys(path, state):
+    missing = [prefix for prefix in ("imgnet.", "audnet.") if not any(key.startswith(prefix) for key in state)]
+    if missing:
+        from keras_avloc.backbones.porting import StateDictMismatchError
+
+        raise StateDictMismatchError(f"{path} is not an LVS checkpoint: no keys start with {', '.join(missing)} "
+                                     "(expected the official lvs_vggss.pth.tar / lvs_soundnet.pth.tar layout).")

@@ -1,11 +1,10 @@
 """Heatmap figures (matplotlib, Agg backend, colour-blind-friendly `viridis`).
 
 Every function returns the matplotlib Figure and, given `path`, also writes it atomically (temporary
-file + os.replace), so an interrupted run never leaves a truncated PNG.
+file renamed into place, `keras_avloc.io.files`), so an interrupted run never leaves a truncated PNG.
 """
 
 import os
-import tempfile
 
 import matplotlib
 
@@ -13,22 +12,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from keras_avloc.io.files import atomic_output  # noqa: E402
+
 DEFAULT_CMAP = "viridis"
 
 
 def save_figure(figure, path, dpi=100):
     """Writes `figure` to `path` atomically (format from the extension, default PNG) and closes it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     extension = os.path.splitext(path)[1].lstrip(".") or "png"
-    handle, temporary = tempfile.mkstemp(prefix=".tmp_", suffix=f".{extension}", dir=directory)
-    os.close(handle)
     try:
-        figure.savefig(temporary, dpi=dpi, format=extension, bbox_inches="tight")
-        os.replace(temporary, path)
+        with atomic_output(path, suffix=f".{extension}") as temporary:
+            figure.savefig(temporary, dpi=dpi, format=extension, bbox_inches="tight")
     finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
         plt.close(figure)
     return path
 

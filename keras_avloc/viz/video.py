@@ -55,7 +55,7 @@ def write_overlay_video(path, frames_rgb, heatmaps, fps, audio=None, sample_rate
     """Writes an mp4 of the heatmaps blended on the frames with the original audio muxed back.
 
     Args:
-        path: output .mp4 (written atomically by `keras_avloc.data.media.write_video`).
+        path: output .mp4 (written atomically by `keras_avloc.io.media.write_video`).
         frames_rgb: uint8 [N, H, W, 3]; heatmaps: [M, h, w] (see `blend_frames`).
         fps: frame rate.
         audio: optional float wave [T] in [-1, 1] at `sample_rate`.
@@ -66,7 +66,7 @@ def write_overlay_video(path, frames_rgb, heatmaps, fps, audio=None, sample_rate
     Example:
         >>> write_overlay_video("out.mp4", frames, maps, 25, audio=wave)  # doctest: +SKIP
     """
-    from keras_avloc.data.media import write_video
+    from keras_avloc.io.media import write_video
 
     blended = blend_frames(frames_rgb, heatmaps, alpha=alpha, normalize=normalize)
     write_video(path, blended, fps, audio=audio, sample_rate=sample_rate)
@@ -75,7 +75,7 @@ def write_overlay_video(path, frames_rgb, heatmaps, fps, audio=None, sample_rate
 
 def overlay_video_file(video_path, heatmaps, out_path, sample_rate=16000, alpha=0.5):
     """Reads `video_path` (frames and audio), blends `heatmaps` and writes `out_path` with the audio."""
-    from keras_avloc.data.media import read_audio, read_frames
+    from keras_avloc.io.media import read_audio, read_frames
 
     frames, fps = read_frames(video_path)
     try:

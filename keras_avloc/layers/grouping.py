@@ -15,18 +15,19 @@ from keras import ops
 LAYER_NORM_EPSILON = 1e-5  # PyTorch nn.LayerNorm default, used by the reference model.
 
 
-def _dense(units, name, use_bias=True):
+def _dense(units, name, dtype=None, use_bias=True):
     return keras.layers.Dense(
         units,
         use_bias=use_bias,
         kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         bias_initializer="zeros",
         name=name,
+        dtype=dtype,
     )
 
 
-def _layer_norm(name):
-    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name)
+def _layer_norm(name, dtype=None):
+    return keras.layers.LayerNormalization(epsilon=LAYER_NORM_EPSILON, name=name, dtype=dtype)
 
 
 def _split_heads(x, num_heads):
@@ -113,16 +114,16 @@ class MultiHeadAttention(keras.layers.Layer):
     def __init__(self, dim, num_heads, fused_qkv=False, **kwargs):
         super().__init__(**kwargs)
         if dim % num_heads:
-            raise ValueError(f"avgn_layers.py: dim={dim} must be divisible by num_heads={num_heads}.")
+            raise ValueError(f"keras_avloc/layers/grouping.py: dim={dim} must be divisible by num_heads={num_heads}.")
         self.dim, self.num_heads, self.fused_qkv = dim, num_heads, fused_qkv
         self.scale = (dim // num_heads) ** -0.5
         if fused_qkv:
-            self.qkv = _dense(3 * dim, "qkv")
+            self.qkv = _dense(3 * dim, "qkv", self.dtype_policy)
         else:
-            self.q_proj = _dense(dim, "q_proj")
-            self.k_proj = _dense(dim, "k_proj")
-            self.v_proj = _dense(dim, "v_proj")
-        self.proj = _dense(dim, "proj")
+            self.q_proj = _dense(dim, "q_proj", self.dtype_policy)
+            self.k_proj = _dense(dim, "k_proj", self.dtype_policy)
+            self.v_proj = _dense(dim, "v_proj", self.dtype_policy)
+        self.proj = _dense(dim, "proj", self.dtype_policy)
 
     def build(self, input_shape=None):
         if self.fused_qkv:
@@ -186,10 +187,10 @@ class TransformerBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim, self.num_heads, self.mlp_ratio, self.drop_path_rate = dim, num_heads, mlp_ratio, drop_path
         self.norm1 = _layer_norm("norm1")
-        self.attn = MultiHeadAttention(dim, num_heads, fused_qkv=True, name="attn")
+        self.attn = MultiHeadAttention(dim, num_heads, fused_qkv=True, name="attn", dtype=self.dtype_policy)
         self.norm2 = _layer_norm("norm2")
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp")
-        self.drop_path = DropPath(drop_path, name="drop_path")
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp", dtype=self.dtype_policy)
+        self.drop_path = DropPath(drop_path, name="drop_path", dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         for layer in (self.norm1, self.norm2):
@@ -222,10 +223,10 @@ class CrossAttentionBlock(keras.layers.Layer):
     def __init__(self, dim, num_heads=8, mlp_ratio=4.0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.num_heads, self.mlp_ratio = dim, num_heads, mlp_ratio
-        self.attn = MultiHeadAttention(dim, num_heads, name="attn")
+        self.attn = MultiHeadAttention(dim, num_heads, name="attn", dtype=self.dtype_policy)
         self.norm2 = _layer_norm("norm2")
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp")
-        self.norm_post = _layer_norm("norm_post")
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp", dtype=self.dtype_policy)
+        self.norm_post = _layer_norm("norm_post", self.dtype_policy)
 
     def build(self, input_shape=None):
         self.attn.build()
@@ -270,10 +271,10 @@ class GroupAssignment(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim, self.hard, self.gumbel_tau, self.assign_eps, self.seed = dim, hard, gumbel_tau, assign_eps, seed
         self.scale = dim ** -0.5
-        self.q_proj = _dense(dim, "q_proj")
-        self.k_proj = _dense(dim, "k_proj")
-        self.v_proj = _dense(dim, "v_proj")
-        self.proj = _dense(dim, "proj")
+        self.q_proj = _dense(dim, "q_proj", self.dtype_policy)
+        self.k_proj = _dense(dim, "k_proj", self.dtype_policy)
+        self.v_proj = _dense(dim, "v_proj", self.dtype_policy)
+        self.proj = _dense(dim, "proj", self.dtype_policy)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape=None):
@@ -326,14 +327,15 @@ class GroupingBlock(keras.layers.Layer):
     def __init__(self, dim, num_groups, num_heads=8, hard=False, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.num_groups, self.num_heads, self.hard, self.seed = dim, num_groups, num_heads, hard, seed
-        self.norm_tokens = _layer_norm("norm_tokens")
-        self.mlp_inter = Mlp(num_groups, int(0.5 * dim), num_groups, name="mlp_inter")
-        self.norm_post_tokens = _layer_norm("norm_post_tokens")
-        self.norm_x = _layer_norm("norm_x")
-        self.pre_assign_attn = CrossAttentionBlock(dim, num_heads, 4.0, name="pre_assign_attn")
-        self.assign = GroupAssignment(dim, hard=hard, seed=seed, name="assign")
-        self.norm_new_x = _layer_norm("norm_new_x")
-        self.mlp_channels = Mlp(dim, 4 * dim, dim, name="mlp_channels")
+        self.norm_tokens = _layer_norm("norm_tokens", self.dtype_policy)
+        self.mlp_inter = Mlp(num_groups, int(0.5 * dim), num_groups, name="mlp_inter", dtype=self.dtype_policy)
+        self.norm_post_tokens = _layer_norm("norm_post_tokens", self.dtype_policy)
+        self.norm_x = _layer_norm("norm_x", self.dtype_policy)
+        self.pre_assign_attn = CrossAttentionBlock(dim, num_heads, 4.0, name="pre_assign_attn",
+                                                   dtype=self.dtype_policy)
+        self.assign = GroupAssignment(dim, hard=hard, seed=seed, name="assign", dtype=self.dtype_policy)
+        self.norm_new_x = _layer_norm("norm_new_x", self.dtype_policy)
+        self.mlp_channels = Mlp(dim, 4 * dim, dim, name="mlp_channels", dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         for layer in (self.norm_tokens, self.norm_post_tokens, self.norm_x, self.norm_new_x):
@@ -381,9 +383,10 @@ class GroupingEncoder(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim, self.num_groups, self.depth, self.num_heads = dim, num_groups, depth, num_heads
         self.mlp_ratio, self.drop_path, self.hard, self.seed = mlp_ratio, drop_path, hard, seed
-        self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, drop_path, name=f"blocks_{i}")
-                       for i in range(depth)]
-        self.grouping = GroupingBlock(dim, num_groups, num_heads, hard=hard, seed=seed, name="grouping")
+        self.blocks = [TransformerBlock(dim, num_heads, mlp_ratio, drop_path, name=f"blocks_{i}",
+                                        dtype=self.dtype_policy) for i in range(depth)]
+        self.grouping = GroupingBlock(dim, num_groups, num_heads, hard=hard, seed=seed, name="grouping",
+                                      dtype=self.dtype_policy)
 
     def build(self, input_shape=None):
         for block in self.blocks:

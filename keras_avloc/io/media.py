@@ -15,77 +15,21 @@ import contextlib
 import fractions
 import math
 import os
-import re
 import shutil
 import struct
 import subprocess
-import uuid
 
 import numpy as np
 
+from keras_avloc.io import paths
+from keras_avloc.io.errors import AvlocError
+from keras_avloc.io.files import atomic_output
+
 SOUNDFILE_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".oga", ".aif", ".aiff"}
-TEMP_MARKER = ".avloc-tmp"
-_SAFE_FILE_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}$")
 
 
-class MediaError(ValueError):
+class MediaError(AvlocError, ValueError):
     """A media file is missing, empty, truncated or not decodable. The message names the file."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Atomic writes
-# --------------------------------------------------------------------------------------------------
-
-
-def temp_path_for(path):
-    """A unique hidden temporary path in the same directory as `path` (same filesystem → atomic rename).
-
-    The name contains `TEMP_MARKER` and the writer's pid, so stale temporaries left by a killed process
-    can be recognised and removed (`remove_stale_temp_files`).
-    """
-    directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_MARKER}")
-
-
-@contextlib.contextmanager
-def atomic_output(path):
-    """Yields a temporary path; on success renames it to `path`, on error deletes it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    tmp = temp_path_for(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temp_files(directory):
-    """Deletes temporaries from `atomic_output` whose writer process is gone. Returns how many."""
-    removed = 0
-    if not os.path.isdir(directory):
-        return 0
-    for name in os.listdir(directory):
-        if not name.endswith(TEMP_MARKER):
-            continue
-        parts = name.split(".")
-        pid = int(parts[-3]) if len(parts) >= 4 and parts[-3].isdigit() else None
-        if pid is not None and _pid_alive(pid):
-            continue
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(directory, name))
-            removed += 1
-    return removed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,31 +128,74 @@ def _read_with_pyav(path):
 
 
 def resample_audio(wave, source_rate, target_rate):
-    """Polyphase resampling (scipy.signal.resample_poly) of a 1-D float wave."""
+    """Band-limited resampling of a 1-D float wave (libsoxr "HQ", librosa's default resampler).
+
+    Returns the input unchanged when the rates agree; float32 otherwise.
+    """
     if int(source_rate) == int(target_rate):
-        return wave
-    from scipy.signal import resample_poly
+        return np.asarray(wave, np.float32)
+    import soxr
 
-    divisor = math.gcd(int(source_rate), int(target_rate))
-    return resample_poly(wave, int(target_rate) // divisor, int(source_rate) // divisor).astype(np.float32)
+    return np.asarray(soxr.resample(np.asarray(wave, np.float32), int(source_rate), int(target_rate), "HQ"), np.float32)
 
 
-def read_audio(path, sample_rate=16000):
+def centre_clip(wave, sample_rate, clip_seconds):
+    """EZ-VSL clip selection: start = max(duration/2 - clip/2, 0); shorter waves are tiled; clipped to [-1, 1].
+
+    Args:
+        wave: float32 [T] mono wave.
+        sample_rate: its rate.
+        clip_seconds: output length in seconds.
+
+    Returns:
+        float32 [int(round(sample_rate * clip_seconds))].
+    """
+    length = int(round(sample_rate * clip_seconds))
+    duration = wave.shape[0] / float(sample_rate)
+    start = int(max(duration / 2.0 - clip_seconds / 2.0, 0.0) * sample_rate)
+    clip = wave[start : start + length]
+    if clip.shape[0] < length:
+        clip = np.tile(clip, int(length / clip.shape[0]) + 1)
+    return np.clip(clip[:length], -1.0, 1.0).astype(np.float32)
+
+
+def _read_soundfile_section(path, clip_seconds):
+    """[C, T] samples around the middle of a soundfile-readable file (only the centred clip is decoded)."""
+    import soundfile
+
+    if os.path.splitext(path)[1].lower() in (".wav", ".wave"):
+        _check_wav_not_truncated(path)
+    try:
+        info = soundfile.info(path)
+        rate, frames = int(info.samplerate), int(info.frames)
+        start = int(max(frames / float(rate) / 2.0 - clip_seconds / 2.0, 0.0) * rate)
+        data = soundfile.read(path, start=start, frames=int(np.ceil(clip_seconds * rate)), dtype="float32",
+                              always_2d=True)[0]
+    except (RuntimeError, soundfile.LibsndfileError) as err:
+        raise MediaError(f"{path}: cannot decode audio ({err})") from err
+    return data.T, rate
+
+
+def read_audio(path, sample_rate=16000, clip_seconds=None):
     """Reads any audio file or video's audio track as mono float32 at `sample_rate`.
 
     wav/flac/ogg/aiff are read with soundfile, anything else (mp4, mkv, webm, m4a, ...) with PyAV.
-    Stereo is downmixed by averaging the channels; other rates are resampled with
-    `scipy.signal.resample_poly`.
+    Stereo is downmixed by averaging the channels; other rates are resampled with libsoxr
+    (`resample_audio`).
 
     Args:
         path: audio or video file.
         sample_rate: output rate in Hz.
+        clip_seconds: None for the whole file; otherwise the centred clip of that length (`centre_clip`:
+            EZ-VSL's selection, tiled when the file is shorter). For soundfile formats only that clip is
+            decoded.
 
     Returns:
         np.float32 [T] in [-1, 1].
 
     Raises:
-        MediaError: the file is missing, empty, truncated, has no audio stream or cannot be decoded.
+        MediaError: the file is missing, empty, truncated, has no audio stream, cannot be decoded or holds
+            NaN / infinite samples.
 
     Example:
         >>> wave = read_audio("datasets/vggss/audio/zpWuikVorYg_000032.wav")  # doctest: +SKIP
@@ -217,17 +204,20 @@ def read_audio(path, sample_rate=16000):
     """
     path = os.fspath(path)
     _check_readable(path)
-    if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTENSIONS:
+    soundfile_format = os.path.splitext(path)[1].lower() in SOUNDFILE_EXTENSIONS
+    if soundfile_format and clip_seconds is not None:
+        channels, rate = _read_soundfile_section(path, clip_seconds)
+    elif soundfile_format:
         channels, rate = _read_with_soundfile(path)
     else:
         channels, rate = _read_with_pyav(path)
     if channels.shape[1] == 0:
         raise MediaError(f"{path}: contains no audio samples (empty); re-extract it")
-    wave = channels.mean(axis=0).astype(np.float32)
+    wave = channels.mean(axis=0).astype(np.float32) if channels.shape[0] > 1 else channels[0].astype(np.float32)
     if not np.all(np.isfinite(wave)):
         raise MediaError(f"{path}: audio contains NaN or infinite samples")
-    wave = resample_audio(wave, rate, sample_rate)
-    return np.clip(wave, -1.0, 1.0).astype(np.float32)
+    wave = np.clip(resample_audio(wave, rate, sample_rate), -1.0, 1.0).astype(np.float32)
+    return wave if clip_seconds is None else centre_clip(wave, sample_rate, clip_seconds)
 
 
 def write_wav(path, wave, sample_rate=16000):
@@ -256,19 +246,94 @@ def write_wav(path, wave, sample_rate=16000):
 # --------------------------------------------------------------------------------------------------
 
 
-def read_image(path):
-    """Reads a JPEG/PNG as RGB uint8 [H, W, 3]; corrupt or truncated files raise `MediaError`."""
+LARGE_IMAGE_PIXELS = 4096 * 4096
+"""Images with more pixels than this are decoded at reduced size when the caller needs fewer pixels.
+Images beyond PIL's decompression-bomb limit (`PIL.Image.MAX_IMAGE_PIXELS` x 2, about 179 million
+pixels) are refused with a `MediaError`."""
+
+
+def open_image(source, min_side=None, name=None):
+    """Decodes a JPEG/PNG into a fully loaded RGB `PIL.Image`; corrupt or truncated data raise `MediaError`.
+
+    Args:
+        source: a path, or the encoded bytes (e.g. from a TFRecord).
+        min_side: the smallest side the caller will use (e.g. the model's input size). An image of more
+            than `LARGE_IMAGE_PIXELS` pixels is then decoded at reduced size (JPEG DCT scaling, or a
+            box-filter reduction for other formats) keeping its short side at least `2 * min_side`, so a
+            10000 x 10000 photo costs megabytes, not gigabytes. Ordinary frames (up to 4K) are always
+            decoded in full, exactly as the published pipelines do.
+        name: how to call bytes input in messages.
+
+    Returns:
+        `PIL.Image.Image` in mode "RGB".
+    """
+    import io
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label, stream = name or "image bytes", io.BytesIO(bytes(source))
+    else:
+        label = stream = os.fspath(source)
+        _check_readable(label)
+    try:
+        with warnings.catch_warnings(), Image.open(stream) as image:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large images are reduced below
+            width, height = image.size
+            if min_side and width * height > LARGE_IMAGE_PIXELS:
+                factor = max(1, min(width, height) // (2 * int(min_side)))
+                if factor > 1:
+                    image.draft("RGB", (max(1, width // factor), max(1, height // factor)))  # JPEG: scaled DCT
+                    image.load()
+                    if min(image.size) > 4 * int(min_side):  # not a JPEG (draft did nothing): reduce after decoding
+                        image = image.reduce(max(1, min(image.size) // (2 * int(min_side))))
+            image.load()  # forces a full decode: truncated JPEGs fail here
+            return image.convert("RGB") if image.mode != "RGB" else image.copy()
+    except Image.DecompressionBombError as err:
+        raise MediaError(f"{label}: image too large to decode safely ({err}); resize it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise MediaError(f"{label}: corrupt or truncated image ({err}); re-extract the frame") from err
+
+
+def read_image(source, min_side=None, name=None):
+    """`open_image` as an RGB uint8 array [H, W, 3] (see `open_image` for the arguments)."""
+    return np.asarray(open_image(source, min_side, name), dtype=np.uint8)
+
+
+def read_image_cv2(path):
+    """RGB uint8 [H, W, 3] decoded by OpenCV (libjpeg-turbo; faster, pixels differ slightly from PIL).
+
+    Raises:
+        MediaError: missing, empty, truncated (no JPEG end-of-image marker) or undecodable file.
+    """
+    import cv2
 
     path = os.fspath(path)
     _check_readable(path)
-    try:
-        with Image.open(path) as image:
-            image.load()  # forces a full decode: truncated JPEGs fail here
-            rgb = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise MediaError(f"{path}: corrupt or truncated image ({err}); re-extract the frame") from err
-    return rgb
+    data = np.fromfile(path, np.uint8)
+    if data[:2].tobytes() == b"\xff\xd8" and b"\xff\xd9" not in data[-1024:].tobytes():
+        # libjpeg would decode a truncated JPEG into a half-grey frame without complaint.
+        raise MediaError(f"{path}: truncated JPEG (no end-of-image marker); re-extract the frame")
+    bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise MediaError(f"{path}: corrupt or undecodable image; re-extract the frame")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path, size=None):
+    """Reads an 8-bit mask PNG as bool [H, W] (pixel > 127 = object), optionally resized (nearest) to
+    `size` x `size`.
+
+    Raises:
+        MediaError: missing, empty or undecodable file.
+    """
+    from PIL import Image
+
+    grey = read_image(path)[..., 0]
+    if size is not None and grey.shape != (size, size):
+        grey = np.asarray(Image.fromarray(grey).resize((int(size), int(size)), Image.NEAREST))
+    return grey > 127
 
 
 def write_jpg(path, rgb, quality=95):
@@ -291,6 +356,18 @@ def write_jpg(path, rgb, quality=95):
     ok, encoded = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:
         raise MediaError(f"{path}: JPEG encoding failed for an image of shape {rgb.shape}")
+    with atomic_output(path) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(encoded.tobytes())
+
+
+def write_png(path, mask):
+    """Writes a boolean mask [H, W] as an 8-bit PNG (255 = object), atomically."""
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", np.where(np.asarray(mask), 255, 0).astype(np.uint8))
+    if not ok:
+        raise MediaError(f"{path}: PNG encoding failed for a mask of shape {np.shape(mask)}")
     with atomic_output(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(encoded.tobytes())
@@ -526,28 +603,27 @@ def write_video(path, frames_rgb, fps, audio=None, sample_rate=16000):
 
 
 def check_file_id(file_id):
-    """Returns `file_id` if it is a safe file name stem (no separators, no '..', no leading dot)."""
-    if not isinstance(file_id, str) or not _SAFE_FILE_ID.fullmatch(file_id) or ".." in file_id:
-        raise MediaError(
-            f"invalid clip id {file_id!r}: use letters, digits, '_', '-' and '.' only (no path separators)"
-        )
-    return file_id
+    """Returns `file_id` if it is a safe clip id (`keras_avloc.io.paths`); raises `MediaError` otherwise."""
+    try:
+        return paths.check_file_id(file_id)
+    except paths.UnsafePathError as err:
+        raise MediaError(str(err)) from None
 
 
 def clip_output_paths(root, file_id, keep_video=False):
     """{"frame": ROOT/frames/<id>.jpg, "audio": ROOT/audio/<id>.wav[, "video": ROOT/video/<id>.mp4]}."""
     check_file_id(file_id)
     root = os.path.abspath(os.fspath(root))
-    paths = {
+    outputs = {
         "frame": os.path.join(root, "frames", f"{file_id}.jpg"),
         "audio": os.path.join(root, "audio", f"{file_id}.wav"),
     }
     if keep_video:
-        paths["video"] = os.path.join(root, "video", f"{file_id}.mp4")
-    for path in paths.values():
-        if os.path.commonpath([root, os.path.realpath(path)]) != os.path.realpath(root):
+        outputs["video"] = os.path.join(root, "video", f"{file_id}.mp4")
+    for path in outputs.values():
+        if not paths.is_inside(root, path):
             raise MediaError(f"output path {path} escapes the dataset root {root}")
-    return paths
+    return outputs
 
 
 def clip_is_complete(root, file_id, keep_video=False):

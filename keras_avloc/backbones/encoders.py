@@ -1,0 +1,64 @@
+"""Encoders shared by the methods: ResNet-18 image and audio encoders with pooling and projections.
+
+Every builder takes `dtype` (a dtype policy) and passes it to each layer it creates, so a model built in
+bf16 holds bf16 layers and rebuilds identically from its config whatever the global policy is then.
+
+Example:
+>>> image = projected_image_encoder(resnet18_backbone(3, 2, "image_resnet18"), embed_dim=512)  # doctest: +SKIP
+>>> audio = audio_encoder(resnet18_backbone(1, 2, "audio_resnet18"), projection_dim=512)  # doctest: +SKIP
+"""
+
+import keras
+
+
+def resnet18_backbone(input_channels, layer4_stride, name, dtype=None, **resnet_kwargs):
+    """A `keras_avloc.backbones.ResNet18` accepting any spatial size.
+
+    Args:
+        input_channels: 3 (RGB) or 1 (spectrogram).
+        layer4_stride: 1 (LVS, 14 x 14 at 224 px) or 2 (EZ-VSL / AVGN, 7 x 7).
+        name: model name ("image_resnet18", "audio_resnet18").
+        dtype: dtype policy of its layers.
+        **resnet_kwargs: e.g. `width=16`.
+    """
+    from keras_avloc.backbones.resnet import ResNet18
+
+    return ResNet18(input_channels=input_channels, layer4_stride=layer4_stride,
+                    input_shape=(None, None, input_channels), name=name, dtype=dtype, **resnet_kwargs)
+
+
+def audio_encoder(backbone, pooling="max", projection_dim=None, name="audio_encoder", dtype=None):
+    """Spectrogram encoder: backbone -> global max (or average) pool -> optional linear projection.
+
+    Args:
+        backbone: a Keras model [B, F, T, C] -> [B, f, t, D].
+        pooling: "max" (LVS, EZ-VSL, AVGN) or "avg".
+        projection_dim: size of a final Dense layer (EZ-VSL / AVGN: 512); None for none (LVS).
+        name: model name.
+        dtype: dtype policy of the new layers.
+
+    Returns:
+        keras.Model [B, F, T, C] -> [B, projection_dim or D].
+    """
+    if pooling not in ("max", "avg"):
+        raise ValueError(f"audio_encoder: pooling must be 'max' or 'avg', got {pooling!r}.")
+    inputs = keras.Input(shape=(None, None, backbone.input_shape[-1]), name="audio")
+    features = backbone(inputs)
+    if pooling == "max":
+        vectors = keras.layers.GlobalMaxPooling2D(name="audio_max_pool", dtype=dtype)(features)
+    else:
+        vectors = keras.layers.GlobalAveragePooling2D(name="audio_avg_pool", dtype=dtype)(features)
+    if projection_dim:
+        vectors = keras.layers.Dense(projection_dim, name="audio_projection", dtype=dtype)(vectors)
+    return keras.Model(inputs, vectors, name=name)
+
+
+def projected_image_encoder(backbone, embed_dim, name="image_encoder", dtype=None):
+    """Image encoder: backbone -> 1x1 convolution (with bias) to `embed_dim` channels (EZ-VSL, AVGN).
+
+    Returns:
+        keras.Model [B, H, W, 3] -> [B, h, w, embed_dim].
+    """
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    projected = keras.layers.Conv2D(embed_dim, 1, name="image_projection", dtype=dtype)(backbone(inputs))
+    return keras.Model(inputs, projected, name=name)

@@ -1,0 +1,52 @@
+"""Argument types for the `avloc` subcommands: every numeric option is range-checked by argparse, so a bad
+value ends in `avloc train: error: argument --batch-size: must be an integer >= 2, got '0'` (exit 2)."""
+
+import argparse
+import math
+
+
+def integer(minimum=None, maximum=None):
+    """An argparse `type` accepting integers in [minimum, maximum]."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be an integer <= {maximum}, got {text!r}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(minimum=None, maximum=None, above=None):
+    """An argparse `type` accepting finite floats >= minimum (or > above) and <= maximum."""
+
+    def parse(text):
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum:g}, got {text!r}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be > {above:g}, got {text!r}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be <= {maximum:g}, got {text!r}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+IMAGE_SIZE = integer(32, 4096)
+CLIP_SECONDS = number(minimum=0.1, maximum=600.0)
+SAMPLE_RATE = integer(1000, 384000)
+WORKERS = integer(1, 256)
+SEED = integer(0, 2**31 - 1)

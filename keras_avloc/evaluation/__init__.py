@@ -1,0 +1,29 @@
+"""Evaluation: run a model (or read saved heatmaps) over a dataset split and score it with a published
+protocol, next to the no-learning baselines.
+
+Example:
+>>> from keras_avloc.evaluation import evaluate_model
+>>> metrics = evaluate_model(model, "datasets/stamps", split="test", protocol="stamps", out_dir="runs/eval")  # doctest: +SKIP
+"""
+
+from keras_avloc.evaluation.report import (
+    EvaluationError,
+    evaluate_heatmaps,
+    evaluate_model,
+    load_heatmaps_npz,
+    match_predicted_sources,
+    mixture_maps,
+    record_ground_truth,
+    results_table,
+)
+
+__all__ = [
+    "EvaluationError",
+    "evaluate_heatmaps",
+    "evaluate_model",
+    "load_heatmaps_npz",
+    "match_predicted_sources",
+    "mixture_maps",
+    "record_ground_truth",
+    "results_table",
+]

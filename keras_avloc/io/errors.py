@@ -1,0 +1,9 @@
+"""`AvlocError`: the base of every error keras-avloc raises for bad input.
+
+Each subclass (MediaError, AnnotationError, TrainingError, EvaluationError, ModelFileError, ...) carries a
+message that names the file or option and the fix; the `avloc` command prints it without a traceback.
+"""
+
+
+class AvlocError(Exception):
+    """Bad input, explained: the message names what is wrong (a file, an entry, an option) and the fix."""

@@ -1,0 +1,348 @@
+"""`train(...)`: the Python API behind `avloc train` (model.fit with checkpoints, resume and logs).
+
+Output folder layout (`out_dir`):
+    model.keras          the model after the last finished epoch (written atomically)
+    backup/              BackupAndRestore state; a killed run resumes from its last finished epoch
+    heatmaps/            epoch_NNN.png: heatmap overlays of a fixed (validation) batch after each epoch
+    logs/                TensorBoard scalars and heatmap images when tensorboard is installed
+    training_log.csv     one row per epoch (appended across resumes)
+    train_state.json     the run's settings and the number of completed epochs
+
+Resuming: re-running `train` with the same `out_dir` continues the run (from `backup/` after a crash or
+kill, from `model.keras` when `epochs` was raised). Every setting that shapes the model or its data is
+recorded in `train_state.json` (method, model arguments, sizes, clip length, precision, the data's
+fingerprint, the initial weights' fingerprint, ...) and must match: only `epochs` may grow. A run with
+other settings is refused with the list of differences; use another `out_dir`, or `overwrite=True`
+(`--overwrite`) to start afresh.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+from keras_avloc.io.errors import AvlocError
+from keras_avloc.models.registry import get_method_class, normalize_name
+
+RUN_OUTPUTS = ("model.keras", "backup", "heatmaps", "logs", "training_log.csv", "train_state.json")
+"""What `train` writes into `out_dir` (and all that `overwrite=True` removes)."""
+
+
+class TrainingError(AvlocError, ValueError):
+    """A user-fixable problem with the training arguments or data (message names the fix)."""
+
+
+def _first_batch(dataset):
+    for x, _ in dataset.take(1):
+        return x["image"].numpy(), x["audio"].numpy()
+    raise TrainingError("the dataset is empty; check the split file and --batch-size (drop_remainder drops small splits).")
+
+
+def read_state(path):
+    """The JSON in `path`, or None when it is missing or unreadable."""
+    try:
+        with open(path) as handle:
+            state = json.load(handle)
+        return state if isinstance(state, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def file_fingerprint(paths):
+    """sha256 (16 hex digits) over the bytes of the existing files among `paths`, or None if none exist."""
+    digest, found = hashlib.sha256(), False
+    for path in paths:
+        if path and os.path.isfile(path):
+            found = True
+            digest.update(os.path.basename(path).encode())
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16] if found else None
+
+
+def data_fingerprint(data_root, splits):
+    """Fingerprint of a dataset for resume checks: its split files (and classes.txt / the stamps build id)."""
+    if data_root is None:
+        return None
+    names = [f"{split}.json" for split in splits if split] + ["classes.txt", os.path.join(".parts", "params.json")]
+    return file_fingerprint([os.path.join(data_root, name) for name in names])
+
+
+def settings_differences(recorded, wanted):
+    """[(key, recorded value, wanted value)] for every setting that differs (`epochs` never counts)."""
+    differences = []
+    for key in sorted(set(recorded) | set(wanted)):
+        if key == "epochs":
+            continue
+        old, new = recorded.get(key, "<not recorded>"), wanted.get(key, "<not recorded>")
+        if json.loads(json.dumps(old)) != json.loads(json.dumps(new)):
+            differences.append((key, old, new))
+    return differences
+
+
+def check_resume(out_dir, state, settings):
+    """Raises TrainingError when `out_dir` holds a run made with other settings (see the module docstring)."""
+    recorded = (state or {}).get("settings")
+    if not isinstance(recorded, dict):
+        raise TrainingError(f"{out_dir} holds a training run without recorded settings "
+                            f"({os.path.join(out_dir, 'train_state.json')}); use a new --out, or --overwrite to "
+                            "start afresh.")
+    differences = settings_differences(recorded, settings)
+    if differences:
+        listed = "; ".join(f"{key}: {old!r} there, {new!r} now" for key, old, new in differences)
+        raise TrainingError(f"{out_dir} holds a run trained with other settings ({listed}). Only --epochs may "
+                            "change when resuming: pass a new --out folder, or --overwrite to start that run afresh.")
+
+
+def remove_run(out_dir):
+    """Deletes what `train` wrote into `out_dir` (`RUN_OUTPUTS`), leaving any other file alone."""
+    for name in RUN_OUTPUTS:
+        path = os.path.join(out_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def build_training_model(method, mixed_precision=None, init_image_weights=None, freeze_image_encoder=False,
+                         learning_rate=None, model_kwargs=None, run_eagerly=False):
+    """Builds and compiles a model for training.
+
+    Args:
+        method: a registered method name (see `keras_avloc.models.method_names`).
+        mixed_precision: None or "bf16" (mixed_bfloat16 layers: bf16 compute, float32 weights and losses);
+            recorded in the model's config, so it reloads as bf16.
+        init_image_weights: `.weights.h5` of a `keras_avloc.backbones.ResNet18` (e.g. ImageNet weights
+            ported with `avloc port-weights`) loaded into the image backbone.
+        freeze_image_encoder: keep the image backbone fixed (its batch norms run in inference mode).
+        learning_rate: Adam learning rate (default: the method's, 1e-4).
+        model_kwargs: extra constructor arguments (e.g. {"backbone_kwargs": {"width": 8}}).
+        run_eagerly: skip tf.function tracing (slower steps, ~30 s faster start; for debugging and tiny runs).
+
+    Returns:
+        A compiled model.
+    """
+    import keras
+
+    from keras_avloc.models import build_model
+
+    if mixed_precision not in (None, "bf16", "mixed_bfloat16"):
+        raise TrainingError(f"--mixed-precision must be 'bf16' (or omitted), got {mixed_precision!r}.")
+    model_kwargs = dict(model_kwargs or {})
+    if mixed_precision:
+        model_kwargs["dtype"] = "mixed_bfloat16"
+    model = build_model(method, **model_kwargs)
+    if init_image_weights:
+        if not os.path.isfile(init_image_weights):
+            raise TrainingError(
+                f"{init_image_weights}: no such file; create it with `avloc port-weights` or "
+                "`avloc pretrain-image` (a .weights.h5 of keras_avloc.backbones.ResNet18)."
+            )
+        try:
+            model.image_backbone.load_weights(init_image_weights)
+        except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
+            raise TrainingError(
+                f"{init_image_weights} does not fit the {method} image backbone "
+                f"(layer4_stride={model.image_backbone.layer4_stride}, width={model.image_backbone.width}): {err}"
+            ) from err
+    if freeze_image_encoder:
+        model.image_backbone.trainable = False
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate or model.default_learning_rate)
+    model.compile(optimizer=optimizer, run_eagerly=bool(run_eagerly))
+    return model
+
+
+def _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate):
+    if int(epochs) < 1:
+        raise TrainingError(f"--epochs must be at least 1, got {epochs}.")
+    if int(batch_size) < 2:
+        raise TrainingError(f"--batch-size must be at least 2 (the contrastive losses need other clips as "
+                            f"negatives), got {batch_size}.")
+    if int(image_size) < 32:
+        raise TrainingError(f"--image-size must be at least 32 pixels, got {image_size}.")
+    if not float(clip_seconds) > 0:
+        raise TrainingError(f"--clip-seconds must be positive, got {clip_seconds}.")
+    if learning_rate is not None and not float(learning_rate) > 0:
+        raise TrainingError(f"--lr must be positive, got {learning_rate}.")
+
+
+def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split="train", val_split=None,
+          learning_rate=None, image_size=224, clip_seconds=3.0, mixed_precision=None, init_image_weights=None,
+          freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
+          verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False):
+    """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
+
+    Args:
+        method: method name (see `keras_avloc.models.method_names`).
+        data_root: dataset folder in the keras-avloc layout (ignored when `dataset` is given).
+        out_dir: output folder (see the module docstring).
+        epochs: total number of epochs (a resumed run continues up to this number).
+        batch_size: batch size.
+        split: training split name (`ROOT/<split>.json`).
+        val_split: optional validation split (evaluated each epoch, its first batch drawn to TensorBoard).
+        learning_rate: Adam learning rate (default 1e-4 as the papers).
+        image_size: square image side (224 in the papers; any multiple of 32 works).
+        clip_seconds: audio length (3 s -> 257 x 200 spectrograms).
+        mixed_precision: None or "bf16".
+        init_image_weights: ResNet-18 `.weights.h5` for the image backbone.
+        freeze_image_encoder: train only the audio side (and heads).
+        model_kwargs: extra model constructor arguments, e.g. {"backbone_kwargs": {"width": 8}}.
+        dataset: a ready `tf.data.Dataset` of (x, y) batches to train on instead of `data_root`.
+        val_dataset: a ready validation dataset.
+        seed: random seed (weights, shuffling, augmentation).
+        verbose: `model.fit` verbosity (1 = progress bar).
+        heatmap_every: log heatmap images every this many epochs.
+        on_error: unreadable samples: "skip" (counted and reported) or "raise".
+        run_eagerly: run the steps eagerly (no tracing; for debugging and tiny runs).
+        mix_sources: 0 or 2 sources per training (and validation) clip when building datasets from
+            `data_root`; default: the method's `default_mix_sources` (AVGN: 2, random mixtures of two
+            classes whose frame is the first source's). Methods with `needs_class_names` also get
+            `class_names=dataset.class_list` unless `model_kwargs` gives `class_names` or `num_classes`.
+        overwrite: delete a previous run in `out_dir` (only the files `train` writes) instead of resuming it.
+
+    Returns:
+        (model, history): the trained model and the `keras.callbacks.History` of this run (None when
+        the run had already finished).
+
+    Raises:
+        TrainingError: bad arguments, or `out_dir` holds a run with other settings (the message lists them).
+
+    Example:
+    >>> model, history = train("lvs", "datasets/stamps", "runs/lvs", epochs=5, batch_size=8)  # doctest: +SKIP
+    """
+    import keras
+
+    from keras_avloc.io.files import check_output_folder
+    from keras_avloc.models import load_model
+    from keras_avloc.training.callbacks import AtomicModelCheckpoint, HeatmapImages, TrainingState, tensorboard_available
+
+    _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate)
+    method = normalize_name(method)
+    try:
+        model_class = get_method_class(method)
+    except ValueError as err:
+        raise TrainingError(str(err)) from None
+    if mix_sources is None:
+        mix_sources = model_class.default_mix_sources
+    if int(mix_sources) not in (0, 2):
+        raise TrainingError(f"--mix-sources must be 0 or 2, got {mix_sources}.")
+    mix_sources = int(mix_sources)
+    try:
+        check_output_folder(out_dir)
+    except NotADirectoryError as err:
+        raise TrainingError(str(err)) from None
+    if dataset is None and data_root is None:
+        raise TrainingError("pass --data ROOT (a dataset folder with frames/, audio/ and <split>.json).")
+    model_path = os.path.join(out_dir, "model.keras")
+    backup_dir = os.path.join(out_dir, "backup")
+    state_path = os.path.join(out_dir, "train_state.json")
+    settings = {
+        "method": method, "split": split, "val_split": val_split, "batch_size": int(batch_size),
+        "learning_rate": learning_rate, "image_size": int(image_size), "clip_seconds": float(clip_seconds),
+        "mixed_precision": "bf16" if mixed_precision else None,
+        "init_image_weights": file_fingerprint([init_image_weights]) if init_image_weights else None,
+        "freeze_image_encoder": bool(freeze_image_encoder), "model_kwargs": dict(model_kwargs or {}),
+        "seed": seed, "mix_sources": mix_sources,
+        "data": data_fingerprint(data_root, [split, val_split]) if dataset is None else "<dataset given in Python>",
+    }
+    details = {"data_root": None if data_root is None else os.path.abspath(data_root),
+               "init_image_weights_path": init_image_weights}
+
+    state = read_state(state_path)
+    if overwrite and (state is not None or os.path.exists(model_path) or os.path.isdir(backup_dir)):
+        print(f"--overwrite: removing the previous run in {out_dir}")
+        remove_run(out_dir)
+        state = None
+    if state is None and (os.path.exists(model_path) or os.path.isdir(backup_dir)):
+        raise TrainingError(f"{out_dir} holds {'model.keras' if os.path.exists(model_path) else 'backup/'} but no "
+                            "train_state.json, so it cannot be resumed safely; use a new --out, or --overwrite.")
+    continue_from = 0
+    if state is not None:
+        check_resume(out_dir, state, settings)
+        completed = int(state.get("completed_epochs", 0))
+        if not os.path.isdir(backup_dir) and os.path.isfile(model_path):
+            if completed >= int(epochs):
+                print(f"{model_path} already finished {completed} epochs; nothing to do "
+                      f"(raise --epochs to train more, or use a new --out).")
+                return load_model(model_path), None
+            # A finished run asked for more epochs: continue from its saved model and optimizer state.
+            continue_from = completed
+    os.makedirs(out_dir, exist_ok=True)
+
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+    if dataset is None:
+        from keras_avloc.data import make_dataset
+
+        common = dict(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
+                      batch_size=batch_size, on_error=on_error)
+        # drop_remainder: the contrastive losses need at least two clips per batch.
+        dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
+                               mix_sources=mix_sources, **common)
+        if val_split and val_dataset is None:
+            val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
+                                       **common)
+    model_kwargs = _with_class_names(model_class, method, model_kwargs, dataset)
+    model_kwargs.setdefault("eval_settings", {"image_size": int(image_size), "clip_seconds": float(clip_seconds)})
+
+    if continue_from:
+        print(f"continuing {model_path} from epoch {continue_from} to {int(epochs)}")
+        model = load_model(model_path)
+        if run_eagerly:
+            model.run_eagerly = True
+    else:
+        model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
+                                     learning_rate, model_kwargs, run_eagerly)
+    sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
+    model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
+
+    state_callback = TrainingState(state_path, extra={"settings": settings, "details": details},
+                                   initial_epochs=int((state or {}).get("completed_epochs", 0)))
+    state_callback.write()  # settings are on disk before the first step, so even a first-epoch crash is checked
+    log_dir = os.path.join(out_dir, "logs")
+    callbacks = [
+        keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
+        AtomicModelCheckpoint(model_path),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(os.path.join(out_dir, "training_log.csv"), append=True),
+    ]
+    if tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=log_dir, write_graph=False))
+    else:
+        print("note: the tensorboard package is not installed; heatmaps go to "
+              f"{os.path.join(out_dir, 'heatmaps')} only (pip install tensorboard for {log_dir}).")
+    callbacks += [
+        HeatmapImages(os.path.join(out_dir, "heatmaps"), sample_images, sample_audio, log_dir=log_dir,
+                      every=heatmap_every),
+        state_callback,
+    ]
+    history = model.fit(dataset, epochs=int(epochs), initial_epoch=continue_from, validation_data=val_dataset,
+                        callbacks=callbacks, verbose=verbose)
+    if getattr(model, "stop_training", False) and any(
+        not all(map(_finite, values)) for values in history.history.values()
+    ):
+        raise TrainingError(f"training stopped on a NaN/inf loss; lower --lr or check the data. Last model: {model_path}")
+    return model, history
+
+
+def _with_class_names(model_class, method, model_kwargs, dataset):
+    """Adds `class_names=dataset.class_list` to the constructor arguments of class-aware methods."""
+    model_kwargs = dict(model_kwargs or {})
+    if not model_class.needs_class_names or "class_names" in model_kwargs or "num_classes" in model_kwargs:
+        return model_kwargs
+    class_list = getattr(dataset, "class_list", None)
+    if not class_list:
+        raise TrainingError(
+            f"{method} needs the class vocabulary: the given dataset has no `class_list`; pass "
+            "model_kwargs={'class_names': [...]} (or 'num_classes'), or build it with keras_avloc.data.make_dataset."
+        )
+    model_kwargs["class_names"] = list(class_list)
+    return model_kwargs
+
+
+def _finite(value):
+    try:
+        return value == value and abs(value) != float("inf")
+    except TypeError:
+        return True
