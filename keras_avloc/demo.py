@@ -13,6 +13,7 @@ import json
 import os
 import time
 
+from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import atomic_output, write_text
 
 DEMO_CLASSES = ("cello", "drum kit", "elephant", "fire truck", "frog", "penguin", "toucan", "zebra")
@@ -39,12 +40,16 @@ REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("mean cIoU", "mean_
 BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (LVS image encoder)"}
 
 
+class DemoError(AvlocError, FileExistsError):
+    """An output or data folder that holds another demo's work; the message says what to delete or pass."""
+
+
 def _step(message):
     print(f"\n== {message}", flush=True)
 
 
 def build_data(data_root, preset, seed, workers):
-    from keras_avloc.data.stamps import build_stamps
+    from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
     try:
         return build_stamps(
@@ -52,8 +57,8 @@ def build_data(data_root, preset, seed, workers):
             n_train_mix=0, n_test_ext=0, n_speech=0, size=preset["size"], seed=seed, workers=workers,
             classes=preset.get("classes"),
         )
-    except FileExistsError:
-        raise FileExistsError(
+    except OtherBuildError:
+        raise DemoError(
             f"{data_root} holds a stamps build with other settings (an older demo, another preset or seed); "
             f"delete it (rm -r {data_root}) or pass --data with a new folder."
         ) from None
@@ -71,7 +76,7 @@ def check_runs_match_data(out_dir, data_summary, methods):
             recorded = json.load(handle)
     started = [m for m in methods if os.path.exists(os.path.join(out_dir, m, "train_state.json"))]
     if (recorded is not None and recorded != json.loads(json.dumps(data))) or (recorded is None and started):
-        raise FileExistsError(
+        raise DemoError(
             f"{out_dir} holds demo runs ({', '.join(started) or 'data.json'}) trained on other data than "
             f"this demo's; delete the folder (rm -r {out_dir}) or pass --out with a new folder."
         )

@@ -260,3 +260,23 @@ def test_data_extract_counts_skips_and_resumes(source_mp4, tmp_path, capsys):
     assert "done 0, skipped 2 (already present), bad 2" in capsys.readouterr().out
     assert temp_leftovers(root) == []
     assert main(["data", "extract", str(tmp_path / "missing_dir"), str(root)]) == 2
+
+
+def test_a_vggss_style_json_also_writes_the_split_with_its_boxes(tmp_path):
+    from keras_avloc.data.annotations import load_split
+
+    entries = [{"file": "abcdefghijk_000010", "class": "dog", "bbox": [[0.1, 0.2, 0.5, 0.6]]},
+               {"file": "abcdefghijl_000020", "class": "cat", "bbox": [[0.0, 0.0, 1.0, 1.0], [0.2, 0.2, 0.3, 0.3]]},
+               {"file": "not a clip id", "class": "cow", "bbox": []}]
+    (tmp_path / "vggss.json").write_text(json.dumps(entries))
+    summary = download.download_clips(str(tmp_path / "vggss.json"), str(tmp_path / "root"), retries=0, backoff=0,
+                                      url_template="http://127.0.0.1:9/{id}.mp4", progress=False)
+    assert summary["missing"] == 3 and summary["split_path"] == str(tmp_path / "root" / "test.json")
+    records = load_split(str(tmp_path / "root"), "test")
+    assert [r["file"] for r in records] == ["abcdefghijk_000010", "abcdefghijl_000020"]
+    np.testing.assert_allclose(records[1]["boxes"], [[0, 0, 1, 1], [0.2, 0.2, 0.3, 0.3]])
+    # an existing split is never overwritten
+    (tmp_path / "root" / "test.json").write_text("[]")
+    again = download.download_clips(str(tmp_path / "vggss.json"), str(tmp_path / "root"), retries=0, backoff=0,
+                                    url_template="http://127.0.0.1:9/{id}.mp4", progress=False)
+    assert again["split_path"] is None and (tmp_path / "root" / "test.json").read_text() == "[]"

@@ -63,6 +63,24 @@ def test_ezvsl_loss_gradients_are_finite():
     assert all(np.all(np.isfinite(g.numpy())) and np.abs(g.numpy()).max() > 0 for g in grads)
 
 
+def numpy_align_corners_resize(maps, height, width):
+    """Bilinear resize with align_corners=True written out pixel by pixel: output (i, j) samples the input at
+    (i * (h - 1) / (H - 1), j * (w - 1) / (W - 1))."""
+    batch, h, w = maps.shape
+    out = np.zeros((batch, height, width), np.float64)
+    for i in range(height):
+        y = i * (h - 1) / (height - 1) if height > 1 else 0.0
+        y0 = min(int(np.floor(y)), h - 1)
+        y1, fy = min(y0 + 1, h - 1), y - y0
+        for j in range(width):
+            x = j * (w - 1) / (width - 1) if width > 1 else 0.0
+            x0 = min(int(np.floor(x)), w - 1)
+            x1, fx = min(x0 + 1, w - 1), x - x0
+            out[:, i, j] = ((1 - fy) * ((1 - fx) * maps[:, y0, x0] + fx * maps[:, y0, x1])
+                            + fy * ((1 - fx) * maps[:, y1, x0] + fx * maps[:, y1, x1]))
+    return out
+
+
 def test_align_corners_upsampling_matches_reference():
     maps = np.random.default_rng(0).normal(size=(2, 3, 4)).astype(np.float32)
     out = upsample_maps(maps, (7, 10), align_corners=True).numpy()
@@ -71,6 +89,7 @@ def test_align_corners_upsampling_matches_reference():
     np.testing.assert_allclose(out[:, 3, 0], maps[:, 1, 0], atol=1e-6)
     # column position 1 of 10 maps to x = 1 * 3 / 9 = 1/3 between columns 0 and 1
     np.testing.assert_allclose(out[:, 0, 1], maps[:, 0, 0] * (2 / 3) + maps[:, 0, 1] / 3, atol=1e-6)
+    np.testing.assert_allclose(out, numpy_align_corners_resize(maps, 7, 10), atol=1e-5)
     torch = None
     try:
         import torch
@@ -96,9 +115,10 @@ def test_ezvsl_model_shapes_ogl_and_round_trip(tmp_path):
 
     ogl = model.localize(images, audio, ogl_alpha=0.4)
     assert ogl.shape == (2, 64, 64) and ogl.min() >= 0.0 and ogl.max() <= 1.0 + 1e-6
-    # independent OGL reference: normalise(0.4 * norm(av) + 0.6 * norm(obj))
+    # independent OGL reference: normalise(0.4 * norm(av) + 0.6 * norm(obj)), the objectness map upsampled
+    # by the explicit align_corners=True bilinear formula below
     backbone_features = model.image_backbone(images).numpy()
-    obj = upsample_maps(np.abs(backbone_features).mean(-1), (64, 64), align_corners=True).numpy()
+    obj = numpy_align_corners_resize(np.abs(backbone_features).mean(-1), 64, 64)
 
     def norm(x):
         low = x.min(axis=(1, 2), keepdims=True)

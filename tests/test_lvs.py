@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -140,43 +142,20 @@ def test_lvs_model_shapes_and_stride_one_layer4():
     assert isinstance(build_model("lvs", backbone_kwargs={"width": 8}), LVS)
 
 
-def test_load_official_checkpoint_from_npz(tmp_path):
-    from keras_avloc.backbones import ResNet18
-
-    rng = np.random.default_rng(0)
-    state = {}
-    for prefix, channels in (("imgnet.", 3), ("audnet.", 1)):
-        reference = ResNet18(input_channels=channels, layer4_stride=1, width=8)
-        for layer in reference.layers:
-            weights = layer.get_weights()
-            if not weights:
-                continue
-            torch_name = layer.name.replace("_", ".")
-            if len(weights) == 1:  # conv kernel kh, kw, in, out -> out, in, kh, kw
-                kernel = rng.normal(size=weights[0].shape).astype(np.float32)
-                stem = "conv1_a" if (prefix == "audnet." and layer.name == "conv1") else torch_name
-                state[f"module.{prefix}{stem}.weight"] = kernel.transpose(3, 2, 0, 1)
-            else:
-                for param in ("weight", "bias", "running_mean"):
-                    state[f"module.{prefix}{torch_name}.{param}"] = rng.normal(size=weights[0].shape).astype(np.float32)
-                state[f"module.{prefix}{torch_name}.running_var"] = rng.uniform(0.5, 2, size=weights[0].shape).astype(np.float32)
-    # the official audio net also carries an unused 3-channel stem
-    state["module.audnet.conv1.weight"] = rng.normal(size=(8, 3, 7, 7)).astype(np.float32)
-    path = tmp_path / "lvs_tiny.npz"
-    np.savez(path, **state)
-
+def test_load_official_checkpoint_from_npz():
+    """The committed fixture is a width-8 checkpoint in the official layout written by torch
+    (tests/fixtures/make_resnet_fixture.py): `module.imgnet.*` / `module.audnet.*` with the unused stems of the
+    official nets. The loaded model must reproduce torch's layer4 outputs on the fixture's inputs."""
+    fixtures = Path(__file__).resolve().parent / "fixtures"
     model = LVS(backbone_kwargs={"width": 8})
-    model.load_official_checkpoint(str(path))
-    np.testing.assert_allclose(
-        model.audio_backbone.get_layer("conv1").kernel.numpy(), state["module.audnet.conv1_a.weight"].transpose(2, 3, 1, 0)
-    )
-    np.testing.assert_allclose(
-        model.image_backbone.get_layer("layer3_1_conv2").kernel.numpy(),
-        state["module.imgnet.layer3.1.conv2.weight"].transpose(2, 3, 1, 0),
-    )
-    np.testing.assert_allclose(
-        model.image_backbone.get_layer("bn1").moving_variance.numpy(), state["module.imgnet.bn1.running_var"]
-    )
+    report = model.load_official_checkpoint(str(fixtures / "lvs_w8_checkpoint.npz"))
+    assert {"conv1.weight", "conv1_flow.weight", "fc.weight"} <= set(report["audio"]["ignored"])
+    assert {"conv1_a.weight", "conv1_flow.weight", "fc.weight"} <= set(report["image"]["ignored"])
+    with np.load(fixtures / "resnet18_w8_outputs.npz") as torch_outputs:
+        image = model.image_backbone(torch_outputs["image_input"], training=False).numpy()
+        audio = model.audio_backbone(torch_outputs["audio_input"], training=False).numpy()
+        assert np.max(np.abs(image - torch_outputs["image_stride1"])) < 1e-4
+        assert np.max(np.abs(audio - torch_outputs["audio_stride1"])) < 1e-4
 
 
 def test_save_load_round_trip(tmp_path):

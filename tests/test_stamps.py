@@ -269,7 +269,7 @@ def test_same_seed_is_byte_identical_and_a_rerun_resumes(built, tmp_path, capsys
     again = _build_or_fail(root, workers=1, **TINY)
     assert again["built"] == 0 and again["skipped"] == sum(len(_records(root, s)) for s in SPLITS)
     changed = dict(TINY, seed=4)
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(stamps_module.OtherBuildError, match="--overwrite"):
         stamps_module.build_stamps(root, progress=False, **changed)
 
 

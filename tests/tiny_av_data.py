@@ -10,13 +10,14 @@ TONES = {"red": 440.0, "blue": 2500.0, "green": 1200.0}
 
 
 def write_colour_tone_split(root, classes=("red", "blue"), count=8, size=64, seconds=1.0, split="train", seed=0,
-                            prefix="clip", audio_key=False):
+                            prefix="clip", audio_key=False, masks=False):
     """Writes frames/<id>.jpg, audio/<id>.wav and <split>.json (one box per clip) under `root`.
 
     Args:
         classes: colour names cycled over the clips (keys of COLOURS / TONES).
         prefix: file ids are f"{prefix}_{index:02d}".
         audio_key: also record "audio": "audio/<id>.wav" in each entry.
+        masks: also write masks/<id>.png, the disc inscribed in the square (so mask and box differ).
 
     Returns:
         The list of annotation entries written.
@@ -41,6 +42,12 @@ def write_colour_tone_split(root, classes=("red", "blue"), count=8, size=64, sec
         soundfile.write(os.path.join(root, "audio", f"{file_id}.wav"), wave.astype(np.float32), 16000, subtype="PCM_16")
         box = [x0 / size, y0 / size, (x0 + side) / size, (y0 + side) / size]
         entry = {"file": file_id, "class": name, "bbox": [box]}
+        if masks:
+            mask = np.zeros((size, size), np.uint8)
+            cv2.circle(mask, (int(x0 + side // 2), int(y0 + side // 2)), side // 2, 255, -1)
+            os.makedirs(os.path.join(root, "masks"), exist_ok=True)
+            cv2.imwrite(os.path.join(root, "masks", f"{file_id}.png"), mask)
+            entry["mask"] = f"masks/{file_id}.png"
         if audio_key:
             entry["audio"] = f"audio/{file_id}.wav"
         entries.append(entry)

@@ -35,9 +35,6 @@ def run(args):
     check_output_folder(args.data, "--data")
     from keras_avloc.demo import run_demo
 
-    try:
-        run_demo(args.out, args.data, preset=args.preset, methods=methods, seed=args.seed, workers=args.workers,
-                 epochs=args.epochs)
-    except FileExistsError as err:
-        raise CliError(str(err)) from None
+    run_demo(args.out, args.data, preset=args.preset, methods=methods, seed=args.seed, workers=args.workers,
+             epochs=args.epochs)
     return 0

@@ -54,7 +54,7 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def run(args, stream=sys.stdout):
+def run(args, stream=None):
     from keras_avloc.data.download import download_clips
     from keras_avloc.io.files import check_output_folder
 
@@ -68,6 +68,9 @@ def run(args, stream=sys.stdout):
         f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "
         f"missing {summary['missing']}" + (f" ({summary['invalid']} invalid ids)" if summary["invalid"] else "")
         + f"; reasons in {summary['missing_path']}",
-        file=stream,
+        file=stream or sys.stdout,
     )
+    if summary.get("split_path"):
+        print(f"wrote {summary['split_path']} (the annotated boxes; evaluate with --data {args.out_root})",
+              file=stream or sys.stdout)
     return 0

@@ -472,15 +472,20 @@ def class_names(root, records=None):
         try:
             with open(path, encoding="utf-8") as handle:
                 data = json.load(handle)
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(data, list):
-            for entry in data:
-                if isinstance(entry, dict) and "file" in entry:
-                    names.add(entry.get("class") or "")
-                    names.update(source.get("class") or "" for source in entry.get("sources") or [])
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # not a split file (or a broken one, which loading that split reports)
+        for entry in data if isinstance(data, list) else []:
+            if isinstance(entry, dict) and "file" in entry:
+                names.update(_entry_classes(entry))
     for record in records or []:
-        names.add(record.get("class") or "")
-        names.update(source.get("class") or "" for source in record.get("sources") or [])
-    names.discard("")
-    return sorted(names)
+        names.update(_entry_classes(record))
+    return sorted(names - {""})
+
+
+def _entry_classes(entry):
+    """The class names an entry mentions (its own and its sources'), ignoring malformed values."""
+    found = [entry.get("class")]
+    sources = entry.get("sources")
+    if isinstance(sources, list):
+        found += [source.get("class") for source in sources if isinstance(source, dict)]
+    return {name for name in found if isinstance(name, str)}

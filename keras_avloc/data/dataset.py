@@ -497,6 +497,11 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         raise annotations_lib.AnnotationError(f"{annotations_lib.split_path(root, split)}: the split has no entries")
     if class_list is None:
         class_list = annotations_lib.class_names(root, records)
+    if mix_sources == 2 and len({record.get("class", "") for record in records}) < 2 and not any(
+            len(record.get("sources") or []) >= 2 for record in records):
+        raise annotations_lib.AnnotationError(
+            f"{annotations_lib.split_path(root, split)}: mixing two sources needs clips of at least two classes; "
+            "this split has one (add classes, or train without --mix-sources 2)")
     frontend_name = frontend if isinstance(frontend, str) else None
     sample_rate = FRONTEND_SAMPLE_RATES.get(frontend_name, 16000)
     frontend_fn = get_frontend(frontend)

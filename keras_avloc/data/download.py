@@ -482,7 +482,34 @@ def download_clips(
         "invalid": len(invalid),
         "total": len(ids) + len(invalid),
         "missing_path": missing_path,
+        "split_path": write_annotated_split(annotations, root),
     }
+
+
+def write_annotated_split(annotations, root, split="test"):
+    """Writes `ROOT/<split>.json` from a VGG-SS-style annotation file (entries with boxes), unless it exists.
+
+    So that `avloc download vggss.json ROOT` leaves a dataset `avloc evaluate --data ROOT` scores directly
+    (clips that could not be downloaded are skipped and counted there). Entries whose id is not a clip id are
+    left out, as the download leaves them out.
+
+    Returns:
+        The path written, or None (an id list without boxes, or the split file already exists).
+    """
+    from keras_avloc.data.annotations import read_vggss_json, split_path, write_split
+
+    path = split_path(root, split)
+    if os.path.exists(path) or not str(annotations).lower().endswith(".json"):
+        return None
+    try:
+        records = read_vggss_json(annotations)
+    except AnnotationError:
+        return None
+    records = [record for record in records if CLIP_ID.fullmatch(record["file"])]
+    if not records or not any(len(record["boxes"]) for record in records):
+        return None
+    write_split(records, path)
+    return path
 
 
 def _local_videos(video_dir):

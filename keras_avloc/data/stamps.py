@@ -56,6 +56,14 @@ SPLIT_AUDIO_PART = {
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech")
 
 
+class StampsError(AvlocError, ValueError):
+    """Stamps build settings that cannot work (unknown classes, objects that do not fit, another build in --out)."""
+
+
+class OtherBuildError(StampsError):
+    """The output folder holds a stamps build made with other settings."""
+
+
 class MediaMissingError(AvlocError, FileNotFoundError):
     """The Debian media packages are not where the builder looks; the message says what to run."""
 
@@ -434,7 +442,7 @@ def _compose(media, background, objects, size, rng, sounding=None, max_tries=200
         if all(mask.sum() >= 0.5 * max((alpha > 0.5).sum(), 1) and mask.any()
                for mask, alpha in zip(masks, alphas)):
             return canvas, masks
-    raise RuntimeError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
+    raise StampsError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
 
 
 def mask_box(mask):
@@ -653,7 +661,7 @@ def restrict_classes(info, classes):
     wanted = sorted({str(name).strip() for name in classes if str(name).strip()})
     unknown = [name for name in wanted if name not in info["classes"]]
     if unknown or len(wanted) < 2:
-        raise ValueError(
+        raise StampsError(
             f"stamps classes: {unknown or wanted} {'are not sounding classes' if unknown else 'is fewer than 2 classes'}; "
             f"choose at least 2 of: {', '.join(info['classes'])}.")
     others = set(info["classes"]) - set(wanted)
@@ -715,7 +723,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
             previous = json.load(handle)
         if previous.get("fingerprint") != fingerprint:
             if not overwrite:
-                raise FileExistsError(
+                raise OtherBuildError(
                     f"{out} holds a stamps build with other settings ({params_path}); choose a new "
                     "--out folder or pass --overwrite to rebuild it.")
             shutil.rmtree(os.path.join(out, ".parts"))

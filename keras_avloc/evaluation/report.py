@@ -13,6 +13,7 @@ counted in `metrics["annotations"]`.
 """
 
 import os
+import zipfile
 
 import numpy as np
 
@@ -153,7 +154,7 @@ def load_frame(record, size=GT_SIZE):
 def load_heatmaps_npz(path):
     """Reads a heatmaps file: `files` (str [N]) and `heatmaps` ([N, h, w] or [N, K, h, w] per source)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found; pass the .npz written by `avloc localize` or np.savez.")
+        raise EvaluationError(f"{path} not found; pass the .npz written by `avloc localize` or np.savez.")
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in ("files", "heatmaps") if key not in data.files]
@@ -165,7 +166,7 @@ def load_heatmaps_npz(path):
             heatmaps = np.asarray(data["heatmaps"], dtype=np.float32)
     except EvaluationError:
         raise
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise EvaluationError(f"{path} is not a readable .npz file ({err}); re-save it with np.savez.") from err
     if heatmaps.ndim not in (3, 4) or len(heatmaps) != len(files):
         raise EvaluationError(

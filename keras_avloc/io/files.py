@@ -17,7 +17,13 @@ import json
 import os
 import uuid
 
+from keras_avloc.io.errors import AvlocError
+
 TEMP_MARKER = ".avloc-tmp"
+
+
+class OutputPathError(AvlocError, OSError):
+    """An output path of the wrong kind (a file where a folder is needed, or the reverse)."""
 
 
 def temp_path_for(path, suffix=""):
@@ -124,20 +130,20 @@ def remove_stale_temp_files(directory):
 
 
 def check_output_folder(path, flag="--out"):
-    """Raises `NotADirectoryError` naming `flag` when `path` exists and is not a folder.
+    """Raises `OutputPathError` naming `flag` when `path` exists and is not a folder.
 
     Args:
         path: a folder a command will write into.
         flag: how the user gave it (named in the message).
     """
     if os.path.exists(path) and not os.path.isdir(path):
-        raise NotADirectoryError(f"{flag} {path} is an existing file, not a folder; pass a folder path "
+        raise OutputPathError(f"{flag} {path} is an existing file, not a folder; pass a folder path "
                                  "(it is created if missing).")
     return path
 
 
 def check_output_file(path, flag="--out"):
-    """Raises `IsADirectoryError` naming `flag` when a file output `path` is an existing folder."""
+    """Raises `OutputPathError` naming `flag` when a file output `path` is an existing folder."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{flag} {path} is a folder; pass a file name (e.g. {os.path.join(path, 'out.png')}).")
+        raise OutputPathError(f"{flag} {path} is a folder; pass a file name (e.g. {os.path.join(path, 'out.png')}).")
     return path

@@ -278,8 +278,10 @@ def open_image(source, min_side=None, name=None):
         label = stream = os.fspath(source)
         _check_readable(label)
     try:
-        with warnings.catch_warnings(), Image.open(stream) as image:
+        with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # large images are reduced below
+            image = Image.open(stream)
+        with image:
             width, height = image.size
             if min_side and width * height > LARGE_IMAGE_PIXELS:
                 factor = max(1, min(width, height) // (2 * int(min_side)))

@@ -156,8 +156,8 @@ class Mlp(keras.layers.Layer):
         super().__init__(**kwargs)
         self.in_dim, self.hidden_dim = in_dim, hidden_dim
         self.out_dim = out_dim or in_dim
-        self.fc1 = _dense(hidden_dim, "fc1")
-        self.fc2 = _dense(self.out_dim, "fc2")
+        self.fc1 = _dense(hidden_dim, "fc1", self.dtype_policy)
+        self.fc2 = _dense(self.out_dim, "fc2", self.dtype_policy)
 
     def build(self, input_shape=None):
         self.fc1.build((None, None, self.in_dim))
@@ -186,9 +186,9 @@ class TransformerBlock(keras.layers.Layer):
     def __init__(self, dim, num_heads=8, mlp_ratio=4.0, drop_path=0.0, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.num_heads, self.mlp_ratio, self.drop_path_rate = dim, num_heads, mlp_ratio, drop_path
-        self.norm1 = _layer_norm("norm1")
+        self.norm1 = _layer_norm("norm1", self.dtype_policy)
         self.attn = MultiHeadAttention(dim, num_heads, fused_qkv=True, name="attn", dtype=self.dtype_policy)
-        self.norm2 = _layer_norm("norm2")
+        self.norm2 = _layer_norm("norm2", self.dtype_policy)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp", dtype=self.dtype_policy)
         self.drop_path = DropPath(drop_path, name="drop_path", dtype=self.dtype_policy)
 
@@ -224,7 +224,7 @@ class CrossAttentionBlock(keras.layers.Layer):
         super().__init__(**kwargs)
         self.dim, self.num_heads, self.mlp_ratio = dim, num_heads, mlp_ratio
         self.attn = MultiHeadAttention(dim, num_heads, name="attn", dtype=self.dtype_policy)
-        self.norm2 = _layer_norm("norm2")
+        self.norm2 = _layer_norm("norm2", self.dtype_policy)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), name="mlp", dtype=self.dtype_policy)
         self.norm_post = _layer_norm("norm_post", self.dtype_policy)
 

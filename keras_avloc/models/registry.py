@@ -15,7 +15,13 @@ Packages can also register methods without being imported by the user, through t
 
 import importlib
 
+from keras_avloc.io.errors import AvlocError
+
 ENTRY_POINT_GROUP = "keras_avloc.methods"
+
+
+class UnknownMethodError(AvlocError, ValueError):
+    """A method name nobody registered; the message lists the known ones."""
 
 _BUILTIN = {
     "lvs": "keras_avloc.models.lvs:LVS",
@@ -53,7 +59,7 @@ def register_method(name, model_class):
     """
     key = normalize_name(name)
     if not key:
-        raise ValueError("register_method: the method name is empty.")
+        raise UnknownMethodError("register_method: the method name is empty.")
     _REGISTERED[key] = model_class
 
 
@@ -61,12 +67,12 @@ def get_method_class(name):
     """The model class of a method name.
 
     Raises:
-        ValueError: unknown method (the message lists the known ones).
+        UnknownMethodError: unknown method (the message lists the known ones).
     """
     key = normalize_name(name)
     target = _REGISTERED.get(key) or _BUILTIN.get(key) or _entry_points().get(key)
     if target is None:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(method_names())}.")
+        raise UnknownMethodError(f"unknown method {name!r}; choose one of {', '.join(method_names())}.")
     if isinstance(target, str):
         module_name, _, attribute = target.partition(":")
         target = getattr(importlib.import_module(module_name), attribute)

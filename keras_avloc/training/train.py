@@ -228,10 +228,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     if int(mix_sources) not in (0, 2):
         raise TrainingError(f"--mix-sources must be 0 or 2, got {mix_sources}.")
     mix_sources = int(mix_sources)
-    try:
-        check_output_folder(out_dir)
-    except NotADirectoryError as err:
-        raise TrainingError(str(err)) from None
+    check_output_folder(out_dir)
     if dataset is None and data_root is None:
         raise TrainingError("pass --data ROOT (a dataset folder with frames/, audio/ and <split>.json).")
     model_path = os.path.join(out_dir, "model.keras")
