@@ -26,7 +26,8 @@ def python_loop(root, records, use_video, clip_seconds=3.0, size=224):
     import librosa
     import scipy.signal
 
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    from keras_avloc.io.imagenet import normalize_images
+
     for record in records:
         if use_video:
             capture = cv2.VideoCapture(record["video"])
@@ -41,7 +42,7 @@ def python_loop(root, records, use_video, clip_seconds=3.0, size=224):
             bgr = cv2.imread(record["image"])
             wave, rate = librosa.load(record["audio"], sr=16000)
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        image = (cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC) / 255.0 - mean) / std
+        image = normalize_images(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_CUBIC))
         length = int(rate * clip_seconds)
         start = int(max(len(wave) / rate / 2 - clip_seconds / 2, 0) * rate)
         clip = wave[start:start + length]
