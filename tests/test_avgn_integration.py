@@ -106,10 +106,13 @@ def test_avgn_is_registered_and_trains_on_random_mixtures_then_evaluates_via_cli
     assert code == 0, capsys.readouterr().err
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     multi = metrics["model"]["multi_source"]
-    assert multi["num_mixtures"] == 3 and 0.0 <= multi["piap"] <= 1.0 and 0.0 <= multi["cap"] <= 1.0
+    assert multi["num_mixtures"] == 3 and multi["cap_classes"] >= 1
     assert metrics["source"]["per_source_maps"] == "predicted classes"
     assert metrics["model"]["auc"] > 0.0  # the union ground truth comes from the records' boxes
-    assert "PIAP" in capsys.readouterr().out
+    # the printed per-source line is the one in metrics.json (metric values themselves: see the numpy
+    # references of test_per_source_metrics_match_numpy_reference)
+    assert (f"per-source: cIoU@0.3 {multi['ciou@0.3']:.4f}  AUC {multi['auc']:.4f}  PIAP {multi['piap']:.4f}  "
+            f"CAP {multi['cap']:.4f}  (3 mixtures)") in capsys.readouterr().out
 
 
 def test_ready_dataset_without_class_names_is_a_clear_error(tmp_path):

@@ -245,7 +245,9 @@ class LVS(AVLocModel):
             kwargs.setdefault("backbone_kwargs", {"width": width})
         kwargs.setdefault("eval_settings", dict(cls.OFFICIAL_EVAL_SETTINGS))
         model = cls(**kwargs)
-        return model, model.load_official_checkpoint(path)
+        report = model.load_official_checkpoint(path)
+        model.build()
+        return model, report
 
     def get_config(self):
         config = super().get_config()
