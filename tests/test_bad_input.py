@@ -62,6 +62,7 @@ def ws(tmp_path_factory):
     outside = base / "outside.png"
     cv2.imwrite(str(outside), np.full((32, 32), 255, np.uint8))
     os.symlink(outside, hostile / "masks" / "link.png")
+    (hostile / "masks" / "broken.png").write_bytes(b"not a png")
     splits = {
         "id_dotdot": [dict(first, file="../../etc/passwd")],
         "id_absolute": [dict(first, file="/etc/passwd")],
@@ -85,7 +86,7 @@ def ws(tmp_path_factory):
         # the official evaluators score these as they are: counted and reported, not refused
         "degenerate": [dict(entries[0], bbox=[[0.5, 0.5, 0.2, 0.2]], mask=None),
                        dict(entries[1], bbox=[[0.3, 0.3, 0.3, 0.9]], mask=None), entries[2]],
-        "stamps_without_mask": [dict(entries[0], mask=None), entries[1]],
+        "mask_unreadable": [dict(entries[0], mask="masks/broken.png"), entries[1]],
     }
     for name, value in splits.items():
         _write_split(hostile, name, value)
@@ -234,9 +235,8 @@ CASES = [
     ("evaluate-degenerate-boxes-reported", EVAL + ["--data", "{hostile}", "--split", "degenerate", "--protocol",
                                                    "vggss", "--out", "{tmp}/e"], 0,
      ["2 annotated boxes cover no pixel", "2 records have an empty ground truth"]),
-    ("evaluate-stamps-record-without-mask", EVAL + ["--data", "{hostile}", "--split", "stamps_without_mask",
-                                                    "--protocol", "stamps", "--out", "{tmp}/e"], 0,
-     ["skipped 1 (ground truth errors)", "the mask rule needs the record's mask"]),
+    ("evaluate-unreadable-mask", EVAL + ["--data", "{hostile}", "--split", "mask_unreadable", "--protocol", "stamps",
+                                         "--out", "{tmp}/e"], 0, ["skipped 1 (ground truth errors)", "broken.png"]),
     ("evaluate-missing-split", EVAL + ["--data", "{good}", "--split", "nope", "--out", "{tmp}/e"], 2,
      ["nope.json: no such split file"]),
     ("download-malformed-rows-counted", ["download", "{lists}/vggsound.csv", "{tmp}/dl", "--url-template",

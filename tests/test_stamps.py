@@ -216,7 +216,8 @@ def test_sounding_object_plays_its_own_recording(built, catalog_info):
             else:
                 extra = (recording[len("scratch:Sounds/"):], record["class"])
                 assert extra in stamps_catalog.EXTRA_RECORDINGS
-                assert split != "train"  # scratch recordings are held out
+            unseen = {r["id"] for r in info["recordings"] if r["unseen"]}
+            assert recording not in unseen  # unseen recordings are kept for val_unseen / test_unseen
             audio = _read_wav(os.path.join(root, "audio", record["file"] + ".wav"))
             start, stop = audio_info["segment"]
             chunk = _contiguous_chunk(audio, stop - start, audio_info["offset"], stop - start < 48000)
@@ -331,3 +332,44 @@ def test_class_subset_sounds_only_those_classes(tmp_path, catalog_info):
     assert {name for name in catalog_info["classes"] if name not in chosen} <= set(summary["distractor_classes"])
     with pytest.raises(ValueError, match="unicorn.*choose at least 2 of: .*cello"):
         stamps_module.build_stamps(str(tmp_path / "bad"), progress=False, classes=["cello", "unicorn"])
+
+
+def test_unseen_recordings_are_heard_only_in_the_unseen_splits(tmp_path, catalog_info):
+    """A class with k >= 2 distinct recordings keeps max(1, k // 3) unseen, the scratch package's first; the
+    unseen splits use only those (whole, on val / test backgrounds), the other splits never do."""
+    by_class = {}
+    for recording in catalog_info["recordings"]:
+        by_class.setdefault(recording["class"], []).append(recording)
+    for class_name, items in by_class.items():
+        unseen = [r for r in items if r["unseen"]]
+        assert len(unseen) == (max(1, len(items) // 3) if len(items) >= 2 else 0), class_name
+        scratch = [r for r in items if r["id"].startswith("scratch:")]
+        if scratch and unseen:
+            assert all(r["id"].startswith("scratch:") for r in unseen[: len(scratch)])
+    ids = {r["id"] for r in catalog_info["recordings"]}
+    for duplicate in stamps_catalog.DUPLICATE_RECORDINGS:
+        assert f"tuxpaint:{duplicate}.ogg" not in ids  # the same waveform under another name is not a recording
+    classes = ["chicken", "dog", "drum kit", "owl"]
+    root = str(tmp_path / "unseen")
+    summary = _build_or_fail(root, n_train=8, n_val=4, n_test=4, n_test_mix=0, n_test_ext=0, n_val_unseen=8,
+                             n_test_unseen=4, size=64, seed=1, classes=classes)
+    unseen_ids = set(summary["unseen_recordings"])
+    assert unseen_ids and {r.split(":")[0] for r in unseen_ids} <= {"scratch", "tuxpaint"}
+    backgrounds = summary["backgrounds"]
+    for split in ("train", "val", "test", "val_unseen", "test_unseen"):
+        for record in _records(root, split):
+            heard = {item["recording"] for item in record["scene"]["audio"]}
+            assert bool(heard & unseen_ids) == split.endswith("_unseen"), (split, heard)
+            assert record["class"] in classes
+            expected = {"val_unseen": "val", "test_unseen": "test"}.get(split, split)
+            assert record["scene"]["background"] in backgrounds[expected]
+            if split.endswith("_unseen"):
+                (item,) = record["scene"]["audio"]
+                assert item["segment"][0] == 0  # unseen recordings are used whole
+    assert summary["splits"]["val_unseen"]["scenes"] == 8
+
+
+def test_unseen_splits_need_classes_with_a_second_recording(tmp_path):
+    with pytest.raises(stamps_module.StampsError, match="second recording"):
+        _build_or_fail(str(tmp_path / "x"), n_train=2, n_val=0, n_test=0, n_test_mix=0, n_test_ext=0,
+                       n_val_unseen=2, size=64, classes=["frog", "zebra"])

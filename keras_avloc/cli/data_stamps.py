@@ -34,6 +34,10 @@ def register(subparsers):
     parser.add_argument("--n-train-mix", type=types.integer(0, 1_000_000), default=0, help="two-source training scenes")
     parser.add_argument("--n-ext", type=types.integer(0, 1_000_000), default=200,
                         help="extended-protocol scenes with silent/off-screen negatives (test_ext.json)")
+    parser.add_argument("--n-val-unseen", type=types.integer(0, 1_000_000), default=0,
+                        help="val_unseen.json scenes: val backgrounds and recordings training never hears")
+    parser.add_argument("--n-test-unseen", type=types.integer(0, 1_000_000), default=0,
+                        help="test_unseen.json scenes: test backgrounds and recordings training never hears")
     parser.add_argument("--speech", action="store_true", help="also write test_speech.json")
     parser.add_argument("--n-speech", type=types.integer(0, 1_000_000), default=100, help="spoken-prompt scenes with --speech")
     parser.add_argument("--size", type=types.integer(32, 2048), default=224, help="frame side in pixels")
@@ -60,7 +64,7 @@ def run(args):
         n_test_mix=args.n_mix, n_train_mix=args.n_train_mix, n_test_ext=args.n_ext,
         n_speech=args.n_speech if args.speech else 0, size=args.size, seed=args.seed,
         workers=args.workers, ambience=args.ambience, overwrite=args.overwrite,
-        media_dir=args.media,
+        media_dir=args.media, n_val_unseen=args.n_val_unseen, n_test_unseen=args.n_test_unseen,
         classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")

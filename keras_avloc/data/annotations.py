@@ -1,6 +1,6 @@
 """Annotation parsers for the public sound-source-localisation benchmarks, and the split loader.
 
-Every parser returns plain Python/numpy objects (no TensorFlow), with boxes as float32 numpy arrays
+Every parser returns plain Python/numpy objects (no TensorFlow), with boxes as float64 numpy arrays
 [K, 4] of normalised corners `[x1, y1, x2, y2]` clamped to [0, 1] unless stated otherwise.
 
 Formats:
@@ -97,13 +97,14 @@ def clamp_boxes(boxes, where="boxes"):
         where: name used in error messages.
 
     Returns:
-        (float32 [K, 4] clamped boxes, number of coordinates that were outside [0, 1]).
+        (float64 [K, 4] clamped boxes, number of coordinates that were outside [0, 1]). Float64 like the
+        JSON values, so the ground-truth pixels `int(224 * v)` are exactly the official evaluators'.
     """
     array = box_array(boxes, where)
     if array.size == 0:
-        return np.zeros([0, 4], np.float32), 0
+        return np.zeros([0, 4]), 0
     outside = int(np.count_nonzero((array < 0) | (array > 1)))
-    return np.clip(array, 0.0, 1.0).astype(np.float32), outside
+    return np.clip(array, 0.0, 1.0), outside
 
 
 def xywh_to_corners(box):
@@ -119,7 +120,7 @@ def read_vggss_json(path):
         path: json file, a list of `{"file", "class", "bbox": [[x1, y1, x2, y2], ...]}`.
 
     Returns:
-        list of dicts `{"file", "class", "boxes": float32 [K, 4], "clamped": int}` in file order.
+        list of dicts `{"file", "class", "boxes": float64 [K, 4], "clamped": int}` in file order.
     """
     records = []
     for position, entry in enumerate(_read_json_list(path)):
@@ -189,7 +190,7 @@ def read_music_solo_json(path):
     """Parses MUSIC-Solo json: `{"file", "class", "bbox": [x, y, w, h]}` (normalised, one box).
 
     Returns:
-        list of `{"file", "class", "boxes": float32 [1, 4] corners, "clamped": int}`.
+        list of `{"file", "class", "boxes": float64 [1, 4] corners, "clamped": int}`.
     """
     records = []
     for position, entry in enumerate(_read_json_list(path)):
@@ -322,7 +323,7 @@ def load_split(root, split="test"):
 
     Returns:
         list of dicts, in file order (the `index` the pipeline yields), each with `file`, `class`,
-        `boxes` (float32 [K, 4] normalised corners, clamped), `mask` (path inside ROOT or None), `kind`,
+        `boxes` (float64 [K, 4] normalised corners, clamped), `mask` (path inside ROOT or None), `kind`,
         `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `clamped`, and the
         media paths `image`, `audio`, `video`.
 

@@ -13,12 +13,13 @@ import warnings
 import numpy as np
 
 from keras_avloc.data import annotations as annotations_lib
+from keras_avloc.data import augment as augment_lib
 from keras_avloc.io import media
 from keras_avloc.io.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_avloc.metrics.groundtruth import ground_truth_map
 from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend
 
-TRAIN_RESIZE_FACTOR = 1.1  # train: resize the short side to int(1.1 * size), then RandomCrop(size) (LVS, EZ-VSL)
+TRAIN_RESIZE_FACTOR = augment_lib.TRAIN_RESIZE_FACTOR
 
 logger = logging.getLogger(__name__)
 
@@ -231,8 +232,10 @@ class SampleLoader:
     """
 
     def __init__(self, records, class_list, image_size=224, clip_seconds=3.0, sample_rate=16000,
-                 image_mode="squash", training=False, mix_sources=0, train_crop="random", image_backend="pil"):
+                 image_mode="squash", training=False, mix_sources=0, train_crop="random", image_backend="pil",
+                 with_ground_truth=True):
         self.records = records
+        self.with_ground_truth = with_ground_truth
         self.image_backend = image_backend
         self.train_crop = train_crop
         self.class_index = {name: position for position, name in enumerate(class_list)}
@@ -309,9 +312,11 @@ class SampleLoader:
         else:
             wave = media.centre_clip(wave, self.sample_rate, self.clip_seconds)
         consensus = record.get("gt") == "consensus"
-        gt_map = _gt_map(geometry, record.get("boxes"), record.get("mask"), consensus)
-        sample = {"image": image, "wave": wave, "gt_map": np.ascontiguousarray(gt_map),
-                  "label": np.int32(self.label(record.get("class"))), "index": np.int32(position)}
+        sample = {"image": image, "wave": wave, "label": np.int32(self.label(record.get("class"))),
+                  "index": np.int32(position)}
+        if self.with_ground_truth:
+            sample["gt_map"] = np.ascontiguousarray(_gt_map(geometry, record.get("boxes"), record.get("mask"),
+                                                            consensus))
         if self.mix_sources == 2:
             sources = record.get("sources") or []
             if len(sources) >= 2:  # an annotated mixture: its audio already holds both sources
@@ -321,9 +326,10 @@ class SampleLoader:
                 sample["wave"] = (wave + self.wave(other)).astype(np.float32)
                 chosen = [record, other]
             sample["labels"] = np.asarray([self.label(s.get("class")) for s in chosen], np.int32)
-            sample["gt_maps"] = np.stack(
-                [_gt_map(geometry, s.get("boxes"), s.get("mask"), consensus) for s in chosen]
-            ).astype(np.float32)
+            if self.with_ground_truth:
+                sample["gt_maps"] = np.stack(
+                    [_gt_map(geometry, s.get("boxes"), s.get("mask"), consensus) for s in chosen]
+                ).astype(np.float32)
         return sample
 
 
@@ -333,10 +339,14 @@ class SampleLoader:
 
 def _output_signature(loader):
     size, length = loader.image_size, int(round(loader.sample_rate * loader.clip_seconds))
-    spec = [("image", "uint8", [size, size, 3]), ("wave", "float32", [length]), ("gt_map", "float32", [size, size]),
-            ("label", "int32", []), ("index", "int32", [])]
+    spec = [("image", "uint8", [size, size, 3]), ("wave", "float32", [length])]
+    if loader.with_ground_truth:
+        spec.append(("gt_map", "float32", [size, size]))
+    spec += [("label", "int32", []), ("index", "int32", [])]
     if loader.mix_sources == 2:
-        spec += [("labels", "int32", [2]), ("gt_maps", "float32", [2, size, size])]
+        spec.append(("labels", "int32", [2]))
+        if loader.with_ground_truth:
+            spec.append(("gt_maps", "float32", [2, size, size]))
     return spec
 
 
@@ -380,9 +390,12 @@ def build_pipeline(tf, positions, loader, fetch, frontend, batch_size, on_error,
     def finish(batch):
         image = (tf.cast(batch["image"], tf.float32) / 255.0 - mean) / std
         x = {"image": image, "audio": frontend(batch["wave"])}
-        y = {"gt_map": batch["gt_map"], "label": batch["label"], "index": batch["index"]}
+        y = {"label": batch["label"], "index": batch["index"]}
+        if "gt_map" in batch:
+            y["gt_map"] = batch["gt_map"]
         if "labels" in batch:
             y["labels"] = batch["labels"]
+        if "gt_maps" in batch:
             y["gt_maps"] = batch["gt_maps"]
         return x, y
 
@@ -423,7 +436,8 @@ def _numpy_fetch(tf, loader, on_error, skipped, spec):
 def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_seconds=3.0, training=False,
                  batch_size=16, mix_sources=0, on_error="raise", shuffle=None, drop_remainder=False,
                  image_mode="squash", seed=None, repeat=False, class_list=None, tfrecord_dir=None,
-                 num_shards=None, shard_index=None, records=None, train_crop="random", image_backend="pil"):
+                 num_shards=None, shard_index=None, records=None, train_crop="random", image_backend="pil",
+                 cache=False, augment=None, progress=True, ground_truth=True):
     """Builds the `tf.data.Dataset` of `(x, y)` batches for one split of a dataset in the keras-avloc layout.
 
     Args:
@@ -457,6 +471,15 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
             "resized" (torchvision RandomResizedCrop(S), scale 0.08-1, ratio 3/4-4/3).
         image_backend: "pil" (default: PIL decode + bicubic resize, as the published torchvision pipelines) or
             "cv2" (OpenCV decode + area/cubic resize: several times faster, pixels differ slightly).
+        cache: with `training`, decode every sample once into memory and augment in graph afterwards (small
+            datasets such as the demo's train many epochs several times faster; refused above 4 GB).
+        augment: with `training`, the augmentation: None / "official" (the published one), "strong", a dict of
+            fields, or a `keras_avloc.data.augment.Augmentation`. With `cache` or a non-official augmentation
+            the pipeline of `keras_avloc.data.augmented` is used (y has "label", "index" and, with
+            `mix_sources=2`, "labels"; no ground-truth maps).
+        progress: show a progress bar while caching.
+        ground_truth: also yield `y["gt_map"]` (and, with mixtures, `y["gt_maps"]`); False skips decoding the
+            masks (evaluation builds its own ground truth, `keras_avloc.evaluation`).
 
     Returns:
         `tf.data.Dataset` of `(x, y)`: x = {"image": float32 [B, S, S, 3] ImageNet-normalised,
@@ -505,8 +528,21 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
     frontend_name = frontend if isinstance(frontend, str) else None
     sample_rate = FRONTEND_SAMPLE_RATES.get(frontend_name, 16000)
     frontend_fn = get_frontend(frontend)
+    augmentation = augment_lib.get_augmentation(augment)
+    if training and (cache or not augmentation.is_official):
+        from keras_avloc.data.augmented import make_augmented_dataset
+
+        skipped = SkipCounter()
+        dataset, _ = make_augmented_dataset(
+            SampleLoader, records, class_list, image_size, clip_seconds, sample_rate, frontend_fn, batch_size,
+            augmentation, mix_sources, cache, seed, drop_remainder, repeat, on_error, skipped, progress=progress,
+            image_backend=image_backend)
+        dataset.skipped = skipped
+        dataset.records = records
+        dataset.class_list = list(class_list)
+        return dataset
     loader = SampleLoader(records, class_list, image_size, clip_seconds, sample_rate, image_mode, training,
-                          mix_sources, train_crop, image_backend)
+                          mix_sources, train_crop, image_backend, with_ground_truth=ground_truth)
     skipped = SkipCounter()
     spec = _output_signature(loader)
     fetch = _numpy_fetch(tf, loader, on_error, skipped, spec)

@@ -13,15 +13,18 @@ resumable (finished scenes are skipped) and independent of the number of workers
 
 Splits written under `out` (standard layout: frames/, audio/, masks/, <split>.json):
   train, val, test             one sounding object + 1-2 silent distractors of other classes
+  val_unseen, test_unseen      as val / test, but every clip is a recording training never hears (see below)
   train_mix, test_mix          two sounding objects of different classes, audio summed at +-5 dB
   test_ext                     the extended protocol: single positives, "silent" scenes (the audio's
                                class is not in the picture) and "offscreen" scenes (a visible source
                                plus an off-screen one)
   test_speech (optional)       2-4 objects and a spoken prompt naming one of them
-Backgrounds of train, val and test* are disjoint. Recordings are trimmed and cut at a quiet point near
-60% of their length: train scenes use the first part, val/test scenes the rest; recordings shorter
-than `MIN_SPLIT_SECONDS` (single short events) are used whole everywhere, and the scratch
-recordings are held out for val/test.
+Backgrounds of train, val and test* are disjoint. A class with several distinct recordings keeps some of
+them "unseen" (`assign_unseen_recordings`: a third of them, at least one, preferring the scratch package's
+recordings, i.e. another source): they are heard only in val_unseen / test_unseen. The other ("seen")
+recordings are trimmed and cut at a quiet point near 60% of their length: train scenes use the first part,
+val/test scenes the rest; seen recordings shorter than `MIN_SPLIT_SECONDS` (single short events) are used
+whole everywhere.
 """
 
 import hashlib
@@ -47,13 +50,15 @@ SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets th
 
 SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
-    "test_mix": "test", "test_ext": "test", "test_speech": "test",
+    "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
 }
 SPLIT_AUDIO_PART = {
     "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
-    "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout",
+    "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
+    "test_unseen": "unseen",
 }
-SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech")
+SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
+               "test_unseen")
 
 
 class StampsError(AvlocError, ValueError):
@@ -137,7 +142,8 @@ def load_catalog(stamps_dir=None, media_dir=None):
         dict with "stamps" (list of {"stamp", "class", "sounding", "description", "desc_audio"}),
         "dropped" (list of {"stamp", "reason"}), "classes" (sorted names of sounding classes),
         "distractor_classes", "recordings" (list of
-        {"id", "path", "class", "heldout_only"}), "backgrounds" (sorted names), "ambience" (paths).
+        {"id", "class", "unseen"}, see `assign_unseen_recordings`), "backgrounds" (sorted names),
+        "ambience" (paths).
     """
     import cv2
 
@@ -168,11 +174,12 @@ def load_catalog(stamps_dir=None, media_dir=None):
         })
     classes = sorted({entry["class"] for entry in stamps if entry["sounding"]})
     distractor_classes = sorted({entry["class"] for entry in stamps} - set(classes))
-    recordings = [{"id": "tuxpaint:" + e["stamp"] + ".ogg", "class": e["class"], "heldout_only": False}
-                  for e in stamps if e["sounding"]]
+    recordings = [{"id": "tuxpaint:" + e["stamp"] + ".ogg", "class": e["class"]}
+                  for e in stamps if e["sounding"] and e["stamp"] not in catalog.DUPLICATE_RECORDINGS]
     for rel, class_name in catalog.EXTRA_RECORDINGS:
         if class_name in classes and os.path.isfile(os.path.join(scratch, "Sounds", rel)):
-            recordings.append({"id": "scratch:Sounds/" + rel, "class": class_name, "heldout_only": True})
+            recordings.append({"id": "scratch:Sounds/" + rel, "class": class_name})
+    recordings = assign_unseen_recordings(recordings)
     backgrounds = []
     for folder in sorted(os.listdir(os.path.join(scratch, "Backgrounds"))):
         path = os.path.join(scratch, "Backgrounds", folder)
@@ -192,6 +199,35 @@ def load_catalog(stamps_dir=None, media_dir=None):
             "distractor_classes": distractor_classes, "recordings": recordings,
             "backgrounds": backgrounds, "ambience": ambience,
             "stamps_dir": stamps_dir, "scratch": scratch}
+
+
+def assign_unseen_recordings(recordings):
+    """Marks the recordings of each class that training never hears (`"unseen": True`).
+
+    A class with k >= 2 distinct recordings keeps max(1, k // 3) of them unseen, taken from the scratch
+    package's recordings first (another source than the stamps', as a new recording would be), then the
+    last in sorted order; a class with one recording has none unseen (and no val_unseen / test_unseen
+    scenes).
+
+    Returns:
+        the recordings sorted by id, each with an "unseen" flag.
+    """
+    by_class = {}
+    for recording in sorted(recordings, key=lambda r: r["id"]):
+        by_class.setdefault(recording["class"], []).append(dict(recording, unseen=False))
+    for items in by_class.values():
+        if len(items) < 2:
+            continue
+        scratch = [r for r in items if r["id"].startswith("scratch:")][::-1]
+        others = [r for r in items if not r["id"].startswith("scratch:")][::-1]
+        for recording in (scratch + others)[: max(1, len(items) // 3)]:
+            recording["unseen"] = True
+    return sorted((r for items in by_class.values() for r in items), key=lambda r: r["id"])
+
+
+def unseen_classes(info):
+    """The sounding classes that have unseen recordings (the classes of val_unseen / test_unseen)."""
+    return sorted({r["class"] for r in info["recordings"] if r["unseen"] and r["class"] in info["classes"]})
 
 
 def _resolve(media_id, stamps_dir, scratch):
@@ -465,7 +501,7 @@ def _clip_from(wave, length, rng):
 def _recording_clip(media, recording, part, length, rng):
     wave, cut = media.recording(recording)
     segment = [0, len(wave)]
-    if cut is not None and not recording.startswith("scratch:"):
+    if cut is not None and part != "unseen":
         segment = [0, cut] if part == "train" else [cut, len(wave)]
     clip, offset = _clip_from(wave[segment[0]: segment[1]], length, rng)
     peak = float(np.max(np.abs(clip)))
@@ -475,7 +511,7 @@ def _recording_clip(media, recording, part, length, rng):
 
 def _choose_recording(catalog_info, class_name, part, rng):
     pool = [r["id"] for r in catalog_info["recordings"] if r["class"] == class_name
-            and (part == "heldout" or not r["heldout_only"])]
+            and r["unseen"] == (part == "unseen")]
     return pool[int(rng.integers(0, len(pool)))]
 
 
@@ -530,7 +566,7 @@ def render_scene(task):
     background_name = _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
     background = _render_background(media, background_name, size, rng)
 
-    main_class = balanced_class(classes, seed, split, index)
+    main_class = balanced_class(unseen_classes(info) if part == "unseen" else classes, seed, split, index)
     pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
     if kind == "mixture":
         sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
@@ -679,7 +715,8 @@ def _params_fingerprint(options, info):
 
 def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_train_mix=0,
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
-                 overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None):
+                 overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None, n_val_unseen=0,
+                 n_test_unseen=0):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -698,6 +735,9 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         progress: show a tqdm progress bar.
         classes: optional subset of the sounding classes (names as in `classes.json`); only these
             sound, every other photo stamp may still appear as a silent distractor. None = all.
+        n_val_unseen, n_test_unseen: scenes of `val_unseen.json` / `test_unseen.json`: val / test
+            backgrounds, and recordings training never hears (only classes that have some, see
+            `assign_unseen_recordings`; 0 skips the split).
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -728,7 +768,13 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
                     "--out folder or pass --overwrite to rebuild it.")
             shutil.rmtree(os.path.join(out, ".parts"))
     counts = {"train": n_train, "val": n_val, "test": n_test, "train_mix": n_train_mix,
-              "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech}
+              "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech,
+              "val_unseen": n_val_unseen, "test_unseen": n_test_unseen}
+    if (n_val_unseen or n_test_unseen) and not unseen_classes(info):
+        raise StampsError(f"none of the classes {', '.join(info['classes'])} has a second recording, so "
+                          "val_unseen / test_unseen cannot be built; choose classes with several recordings "
+                          f"(e.g. {', '.join(unseen_classes(restrict_classes(load_catalog(stamps_dir, media_dir), None))[:8])}) "
+                          "or pass --n-val-unseen 0 --n-test-unseen 0.")
     splits = [s for s in SPLIT_ORDER if counts[s] > 0]
     for split in splits:
         os.makedirs(os.path.join(out, ".parts", split), exist_ok=True)
@@ -786,6 +832,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         "stamps": len(info["stamps"]),
         "dropped_stamps": info["dropped"],
         "recordings": len(info["recordings"]),
+        "unseen_recordings": sorted(r["id"] for r in info["recordings"] if r["unseen"]),
         "size": int(size), "seed": int(seed), "ambience": bool(ambience),
     }
     _write_json(os.path.join(out, "classes.json"), info["classes"])

@@ -107,8 +107,9 @@ STAMPS = (
     ("vehicles/emergency/firetruck", "fire truck"),
 )
 
-# Extra real recordings from the scratch package (relative to SCRATCH_MEDIA/Sounds). They are
-# held out: used only for val/test scenes, never for training scenes.
+# Extra real recordings from the scratch package (relative to SCRATCH_MEDIA/Sounds), for classes that also
+# have a stamp. Which recordings of a class are "unseen" (kept for the val_unseen / test_unseen splits, never
+# heard in training) is decided by `keras_avloc.data.stamps.assign_unseen_recordings`.
 EXTRA_RECORDINGS = (
     ("Animal/Dog1.wav", "dog"),
     ("Animal/Dog2.wav", "dog"),
@@ -121,6 +122,15 @@ EXTRA_RECORDINGS = (
     ("Animal/SeaLion.mp3", "sea lion"),
     ("Percussion/CymbalCrash.wav", "cymbal"),
     ("Percussion/RideCymbal.wav", "cymbal"),
+    ("Music Loops/DrumSet1.mp3", "drum kit"),
+    ("Music Loops/DrumSet2.mp3", "drum kit"),
+)
+
+# Stamps whose recording is another stamp's recording re-encoded (same waveform): their pictures are used,
+# their recordings are not (they would be the same sound under a second name, or under another class).
+DUPLICATE_RECORDINGS = (
+    "animals/mammals/bovines/mountaingoat",  # = goat
+    "animals/mammals/bovines/ram",  # = goat (so "sheep" would bleat like a goat)
 )
 
 # Real ambience recordings for the optional 10-20 dB SNR background sound.

@@ -391,7 +391,7 @@ def evaluate_model(
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
     dataset = data_lib.make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
                            image_mode=image_mode, training=False, batch_size=batch_size, on_error="skip",
-                           records=records)
+                           records=records, ground_truth=False)
     unreadable = getattr(dataset, "skipped", None)
     multi = PROTOCOLS[protocol]["multi"]
     vocabulary = list(getattr(model, "class_names", None) or getattr(dataset, "class_list", None) or [])

@@ -3,9 +3,9 @@
 Protocols (the ground truth of each is built by `keras_avloc.metrics.groundtruth`, always at 224 x 224):
     vggss       VGG-SS: binary box-union ground truth; cIoU@0.5, AUC, mean cIoU, pointing game.
     flickr      Flickr-SoundNet: soft annotator-consensus ground truth; same metrics.
-    stamps      stamps benchmark: the sounding object's exact mask as ground truth; as vggss, plus mask
-                IoU and SLAVC's extended protocol (silent and off-screen samples, confidence = mean of
-                the top 25% scores).
+    stamps      stamps benchmark: as vggss (box union), plus mask IoU and the pointing game against the
+                exact masks, and SLAVC's extended protocol (silent and off-screen samples, confidence =
+                mean of the top 25% scores).
     stamps-mix  stamp mixtures: as stamps, plus per-source cIoU@0.3 / AUC and PIAP when per-source maps
                 are given, and CAP when class-indexed maps are given.
     music-duet  AVGN's duet protocol: per-source cIoU@0.3 / AUC, PIAP, CAP, and the union-map cIoU.
@@ -75,6 +75,7 @@ class Evaluator:
         """Forgets every accumulated sample."""
         self._names, self._cious, self._hits, self._confidences = [], [], [], []
         self._has_object, self._mask_ious, self._source_cious, self._piap = [], [], [], []
+        self._mask_hits = []
         self._class_maps, self._class_gts = {}, {}  # class id -> list of [S*S] normalised maps / bool ground truth
 
     def __len__(self):
@@ -117,7 +118,7 @@ class Evaluator:
         if len(gt_all) != batch:
             raise ValueError(f"update got {batch} heatmaps but {len(gt_all)} ground-truth maps.")
         size = gt_all.shape[1]
-        binary_parts = []
+        binary_parts, peaks = [], []
         for start in range(0, batch, self.CHUNK):
             part = slice(start, start + self.CHUNK)
             resized = resize_maps(maps[part], size, self.resize)
@@ -125,6 +126,7 @@ class Evaluator:
             binary = _binarize(resized, size, self.resize, "median", self.strict).reshape(len(resized), -1)
             self._cious.extend(_ciou_counts(binary, gt).tolist())
             peak = np.argmax(resized.reshape(len(resized), -1), axis=1)
+            peaks.extend(peak.tolist())
             self._hits.extend((gt[np.arange(len(gt)), peak] > 0).astype(float).tolist())
             if confidences is None:
                 self._confidences.extend(top_quarter_confidence(resized).tolist())
@@ -138,6 +140,7 @@ class Evaluator:
         names = list(names) if names is not None else [f"sample_{len(self._names) + i}" for i in range(batch)]
         self._names.extend(str(name) for name in names)
         self._mask_ious.extend(self._batch_mask_iou(binary, masks, batch))
+        self._mask_hits.extend(self._batch_mask_hits(peaks, masks, batch))
         if source_heatmaps is not None and source_gt_maps is not None:
             self._update_sources(source_heatmaps, source_gt_maps, size)
             if class_heatmaps is not None and class_ids is not None:
@@ -161,6 +164,14 @@ class Evaluator:
             union = np.sum(pred | mask)
             out.append(float(np.sum(pred & mask) / union) if union else 0.0)
         return out
+
+    @staticmethod
+    def _batch_mask_hits(peaks, masks, batch):
+        """Pointing-game hits against the exact masks: 1 where the heatmap's maximum lies on the mask."""
+        if masks is None:
+            return [None] * batch
+        return [None if mask is None else float(np.asarray(mask).reshape(-1)[peak] > 0.5)
+                for peak, mask in zip(peaks, masks)]
 
     def _update_sources(self, source_heatmaps, source_gt_maps, size):
         maps = _as_float_array(source_heatmaps, "source_heatmaps", ndim=4)
@@ -234,7 +245,8 @@ class Evaluator:
         """The protocol's metrics as a JSON-serialisable dict.
 
         Keys: "protocol", "num_samples", "num_evaluated", "ciou@0.5", "auc", "mean_ciou",
-        "pointing_game", "success_curve" ({"thresholds", "fraction"}); "mask_iou" when masks were given;
+        "pointing_game", "success_curve" ({"thresholds", "fraction"}); "mask_iou" and "mask_pointing_game"
+        (the maximum on the exact mask) when masks were given;
         "extended" (SLAVC) for extended protocols or when silent/off-screen samples exist; "multi_source"
         when per-source maps were given.
         """
@@ -260,6 +272,8 @@ class Evaluator:
         mask_values = [m for m, obj in zip(self._mask_ious, has_object) if m is not None and obj]
         if mask_values:
             result["mask_iou"] = float(np.mean(mask_values))
+            result["mask_pointing_game"] = float(np.mean([h for h, obj in zip(self._mask_hits, has_object)
+                                                          if h is not None and obj]))
         if self.options["extended"] or not has_object.all():
             result["extended"] = extended_metrics(
                 np.asarray(self._cious), np.asarray(self._confidences), has_object, ciou_thresholds=(0.3, 0.5)

@@ -1,12 +1,19 @@
 """Ground-truth maps: one rule per protocol, always at 224 x 224, independent of the model's input size.
 
-| protocol    | rule        | ground truth                                                              |
+| protocol    | rule        | ground truth of cIoU, AUC and the pointing game                            |
 |-------------|-------------|---------------------------------------------------------------------------|
 | vggss       | `union`     | binary union of the annotated boxes (official `testset_gt` for VGG-SS)     |
 | flickr      | `consensus` | every annotator's box adds 1, divided by 2, capped at 1 (official Flickr)  |
-| stamps      | `mask`      | the visible alpha mask of the sounding object (exact, pixel-accurate)      |
-| stamps-mix  | `mask`      | per source: that source's mask; overall: the union mask                    |
+| stamps      | `union`     | the union of the sounding objects' boxes (the tight boxes of their masks)  |
+| stamps-mix  | `union`     | per source: that source's box; overall: the union of both                  |
 | music-duet  | `union`     | per source: its box; overall: the union of both                            |
+
+The stamps protocols also score the exact alpha masks, where a record has them: mask IoU (the binarised
+map against the mask) and the pointing game on the mask (`mask_pointing_game`). cIoU and AUC use the boxes
+on purpose: they binarise every map at its median, i.e. call half the image "sounding", so against a mask
+that covers 10% of the frame (the stamps' average) even a perfect map scores cIoU <= 0.2 and the AUC
+saturates near 0.19 (measured on the demo's val split, against 0.15 for the centre prior), while boxes keep
+them comparable with the published VGG-SS numbers. The `mask` rule stays available for other protocols.
 
 Box pixels follow the official convention: each normalised coordinate maps to `int(size * max(v, 0))`
 and a box fills `map[y1:y2, x1:x2]`, so a box whose corners fall on the same pixel row or column adds
@@ -24,7 +31,7 @@ from keras_avloc.io.errors import AvlocError
 GT_SIZE = 224
 """Side of every ground-truth map (all published protocols evaluate at 224 x 224)."""
 
-PROTOCOL_GT_RULES = {"vggss": "union", "flickr": "consensus", "stamps": "mask", "stamps-mix": "mask",
+PROTOCOL_GT_RULES = {"vggss": "union", "flickr": "consensus", "stamps": "union", "stamps-mix": "union",
                      "music-duet": "union"}
 GT_RULES = ("union", "consensus", "mask")
 

@@ -78,6 +78,8 @@ class EZVSL(AVLocModel):
         embed_dim: projection size D (512).
         tau: temperature (0.03).
         backbone_kwargs: extra keyword arguments for both ResNet-18s.
+        image_layer4_stride: stride of the image ResNet-18's layer4 (2 as in the paper: 7 x 7 maps at 224 px;
+            1 doubles the map resolution, as LVS's net).
         name: model name.
         **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
 
@@ -93,16 +95,19 @@ class EZVSL(AVLocModel):
     upsample_align_corners = True
     display_name = "EZ-VSL"
 
-    def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, name="ezvsl", **kwargs):
+    def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, image_layer4_stride=2, name="ezvsl", **kwargs):
         super().__init__(name=name, **kwargs)
         self.embed_dim = embed_dim
         self.tau = tau
         self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.image_layer4_stride = int(image_layer4_stride)
         dtype = self.dtype_policy
-        self.image_backbone = encoders.resnet18_backbone(3, 2, "image_resnet18", dtype=dtype, **self.backbone_kwargs)
+        self.image_backbone = encoders.resnet18_backbone(3, self.image_layer4_stride, "image_resnet18", dtype=dtype,
+                                                         **self.backbone_kwargs)
         self.image_encoder = encoders.projected_image_encoder(self.image_backbone, embed_dim, dtype=dtype)
         self.audio_backbone = encoders.resnet18_backbone(1, 2, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
-        self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim, dtype=dtype)
+        self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim,
+                                                    dtype=dtype)
 
     def compute_loss_terms(self, image_maps, audio_vecs):
         return ezvsl_loss_terms(image_maps, audio_vecs, tau=self.tau)
@@ -138,5 +143,6 @@ class EZVSL(AVLocModel):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"embed_dim": self.embed_dim, "tau": self.tau, "backbone_kwargs": self.backbone_kwargs})
+        config.update({"embed_dim": self.embed_dim, "tau": self.tau, "backbone_kwargs": self.backbone_kwargs,
+                       "image_layer4_stride": self.image_layer4_stride})
         return config

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 
+from keras_avloc.data.augment import get_augmentation
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.models.registry import get_method_class, normalize_name
 
@@ -106,7 +107,7 @@ def remove_run(out_dir):
 
 
 def build_training_model(method, mixed_precision=None, init_image_weights=None, freeze_image_encoder=False,
-                         learning_rate=None, model_kwargs=None, run_eagerly=False):
+                         learning_rate=None, model_kwargs=None, run_eagerly=False, warmup_steps=0):
     """Builds and compiles a model for training.
 
     Args:
@@ -119,6 +120,7 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
         learning_rate: Adam learning rate (default: the method's, 1e-4).
         model_kwargs: extra constructor arguments (e.g. {"backbone_kwargs": {"width": 8}}).
         run_eagerly: skip tf.function tracing (slower steps, ~30 s faster start; for debugging and tiny runs).
+        warmup_steps: linear learning-rate warm-up over this many optimizer steps (0 = constant rate).
 
     Returns:
         A compiled model.
@@ -148,9 +150,22 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
             ) from err
     if freeze_image_encoder:
         model.image_backbone.trainable = False
-    optimizer = keras.optimizers.Adam(learning_rate=learning_rate or model.default_learning_rate)
+    optimizer = keras.optimizers.Adam(learning_rate=warmup_schedule(learning_rate or model.default_learning_rate,
+                                                                    warmup_steps))
     model.compile(optimizer=optimizer, run_eagerly=bool(run_eagerly))
     return model
+
+
+def warmup_schedule(learning_rate, warmup_steps):
+    """The constant `learning_rate`, or a linear warm-up to it over `warmup_steps` optimizer steps."""
+    import keras
+
+    if not warmup_steps:
+        return learning_rate
+    # Linear from ~0 to the rate over the warm-up, then constant (a cosine "decay" to alpha = 1 of itself).
+    return keras.optimizers.schedules.CosineDecay(initial_learning_rate=learning_rate / warmup_steps, decay_steps=1,
+                                                  alpha=1.0, warmup_target=learning_rate,
+                                                  warmup_steps=int(warmup_steps))
 
 
 def _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate):
@@ -170,7 +185,8 @@ def _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate
 def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split="train", val_split=None,
           learning_rate=None, image_size=224, clip_seconds=3.0, mixed_precision=None, init_image_weights=None,
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
-          verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False):
+          verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
+          augment=None, cache=False, warmup_epochs=0):
     """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
 
     Args:
@@ -200,6 +216,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
             classes whose frame is the first source's). Methods with `needs_class_names` also get
             `class_names=dataset.class_list` unless `model_kwargs` gives `class_names` or `num_classes`.
         overwrite: delete a previous run in `out_dir` (only the files `train` writes) instead of resuming it.
+        augment: training augmentation (`keras_avloc.data.augment`): None / "official" (the published random
+            crop and flip), "strong", a dict of fields, or an `Augmentation`.
+        cache: decode the training split once into memory and augment in graph (small datasets, much faster).
+        warmup_epochs: linear learning-rate warm-up over this many epochs (0 = the papers' constant rate).
 
     Returns:
         (model, history): the trained model and the `keras.callbacks.History` of this run (None when
@@ -240,7 +260,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         "mixed_precision": "bf16" if mixed_precision else None,
         "init_image_weights": file_fingerprint([init_image_weights]) if init_image_weights else None,
         "freeze_image_encoder": bool(freeze_image_encoder), "model_kwargs": dict(model_kwargs or {}),
-        "seed": seed, "mix_sources": mix_sources,
+        "seed": seed, "mix_sources": mix_sources, "augment": get_augmentation(augment).to_dict(),
+        "warmup_epochs": float(warmup_epochs),
         "data": data_fingerprint(data_root, [split, val_split]) if dataset is None else "<dataset given in Python>",
     }
     details = {"data_root": None if data_root is None else os.path.abspath(data_root),
@@ -276,7 +297,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
                       batch_size=batch_size, on_error=on_error)
         # drop_remainder: the contrastive losses need at least two clips per batch.
         dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
-                               mix_sources=mix_sources, **common)
+                               mix_sources=mix_sources, augment=augment, cache=cache, **common)
         if val_split and val_dataset is None:
             val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
                                        **common)
@@ -289,8 +310,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         if run_eagerly:
             model.run_eagerly = True
     else:
+        steps_per_epoch = max(1, len(getattr(dataset, "records", None) or []) // int(batch_size))
         model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
-                                     learning_rate, model_kwargs, run_eagerly)
+                                     learning_rate, model_kwargs, run_eagerly,
+                                     warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)))
     sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
     model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
 
