@@ -1,8 +1,18 @@
-"""The built-in demo: stamps benchmark → train LVS and EZ-VSL → evaluate with baselines → report.
+"""The built-in demo: stamps benchmark + ImageNet stand-in -> every method, from the stand-in and from scratch
+-> one table on the test split with the no-learning baselines -> report.
 
-Every step resumes: the stamps builder skips finished scenes, training restores from its backup
-(`BackupAndRestore`), and a finished step is not run again. Ctrl-C at any point loses at most the
-epoch in progress.
+Steps (each resumes when re-run; Ctrl-C loses at most the epoch in progress):
+    1. the stamps benchmark (`keras_avloc.data.stamps`), including val_unseen / test_unseen: scenes whose
+       recordings training never hears, on backgrounds it never sees;
+    2. the ImageNet stand-in (`keras_avloc.training.pretrain`): a ResNet-18 that recognises the stamps that
+       never sound in the benchmark, stored with the data (it depends only on the media and the classes);
+    3. every method, once from the stand-in weights and once from scratch, with the same settings;
+    4. evaluation: test (and test_unseen) with the stamps protocol next to the centre prior, random maps and
+       the stand-in's objectness; val and val_unseen for the generalisation check;
+    5. report.md, results.json and heatmaps.png.
+
+The settings (image size, learning rate, augmentation, EZ-VSL / AVGN's map resolution) were chosen on the
+val split; test is reported once (README, "The demo").
 
 Example:
     >>> from keras_avloc.demo import run_demo
@@ -14,30 +24,59 @@ import os
 import time
 
 from keras_avloc.io.errors import AvlocError
-from keras_avloc.io.files import atomic_output, write_text
+from keras_avloc.io.files import atomic_output, write_json, write_text
 
-DEMO_CLASSES = ("cello", "drum kit", "elephant", "fire truck", "frog", "penguin", "toucan", "zebra")
-"""Sounding classes of the demo split. With all 65 classes (about 25 training scenes each) neither
-method leaves the contrastive plateau within the CPU budget; eight classes that differ in look and
-sound (200 scenes each) are learnable from scratch in minutes. Distractors still come from every
-photo stamp. The full benchmark (`avloc data stamps`) uses all classes."""
+DEMO_CLASSES = ("chicken", "cow", "dog", "drum kit", "duck", "horse", "owl", "pig")
+"""Sounding classes of the demo: eight that differ in look and sound and that each have at least two
+distinct real recordings, so that some can stay unseen (val_unseen / test_unseen)."""
+
+DEMO_AUGMENTATION = dict(time_shift=0.5, gain_db=6.0, noise_probability=0.5, noise_snr_db=(10.0, 30.0), speed=0.1,
+                         freq_masks=2, freq_mask_width=24, time_masks=2, time_mask_width=12)
+"""The published image crop and flip, plus audio augmentation (time shift, gain, noise, speed, masks): with
+one or two training recordings per class, the audio network otherwise memorises the recordings."""
+
+METHOD_SETTINGS = {
+    # Map resolution: 10 x 10 at 160 px like LVS's (layer4 stride 1), instead of the paper's 5 x 5 there.
+    "ezvsl": {"image_layer4_stride": 1},
+    "avgn": {"image_layer4_stride": 1, "embed_dim": 128, "num_heads": 4, "depth": 1},
+}
+"""Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
 PRESETS = {
-    # Sized to finish within about 15 minutes on 2 CPU cores (see README for measured times).
+    # Chosen on the val split; about 10 minutes on 2 CPU cores once the data and the stand-in are built.
     "default": dict(
-        classes=DEMO_CLASSES, n_train=1600, n_val=100, n_test=300, size=224, image_size=112, clip_seconds=1.0,
-        epochs=8, batch_size=32, backbone_kwargs={"width": 16}, learning_rate=1e-3, run_eagerly=False,
+        classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160, n_test_unseen=160, size=224,
+        image_size=160, clip_seconds=1.0, epochs=8, batch_size=32, width=16, learning_rate=3e-4,
+        augment=DEMO_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS, scratch=True,
+        standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
+        run_eagerly=False,
+    ),
+    # Every sounding class of the benchmark (about an hour).
+    "full": dict(
+        classes=None, n_train=6000, n_val=400, n_test=800, n_val_unseen=400, n_test_unseen=400, size=224,
+        image_size=160, clip_seconds=1.0, epochs=12, batch_size=32, width=16, learning_rate=3e-4,
+        augment=DEMO_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS, scratch=False,
+        standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
+        run_eagerly=False,
     ),
     # End-to-end smoke run (tests): a few scenes, one epoch, tiny networks.
     "tiny": dict(
-        classes=DEMO_CLASSES, n_train=8, n_val=4, n_test=6, size=64, image_size=64, clip_seconds=0.5,
-        epochs=1, batch_size=4, backbone_kwargs={"width": 8}, learning_rate=1e-4, run_eagerly=True,
+        classes=DEMO_CLASSES, n_train=8, n_val=8, n_test=8, n_val_unseen=8, n_test_unseen=8, size=64,
+        image_size=64, clip_seconds=0.5, epochs=1, batch_size=4, width=4, learning_rate=1e-4,
+        augment=DEMO_AUGMENTATION, cache=True, method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
+                                                                "ezvsl": {"embed_dim": 16}},
+        scratch=True, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
+                                   learning_rate=1e-3),
+        run_eagerly=True,
     ),
 }
-METHODS = ("lvs", "ezvsl")
-REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("mean cIoU", "mean_ciou"),
-                  ("pointing game", "pointing_game"), ("mask IoU", "mask_iou")]
-BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (LVS image encoder)"}
+METHODS = ("lvs", "ezvsl", "avgn")
+REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("pointing game", "pointing_game"),
+                  ("pointing (mask)", "mask_pointing_game"), ("mask IoU", "mask_iou")]
+BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (stand-in ResNet-18)"}
+TARGETS = {"auc_ratio": 1.2, "pointing": 0.6, "lvs_pointing": 0.8, "unseen_auc_drop": 0.10}
+"""The demo's targets (README): AUC >= 1.2 x the centre prior's and pointing game >= 0.6 for every method
+from the stand-in (LVS >= 0.8), and at most 10% relative AUC lost on val_unseen against val."""
 
 
 class DemoError(AvlocError, FileExistsError):
@@ -48,6 +87,15 @@ def _step(message):
     print(f"\n== {message}", flush=True)
 
 
+def resolve_precision(value="auto"):
+    """"bf16" when the CPU computes bfloat16 natively (AMX / AVX512-BF16), else None (float32)."""
+    if value != "auto":
+        return value
+    from keras_avloc.perf import bf16_usable
+
+    return "bf16" if bf16_usable() else None
+
+
 def build_data(data_root, preset, seed, workers):
     from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
@@ -55,13 +103,28 @@ def build_data(data_root, preset, seed, workers):
         return build_stamps(
             data_root, n_train=preset["n_train"], n_val=preset["n_val"], n_test=preset["n_test"], n_test_mix=0,
             n_train_mix=0, n_test_ext=0, n_speech=0, size=preset["size"], seed=seed, workers=workers,
-            classes=preset.get("classes"),
+            classes=preset.get("classes"), n_val_unseen=preset["n_val_unseen"], n_test_unseen=preset["n_test_unseen"],
         )
     except OtherBuildError:
         raise DemoError(
             f"{data_root} holds a stamps build with other settings (an older demo, another preset or seed); "
             f"delete it (rm -r {data_root}) or pass --data with a new folder."
         ) from None
+
+
+def standin_path(data_root, preset):
+    return os.path.join(data_root, "standin", f"resnet18_w{preset['width']}.weights.h5")
+
+
+def build_standin(data_root, preset, classes, seed, precision, workers):
+    """The ImageNet stand-in for this benchmark (trained once, kept next to the data)."""
+    from keras_avloc.training.pretrain import pretrain_image
+
+    settings = dict(preset["standin"])
+    path = standin_path(data_root, preset)
+    summary = pretrain_image(path, classes, width=preset["width"], seed=seed, mixed_precision=precision,
+                             workers=workers, verbose=2, **settings)
+    return path, summary
 
 
 def check_runs_match_data(out_dir, data_summary, methods):
@@ -83,141 +146,233 @@ def check_runs_match_data(out_dir, data_summary, methods):
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def train_method(method, data_root, out_dir, preset, seed):
+def train_method(method, data_root, out_dir, preset, seed, precision, init_weights):
     from keras_avloc.training import train
 
+    model_kwargs = {"backbone_kwargs": {"width": preset["width"]}}
+    model_kwargs.update(preset.get("method_settings", {}).get(method, {}))
     model, _ = train(
         method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"], split="train",
-        val_split="val", learning_rate=preset["learning_rate"], image_size=preset["image_size"],
-        clip_seconds=preset["clip_seconds"], model_kwargs={"backbone_kwargs": dict(preset["backbone_kwargs"])},
-        seed=seed, run_eagerly=preset.get("run_eagerly", False),
+        val_split=None, learning_rate=preset["learning_rate"], image_size=preset["image_size"],
+        clip_seconds=preset["clip_seconds"], model_kwargs=model_kwargs, seed=seed,
+        run_eagerly=preset.get("run_eagerly", False), augment=preset.get("augment"), cache=preset.get("cache", False),
+        mixed_precision=precision, init_image_weights=init_weights, verbose=2,
     )
     return model
 
 
-def evaluate_method(model, data_root, out_dir, preset, baselines):
+def objectness_encoder(weights_path, preset):
+    """The stand-in ResNet-18 (layer4 stride 1, LVS's map resolution) for the objectness baseline."""
+    from keras_avloc.backbones import ResNet18
+
+    encoder = ResNet18(layer4_stride=1, width=preset["width"], name="standin")
+    encoder.load_weights(weights_path)
+    return encoder
+
+
+def evaluate_method(model, data_root, out_dir, split, preset, baselines, encoder=None, class_conditioned=False):
     from keras_avloc.evaluation import evaluate_model
 
-    return evaluate_model(
-        model, data_root, split="test", protocol="stamps", out_dir=out_dir, batch_size=preset["batch_size"],
-        baselines=baselines, image_size=preset["image_size"], clip_seconds=preset["clip_seconds"],
-    )
+    return evaluate_model(model, data_root, split=split, protocol="stamps", out_dir=out_dir, batch_size=64,
+                          baselines=baselines, objectness_encoder=encoder, progress=False,
+                          class_conditioned=class_conditioned)
 
 
-def heatmap_figure(model, data_root, path, preset, count=4):
-    """Four panels (image, overlay, strong positive, clipped positive) for the first `count` test scenes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def heatmap_figure(models, data_root, path, preset, count=4):
+    """One row per model (stand-in runs): the overlays of the first `count` test scenes, object outlined."""
+    import cv2
     import numpy as np
 
     from keras_avloc.data import make_dataset
+    from keras_avloc.data.annotations import load_split
+    from keras_avloc.io import media
     from keras_avloc.io.imagenet import denormalize_images
-    from keras_avloc.viz import four_panel_figure
+    from keras_avloc.viz.figures import overlay_heatmap
 
-    dataset = make_dataset(data_root, split="test", frontend=getattr(model, "frontend", "lvs"),
-                           image_size=preset["image_size"], clip_seconds=preset["clip_seconds"], training=False,
-                           batch_size=count)
-    x, _ = next(iter(dataset))
-    heatmaps = np.asarray(model.localize(x["image"], x["audio"]))
-    images = denormalize_images(x["image"])
-    panels = []
-    for index in range(len(images)):
-        figure = four_panel_figure(images[index], heatmaps[index], title=f"test scene {index}")
-        figure.canvas.draw()
-        panels.append(np.asarray(figure.canvas.buffer_rgba())[..., :3].copy())
-        plt.close(figure)
-    width = max(panel.shape[1] for panel in panels)
-    padded = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
-    stacked = np.concatenate(padded, axis=0)
-    import cv2
-
+    records = load_split(data_root, "test")
+    dataset = make_dataset(data_root, split="test", image_size=preset["image_size"],
+                           clip_seconds=preset["clip_seconds"], training=False, batch_size=count, ground_truth=False)
+    x, y = next(iter(dataset))
+    side = 192
+    images = [cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in denormalize_images(x["image"])]
+    rows = []
+    for name, model in models:
+        maps = np.asarray(model.localize(x["image"], x["audio"], image_size=(side, side)))
+        tiles = []
+        for image, heatmap, index in zip(images, maps, np.asarray(y["index"])):
+            tile = overlay_heatmap(image, heatmap)
+            record = records[int(index)]
+            if record.get("mask"):
+                mask = media.read_mask(record["mask"], side).astype(np.uint8)
+                contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+                cv2.drawContours(tile, contours, -1, (255, 255, 255), 1)
+            peak = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+            cv2.drawMarker(tile, (int(peak[1]), int(peak[0])), (255, 0, 0), cv2.MARKER_CROSS, 14, 2)
+            cv2.putText(tile, f"{name}: {record['class']}", (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1)
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, axis=1))
+    grid = np.concatenate(rows, axis=0)
     with atomic_output(path, suffix=".png") as temporary:
-        cv2.imwrite(temporary, cv2.cvtColor(stacked, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(temporary, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     return path
 
 
-def report_markdown(results, timings, preset, data_summary):
+def _cell(row, key):
+    value = row.get(key) if row else None
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def report_markdown(rows, generalisation, checks, timings, settings, data_summary, standin_summary):
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
-             "test split; LVS and EZ-VSL trained from scratch with `model.fit` on the train split, the validation "
-             "split used only for monitoring. Baselines need no learning.", "",
-             "| method | " + " | ".join(title for title, _ in REPORT_METRICS) + " |",
-             "|---" * (len(REPORT_METRICS) + 1) + "|"]
-    for name, row in results:
-        cells = [f"{row[key]:.3f}" if isinstance(row.get(key), (int, float)) else "-" for _, key in REPORT_METRICS]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "## Settings", "", "```json", json.dumps(preset, indent=1, sort_keys=True), "```", "",
+             "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
+             "Every method trained with `model.fit` on the train split, once from the ImageNet stand-in and once "
+             "from scratch; baselines need no learning (the objectness baseline uses the stand-in without audio).", "",
+             "| method | init | " + " | ".join(title for title, _ in REPORT_METRICS) + " | AUC / centre | AUC, unseen recordings |",
+             "|---" * (len(REPORT_METRICS) + 4) + "|"]
+    centre = next((row for name, _, row, _ in rows if name == BASELINE_NAMES["center"]), None)
+    for name, init, row, unseen in rows:
+        ratio = f"{row['auc'] / centre['auc']:.2f}" if centre and row.get("auc") is not None else "-"
+        cells = [_cell(row, key) for _, key in REPORT_METRICS]
+        lines.append(f"| {name} | {init} | " + " | ".join(cells) + f" | {ratio} | {_cell(unseen, 'auc')} |")
+    lines += ["", "## Generalisation (validation)", "",
+              "val: held-out parts of the training recordings on unseen backgrounds; val_unseen: recordings "
+              "training never hears (another source: the scratch package), on the same unseen backgrounds.", "",
+              "| method | val AUC | val_unseen AUC | relative AUC drop | val pointing | val_unseen pointing |",
+              "|---|---|---|---|---|---|"]
+    for name, val, unseen in generalisation:
+        drop = 1.0 - unseen["auc"] / val["auc"]
+        lines.append(f"| {name} | {val['auc']:.3f} | {unseen['auc']:.3f} | {drop:+.1%} | {val['pointing_game']:.3f} "
+                     f"| {unseen['pointing_game']:.3f} |")
+    lines += ["", "## Targets", ""] + [f"- {line}" for line in checks]
+    lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=1, sort_keys=True, default=str), "```", "",
               "## Data", ""]
     for split, info in sorted(data_summary.get("splits", {}).items()):
         lines.append(f"- {split}: {info.get('scenes')} scenes")
     lines.append(f"- sounding classes ({len(data_summary.get('classes', []))}): "
                  f"{', '.join(data_summary.get('classes', []))}")
-    lines += ["", "## Wall time", ""]
-    lines += [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
-    lines += ["", "Figures: `heatmaps.png` (four panels for test scenes, LVS), `<method>/eval/` (success curves, "
-              "best/worst grids, metrics.json).", ""]
+    lines.append(f"- unseen recordings: {', '.join(data_summary.get('unseen_recordings', []))}")
+    if standin_summary:
+        lines.append(f"- ImageNet stand-in: {standin_summary['classes']} stamp classes, {standin_summary['images']} "
+                     f"images, held-out accuracy {standin_summary['val_accuracy']:.3f}")
+    lines += ["", "## Wall time", ""] + [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
+    lines += ["", "Figures: `heatmaps.png` (test scenes, one row per method from the stand-in; white: the sounding "
+              "object's mask, red cross: the map's peak), `<run>/eval/` (success curves, best/worst grids, "
+              "metrics.json).", ""]
     return "\n".join(lines)
 
 
+def target_checks(stand_in_rows, centre, generalisation):
+    checks = []
+    for name, row in stand_in_rows:
+        ratio = row["auc"] / centre["auc"]
+        need = TARGETS["lvs_pointing"] if name == "LVS" else TARGETS["pointing"]
+        checks.append(f"{name}: AUC {row['auc']:.3f} = {ratio:.2f} x centre (target >= {TARGETS['auc_ratio']}) "
+                      f"{'met' if ratio >= TARGETS['auc_ratio'] else 'NOT met'}; pointing game "
+                      f"{row['pointing_game']:.3f} (target >= {need}) {'met' if row['pointing_game'] >= need else 'NOT met'}")
+    for name, val, unseen in generalisation:
+        drop = 1.0 - unseen["auc"] / val["auc"]
+        checks.append(f"{name}: val_unseen loses {drop:.1%} of the val AUC (target <= {TARGETS['unseen_auc_drop']:.0%}) "
+                      f"{'met' if drop <= TARGETS['unseen_auc_drop'] else 'NOT met'}")
+    return checks
+
+
 def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="default", methods=METHODS, seed=0,
-             workers=None, epochs=None):
+             workers=None, epochs=None, precision="auto", scratch=None):
     """Runs the whole demo and returns the path of `report.md`.
 
     Args:
-        out_dir: where models, evaluations, `report.md` and `heatmaps.png` go.
-        data_root: where the stamps split is built (reused when present).
-        preset: "default" (about 15 minutes on 2 CPU cores) or "tiny" (a smoke run).
-        methods: methods to train, in order; the first one provides the objectness baseline's encoder.
-        seed: seed for the data and the training.
+        out_dir: where models, evaluations, `report.md`, `results.json` and `heatmaps.png` go.
+        data_root: where the stamps benchmark and its ImageNet stand-in are built (reused when present).
+        preset: "default" (about 10 minutes on 2 CPU cores with the data built), "full" (every sounding class,
+            about an hour) or "tiny" (a smoke run).
+        methods: methods to train, in order (the registered names, e.g. "lvs", "ezvsl", "avgn").
+        seed: seed for the data, the stand-in and the training.
         workers: processes for building the data (default: all cores).
-        epochs: override the preset's number of epochs.
+        epochs: override the preset's epochs.
+        precision: "auto" (bf16 when the CPU has native bf16, else float32), "bf16" or None.
+        scratch: also train every method from scratch (default: the preset's choice).
     """
     import tensorflow as tf
 
     # Grappler's graph rewrites double the first-step tracing time here without speeding the steps up.
     tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if preset not in PRESETS:
+        raise DemoError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
     settings = dict(PRESETS[preset])
     if epochs is not None:
         settings["epochs"] = int(epochs)
+    if scratch is not None:
+        settings["scratch"] = bool(scratch)
+    settings["precision"] = resolve_precision(precision)
     os.makedirs(out_dir, exist_ok=True)
+    workers = workers or os.cpu_count() or 1
     timings = {}
 
-    _step(f"1/4 building the stamps benchmark in {data_root} (skipped when already built)")
+    _step(f"1/5 the stamps benchmark in {data_root} (skipped when already built)")
     start = time.time()
-    summary = build_data(data_root, settings, seed, workers or os.cpu_count() or 1)
-    timings["data"] = time.time() - start
-    check_runs_match_data(out_dir, summary, methods)
+    summary = build_data(data_root, settings, seed, workers)
+    timings["data (once)"] = time.time() - start
+
+    _step("2/5 the ImageNet stand-in: a ResNet-18 that recognises the stamps that never sound here (once)")
+    start = time.time()
+    weights, standin_summary = build_standin(data_root, settings, summary["classes"], seed, settings["precision"],
+                                             workers)
+    timings["ImageNet stand-in (once)"] = time.time() - start
+    runs = [(method, "stand-in", method) for method in methods]
+    if settings["scratch"]:
+        runs += [(method, "scratch", f"{method}-scratch") for method in methods]
+    check_runs_match_data(out_dir, summary, [name for _, _, name in runs])
+    demo_start = time.time()
 
     models = {}
-    for number, method in enumerate(methods, start=1):
-        _step(f"2/4 training {method} ({number}/{len(methods)}) → {os.path.join(out_dir, method)}")
+    for number, (method, init, name) in enumerate(runs, start=1):
+        _step(f"3/5 training {name} ({number}/{len(runs)}) -> {os.path.join(out_dir, name)}")
         start = time.time()
-        models[method] = train_method(method, data_root, os.path.join(out_dir, method), settings, seed)
-        timings[f"train {method}"] = time.time() - start
+        models[name] = train_method(method, data_root, os.path.join(out_dir, name), settings, seed,
+                                    settings["precision"], weights if init == "stand-in" else None)
+        timings[f"train {name}"] = time.time() - start
 
-    results = []
-    baselines = {}
-    for number, method in enumerate(methods):
-        _step(f"3/4 evaluating {method} on the test split")
-        start = time.time()
-        metrics = evaluate_method(models[method], data_root, os.path.join(out_dir, method, "eval"), settings,
-                                  baselines=(number == 0))
-        timings[f"evaluate {method}"] = time.time() - start
-        results.append((getattr(models[method], "display_name", None) or method, metrics["model"]))
+    _step("4/5 evaluating on the test split (and test_unseen, val, val_unseen for the stand-in runs)")
+    start = time.time()
+    encoder = objectness_encoder(weights, settings)
+    rows, baselines, generalisation, stand_in_rows = [], {}, [], []
+    for number, (method, init, name) in enumerate(runs):
+        model = models[name]
+        display = getattr(model, "display_name", None) or method
+        metrics = evaluate_method(model, data_root, os.path.join(out_dir, name, "eval"), "test", settings,
+                                  baselines=(number == 0), encoder=encoder)
+        unseen = None
+        if init == "stand-in":
+            unseen = evaluate_method(model, data_root, None, "test_unseen", settings, False)["model"]
+            val = evaluate_method(model, data_root, None, "val", settings, False)["model"]
+            val_unseen = evaluate_method(model, data_root, None, "val_unseen", settings, False)["model"]
+            generalisation.append((display, val, val_unseen))
+            stand_in_rows.append((display, metrics["model"]))
+        rows.append((display, init, metrics["model"], unseen))
         baselines.update(metrics.get("baselines", {}))
-    for name, row in baselines.items():
-        results.append((BASELINE_NAMES.get(name, name), row))
+        if hasattr(model, "localize_sources"):  # AVGN: also the paper's protocol (ground-truth classes)
+            conditioned = evaluate_method(model, data_root, None, "test", settings, False, class_conditioned=True)
+            rows.append((f"{display}, ground-truth classes", init, conditioned["model"], None))
+    for key, row in baselines.items():
+        rows.append((BASELINE_NAMES.get(key, key), "-", row, None))
+    timings["evaluation"] = time.time() - start
 
-    _step("4/4 writing the report")
-    figure_path = heatmap_figure(models[methods[0]], data_root, os.path.join(out_dir, "heatmaps.png"), settings)
+    _step("5/5 writing the report")
+    start = time.time()
+    figure_path = heatmap_figure([(getattr(models[name], "display_name", None) or method, models[name])
+                                  for method, init, name in runs if init == "stand-in"],
+                                 data_root, os.path.join(out_dir, "heatmaps.png"), settings)
+    timings["report"] = time.time() - start
+    timings["demo with the data and the stand-in built"] = time.time() - demo_start
+    checks = target_checks(stand_in_rows, baselines["center"], generalisation) if "center" in baselines else []
     report_path = os.path.join(out_dir, "report.md")
-    timings["total"] = sum(timings.values())
-    write_text(report_path, report_markdown(results, timings, settings, summary))
-    write_text(os.path.join(out_dir, "results.json"),
-                json.dumps({"results": dict(results), "timings": timings, "settings": settings}, indent=1,
-                           default=float))
+    write_text(report_path, report_markdown(rows, generalisation, checks, timings, settings, summary, standin_summary))
+    write_json(os.path.join(out_dir, "results.json"), {
+        "results": [{"method": name, "init": init, "test": row, "test_unseen": unseen}
+                    for name, init, row, unseen in rows],
+        "generalisation": [{"method": name, "val": val, "val_unseen": unseen} for name, val, unseen in generalisation],
+        "targets": checks, "timings": timings, "settings": settings, "standin": standin_summary}, indent=1)
     print(open(report_path).read().split("## Settings")[0])
     print(f"report:   {report_path}\nheatmaps: {figure_path}")
     return report_path

@@ -13,7 +13,27 @@ import os
 import sys
 import warnings
 
-import keras
+
+CPU_FLAGS = ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
+
+
+def cpu_flags(cpuinfo_path="/proc/cpuinfo"):
+    """Returns {flag: bool} for the CPU features that matter for TensorFlow speed."""
+    try:
+        with open(cpuinfo_path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    present = set(line.split(":", 1)[1].split())
+                    return {flag: flag in present for flag in CPU_FLAGS}
+    except OSError:
+        pass
+    return {flag: None for flag in CPU_FLAGS}
+
+
+def bf16_usable():
+    """True when this CPU has native bf16 (AMX or AVX512-BF16) so `--mixed-precision bf16` pays off."""
+    flags = cpu_flags()
+    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
 
 
 def configure_onednn(enabled=True):
@@ -166,4 +186,6 @@ class FastLocalizer:
 
     def localize(self, images, audio):
         """Same contract as `AVLocModel.localize`: numpy float32 heatmaps [B, H, W]."""
+        import keras
+
         return keras.ops.convert_to_numpy(self(images, audio))

@@ -1,41 +1,76 @@
-"""The README's first command, end to end on a tiny preset: stamps split → LVS + EZ-VSL → report."""
+"""The README's first command, end to end on a tiny preset: stamps benchmark + ImageNet stand-in -> every
+method from the stand-in and from scratch -> one report."""
 
 import json
 
-from keras_avloc.demo import PRESETS, run_demo
+import cv2
+import numpy as np
+import pytest
+
+from keras_avloc.demo import DemoError, PRESETS, run_demo
 
 
-def test_tiny_demo_writes_report_with_models_and_baselines_and_resumes(tmp_path, capsys):
+def centre_prior_reference(records):
+    """cIoU of the centre prior against each record's box union, by the published formula (independent)."""
+    coords = (np.arange(224) + 0.5) / 224 - 0.5
+    prior = np.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / (2 * 0.25**2)).astype(np.float32)
+    value = (prior - prior.min()) / (prior.max() - prior.min())
+    predicted = value >= np.sort(value.ravel())[value.size // 2]
+    cious = []
+    for record in records:
+        gt = np.zeros((224, 224))
+        for box in record["bbox"]:
+            x1, y1, x2, y2 = (int(224 * max(v, 0)) for v in box)
+            gt[y1:y2, x1:x2] = 1
+        cious.append(np.sum(predicted * gt) / (np.sum(gt) + np.sum(predicted * (gt == 0))))
+    thresholds = [0.05 * i for i in range(21)]
+    fractions = [np.mean(np.asarray(cious) >= t) for t in thresholds]
+    return float(np.mean(cious)), float(np.trapezoid(fractions, thresholds))
+
+
+def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_resumes(tmp_path, capsys):
     out, data = tmp_path / "demo", tmp_path / "stamps"
-    report_path = run_demo(str(out), str(data), preset="tiny")
+    report_path = run_demo(str(out), str(data), preset="tiny", precision=None)
     report = open(report_path).read()
-    for row in ("| LVS |", "| EZ-VSL |", "| centre prior |", "| random map |", "| objectness"):
+    for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |", "| LVS | scratch |",
+                "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, ground-truth classes | stand-in |",
+                "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |"):
         assert row in report, f"{row} missing from the report"
-    results = json.loads((out / "results.json").read_text())["results"]
-    for name, row in results.items():
-        assert 0.0 <= row["auc"] <= 1.0 and 0.0 <= row["ciou@0.5"] <= 1.0, name
-    assert (out / "heatmaps.png").stat().st_size > 10_000
-    assert (out / "lvs" / "model.keras").exists() and (out / "ezvsl" / "model.keras").exists()
-    assert len(json.loads((data / "test.json").read_text())) == PRESETS["tiny"]["n_test"]
+    assert "## Generalisation (validation)" in report and "## Targets" in report
+    results = json.loads((out / "results.json").read_text())
+    rows = {(row["method"], row["init"]): row for row in results["results"]}
+    test_records = json.loads((data / "test.json").read_text())
+    assert len(test_records) == PRESETS["tiny"]["n_test"]
+    mean_ciou, auc = centre_prior_reference(test_records)
+    centre = rows[("centre prior", "-")]["test"]
+    assert centre["mean_ciou"] == pytest.approx(mean_ciou, abs=1e-9) and centre["auc"] == pytest.approx(auc, abs=1e-9)
+    assert rows[("LVS", "stand-in")]["test_unseen"]["num_evaluated"] == PRESETS["tiny"]["n_test_unseen"]
+    assert {item["method"] for item in results["generalisation"]} == {"LVS", "EZ-VSL", "AVGN"}
+    # the stand-in was trained and loaded: its weights are the LVS stand-in run's initial image weights
+    assert (data / "standin" / "resnet18_w4.weights.h5").is_file() and results["standin"]["classes"] > 300
+    state = json.loads((out / "lvs" / "train_state.json").read_text())
+    assert state["settings"]["init_image_weights"] and not json.loads(
+        (out / "lvs-scratch" / "train_state.json").read_text())["settings"]["init_image_weights"]
+    figure = cv2.imread(str(out / "heatmaps.png"))
+    assert figure.shape[0] == 3 * 192 and figure.shape[1] == 4 * 192  # one row per method, four test scenes
 
     capsys.readouterr()
-    run_demo(str(out), str(data), preset="tiny")  # a re-run resumes: nothing is trained again
-    assert capsys.readouterr().out.count("nothing to do") == 2
+    run_demo(str(out), str(data), preset="tiny", precision=None)  # a re-run resumes: nothing is trained again
+    printed = capsys.readouterr().out
+    assert printed.count("nothing to do") == 7  # six runs and the stand-in
 
 
 def test_demo_refuses_runs_trained_on_other_data(tmp_path):
-    import pytest
-
     from keras_avloc.demo import check_runs_match_data
 
     out = tmp_path / "demo"
     summary = {"classes": ["cello", "frog"], "size": 64, "seed": 0, "splits": {"train": {"scenes": 8}}}
     (out / "lvs").mkdir(parents=True)
     (out / "lvs" / "train_state.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="rm -r .*--out"):  # runs from a demo that did not record its data
+    with pytest.raises(DemoError, match="rm -r .*--out"):  # runs from a demo that did not record its data
         check_runs_match_data(str(out), summary, ("lvs", "ezvsl"))
     (out / "lvs" / "train_state.json").unlink()
     check_runs_match_data(str(out), summary, ("lvs", "ezvsl"))
     check_runs_match_data(str(out), summary, ("lvs", "ezvsl"))  # same data: resuming is fine
-    with pytest.raises(FileExistsError, match="other data"):
+    with pytest.raises(DemoError, match="other data"):
         check_runs_match_data(str(out), dict(summary, classes=["cello", "zebra"]), ("lvs",))

@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES = [
     "port_weights",
     "download",
     "data",
+    "pretrain_image",
     "train",
     "evaluate",
     "localize",

@@ -71,8 +71,8 @@ def register(subparsers):
     parser.add_argument("--strict", action="store_true",
                         help="stop at the first unreadable clip or ground truth instead of skipping and counting it")
     parser.add_argument("--class-conditioned", action="store_true",
-                        help="mixture protocols with AVGN: localise the ground-truth classes of the sources (the "
-                        "paper's protocol) instead of the predicted ones")
+                        help="AVGN: localise the ground-truth class of each clip (or of each source of a mixture), "
+                        "the paper's test protocol, instead of the classes predicted from the audio")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 

@@ -5,9 +5,9 @@ import platform
 
 from keras_avloc import __version__
 from keras_avloc.cli import ExampleFormatter
+from keras_avloc.perf import CPU_FLAGS, bf16_usable, cpu_flags  # noqa: F401 (re-exported for `avloc info`)
 
 PACKAGES = ["tensorflow", "keras", "numpy", "scipy", "librosa", "soundfile", "cv2", "av", "yt_dlp", "torch"]
-CPU_FLAGS = ["avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"]
 
 
 def register(subparsers):
@@ -21,19 +21,6 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
-def cpu_flags(cpuinfo_path="/proc/cpuinfo"):
-    """Returns {flag: bool} for the CPU features that matter for TensorFlow speed."""
-    try:
-        with open(cpuinfo_path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    present = set(line.split(":", 1)[1].split())
-                    return {flag: flag in present for flag in CPU_FLAGS}
-    except OSError:
-        pass
-    return {flag: None for flag in CPU_FLAGS}
-
-
 def package_versions(names=PACKAGES):
     versions = {}
     for name in names:
@@ -43,12 +30,6 @@ def package_versions(names=PACKAGES):
         except Exception:  # an optional package missing or broken: report, never fail
             versions[name] = None
     return versions
-
-
-def bf16_usable():
-    """True when this CPU has native bf16 (AMX or AVX512-BF16) so `--mixed-precision bf16` pays off."""
-    flags = cpu_flags()
-    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
 
 
 def run(args):

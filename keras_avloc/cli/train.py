@@ -1,6 +1,7 @@
 """`avloc train`: train any registered method with model.fit (resumable; checkpoints, CSV and TensorBoard logs)."""
 
 import argparse
+import json
 import os
 
 from keras_avloc.cli import CliError, ExampleFormatter
@@ -67,6 +68,13 @@ def register(subparsers):
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
     parser.add_argument("--quiet", action="store_true", help="one line per epoch instead of a progress bar")
+    parser.add_argument("--augment", default="official",
+                        help="training augmentation: official (the published crop and flip; default), strong, or a "
+                        "JSON object of keras_avloc.data.augment.Augmentation fields")
+    parser.add_argument("--cache", action="store_true",
+                        help="decode the training split once into memory and augment in graph (small datasets)")
+    parser.add_argument("--warmup-epochs", type=types.number(minimum=0, maximum=1000), default=0.0,
+                        help="linear learning-rate warm-up over this many epochs (default 0)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a previous run in --out (only the files train writes) and start afresh")
     parser.set_defaults(func=run)
@@ -86,8 +94,19 @@ def run(args):
     if args.embed_dim is not None and args.method == "lvs":
         raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 
+    from keras_avloc.data.augment import get_augmentation
     from keras_avloc.training import train
 
+    augment = args.augment
+    if augment.strip().startswith("{"):
+        try:
+            augment = json.loads(augment)
+        except ValueError as err:
+            raise CliError(f"--augment: not valid JSON ({err}); e.g. --augment '{{\"gain_db\": 6}}'.") from None
+    try:
+        augment = get_augmentation(augment)
+    except (ValueError, TypeError) as err:
+        raise CliError(f"--augment: {err}") from None
     model_kwargs = {"backbone_kwargs": {"width": args.width}} if args.width != 64 else {}
     if args.embed_dim is not None:
         model_kwargs["embed_dim"] = args.embed_dim
@@ -99,7 +118,8 @@ def run(args):
         clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
         init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
         model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
-        run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite,
+        run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
+        cache=args.cache, warmup_epochs=args.warmup_epochs,
     )
     if history is not None:
         print(f"saved {os.path.join(args.out, 'model.keras')}")

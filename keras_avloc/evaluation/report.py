@@ -344,6 +344,7 @@ def evaluate_model(
     strict_median=None,
     class_conditioned=False,
     strict=False,
+    objectness_encoder=None,
 ):
     """Runs the model over `make_dataset(root, split)` and evaluates its heatmaps (plus the baselines).
 
@@ -366,10 +367,13 @@ def evaluate_model(
             ("squash" or "crop") and median rule; default: the model's `eval_settings` (what it was
             trained with, or the official settings of a ported checkpoint). Heatmaps are always
             produced at 224 x 224 for scoring.
-        class_conditioned: mixture protocols with a `localize_sources` model: localise the ground-truth
-            classes of the sources (the AVGN paper's protocol) instead of the predicted ones.
+        class_conditioned: with a `localize_sources` model (AVGN), localise the ground-truth class of each
+            record (single-source protocols) or of each source (mixture protocols), the AVGN paper's test
+            protocol, instead of the classes the model predicts from the audio.
         strict: stop at the first unreadable clip or ground truth (EvaluationError) instead of skipping
             and counting it.
+        objectness_encoder: image encoder of the objectness baseline (default: `model.image_encoder`), e.g.
+            an ImageNet (or stand-in) ResNet-18 that has not seen the benchmark.
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -396,7 +400,7 @@ def evaluate_model(
     multi = PROTOCOLS[protocol]["multi"]
     vocabulary = list(getattr(model, "class_names", None) or getattr(dataset, "class_list", None) or [])
     without_sources = 0
-    encoder = getattr(model, "image_encoder", None)
+    encoder = objectness_encoder if objectness_encoder is not None else getattr(model, "image_encoder", None)
     baseline_names = ["center", "random"] + (["objectness"] if encoder is not None else [])
     problems = Problems(strict)
     model_run = _Run(protocol, resize, keep_maps=True, strict_median=strict_median)
@@ -419,7 +423,13 @@ def evaluate_model(
             continue
         keep = np.asarray(batch.keep)
         images, audio = np.asarray(x["image"])[keep], np.asarray(x["audio"])[keep]
-        maps = np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE)), dtype=np.float32)
+        if class_conditioned and not multi and hasattr(model, "localize_sources"):
+            index = {name: position for position, name in enumerate(vocabulary)}
+            truth = np.array([index.get(record.get("class"), -1) for record in batch.records], np.int32)
+            maps = np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE), class_ids=truth),
+                              dtype=np.float32)
+        else:
+            maps = np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE)), dtype=np.float32)
         source_gts = class_ids = None
         if multi:
             source_gts = batch.source_gts()
@@ -449,6 +459,8 @@ def evaluate_model(
     source = {"model": getattr(model, "name", type(model).__name__),
               "settings": {"image_size": image_size, "clip_seconds": clip_seconds, "image_mode": image_mode,
                            "strict_median": strict_median}}
+    if class_conditioned and hasattr(model, "localize_sources"):
+        source["classes"] = "ground truth (class-conditioned protocol)"
     if multi:
         source["per_source_maps"] = ("ground-truth classes" if class_conditioned else "predicted classes") if hasattr(
             model, "localize_sources") else "single map for every source"
