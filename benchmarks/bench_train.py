@@ -114,7 +114,7 @@ def keras_backbone_variant(variant):
         return keras.layers.BatchNormalization(axis=-1, epsilon=resnet.BN_EPSILON, momentum=resnet.BN_MOMENTUM,
                                                name=name, dtype=dtype)(x)
 
-    def explicit_padding_conv(x, filters, kernel_size, stride, padding, name, dtype=None):
+    def explicit_padding_conv(x, filters, kernel_size, stride, padding, name, dtype=None, padding_mode="zeros"):
         if padding:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad", dtype=dtype)(x)
         return keras.layers.Conv2D(

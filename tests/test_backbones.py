@@ -150,3 +150,21 @@ def test_mixed_bfloat16_policy():
     finally:
         keras.mixed_precision.set_global_policy(previous)
     assert keras.mixed_precision.global_policy().name == previous.name
+
+
+def test_reflect_padding_matches_numpy_and_keeps_the_weights():
+    from keras_avloc.backbones import ResNet18
+    from keras_avloc.layers import ReflectPadding2D
+
+    x = np.arange(2 * 4 * 5 * 3, dtype=np.float32).reshape(2, 4, 5, 3)
+    for mode in ("reflect", "symmetric"):
+        out = np.asarray(ReflectPadding2D(2, mode=mode)(x))
+        np.testing.assert_array_equal(out, np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0)), mode=mode))
+    zeros = ResNet18(width=8, layer4_stride=1)
+    mirrored = ResNet18(width=8, layer4_stride=1, padding="reflect")
+    assert [w.shape for w in zeros.weights] == [w.shape for w in mirrored.weights]
+    mirrored.set_weights(zeros.get_weights())
+    image = np.random.default_rng(0).normal(size=(1, 64, 64, 3)).astype(np.float32)
+    a, b = np.asarray(zeros(image)), np.asarray(mirrored(image))
+    assert a.shape == b.shape and not np.allclose(a, b)  # only the padding differs
+    assert ResNet18.from_config(mirrored.get_config()).padding == "reflect"

@@ -9,6 +9,7 @@ import keras
 from keras import layers
 
 from keras_avloc.layers.normalization import FusedBatchNormalization
+from keras_avloc.layers.padding import ReflectPadding2D
 
 # torchvision's BatchNorm2d: eps=1e-5, running-stat momentum 0.1, i.e. Keras momentum 0.9.
 BN_EPSILON = 1e-5
@@ -18,7 +19,7 @@ STAGE_NAMES = ("layer1", "layer2", "layer3", "layer4")
 INTERMEDIATE_NAMES = ("stem",) + STAGE_NAMES
 
 
-def _conv(x, filters, kernel_size, stride, padding, name, dtype=None):
+def _conv(x, filters, kernel_size, stride, padding, name, dtype=None, padding_mode="zeros"):
     """A bias-free conv with torch padding semantics.
 
     Keras' padding="same" pads asymmetrically for strided convs (more on the bottom/right), torch pads
@@ -26,8 +27,10 @@ def _conv(x, filters, kernel_size, stride, padding, name, dtype=None):
     `ZeroPadding2D` and a 'valid' conv; stride-1 convs with `padding = (k - 1) / 2` use "same", which is
     then symmetric and identical to torch, and saves a padded copy of the activation.
     """
-    same = stride == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2
-    if padding and not same:
+    same = stride == 1 and kernel_size % 2 == 1 and padding == (kernel_size - 1) // 2 and padding_mode == "zeros"
+    if padding and padding_mode != "zeros":
+        x = ReflectPadding2D(padding, mode=padding_mode, name=f"{name}_pad", dtype=dtype)(x)
+    elif padding and not same:
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad", dtype=dtype)(x)
     return layers.Conv2D(
         filters,
@@ -46,13 +49,13 @@ def _batch_norm(x, name, dtype=None):
     return FusedBatchNormalization(axis=-1, epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=name, dtype=dtype)(x)
 
 
-def _basic_block(x, filters, stride, name, dtype=None):
+def _basic_block(x, filters, stride, name, dtype=None, padding_mode="zeros"):
     """torchvision's BasicBlock: conv3x3-bn-relu-conv3x3-bn (+ 1x1 conv-bn shortcut when needed), add, relu."""
     shortcut = x
-    out = _conv(x, filters, 3, stride, 1, f"{name}_conv1", dtype)
+    out = _conv(x, filters, 3, stride, 1, f"{name}_conv1", dtype, padding_mode)
     out = _batch_norm(out, f"{name}_bn1", dtype)
     out = layers.ReLU(name=f"{name}_relu1", dtype=dtype)(out)
-    out = _conv(out, filters, 3, 1, 1, f"{name}_conv2", dtype)
+    out = _conv(out, filters, 3, 1, 1, f"{name}_conv2", dtype, padding_mode)
     out = _batch_norm(out, f"{name}_bn2", dtype)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(x, filters, 1, stride, 0, f"{name}_downsample_0", dtype)
@@ -84,6 +87,8 @@ class ResNet18(keras.Model):
             tests and fixtures.
         dtype: dtype policy of every layer (e.g. "mixed_bfloat16"); default: the global policy at
             construction. Saved in the config, so a bf16 backbone reloads as bf16.
+        padding: how the convolutions pad: "zeros" (torchvision, the papers) or "reflect" / "symmetric"
+            (mirrored, so border cells get no constant padding signal; an ablation, weights are unchanged).
 
     Returns:
         A `keras.Model` mapping `[B, H, W, input_channels]` to `[B, ceil(H/32), ceil(W/32), 8 * width]`
@@ -107,10 +112,13 @@ class ResNet18(keras.Model):
         name="resnet18",
         width=64,
         dtype=None,
+        padding="zeros",
         **kwargs,
     ):
         if layer4_stride not in (1, 2):
             raise ValueError(f"ResNet18: layer4_stride must be 1 or 2, got {layer4_stride!r}.")
+        if padding not in ("zeros", "reflect", "symmetric"):
+            raise ValueError(f"ResNet18: padding must be 'zeros', 'reflect' or 'symmetric', got {padding!r}.")
         if int(width) < 1:
             raise ValueError(f"ResNet18: width must be a positive integer, got {width!r}.")
         if input_shape is None:
@@ -125,7 +133,7 @@ class ResNet18(keras.Model):
         dtype = keras.dtype_policies.get(dtype) if dtype is not None else keras.dtype_policies.get(
             keras.config.dtype_policy().name)
         inputs = keras.Input(shape=input_shape, name="input")
-        x = _conv(inputs, width, 7, 2, 3, "conv1", dtype)
+        x = _conv(inputs, width, 7, 2, 3, "conv1", dtype, padding)
         x = _batch_norm(x, "bn1", dtype)
         stem = layers.ReLU(name="relu", dtype=dtype)(x)
         # Zero padding equals torch's -inf padding here because the input is post-ReLU (>= 0).
@@ -137,7 +145,7 @@ class ResNet18(keras.Model):
         for stage, (stage_name, blocks, stride) in enumerate(zip(STAGE_NAMES, BLOCKS_PER_STAGE, stage_strides)):
             filters = int(width) * 2**stage
             for block in range(blocks):
-                x = _basic_block(x, filters, stride if block == 0 else 1, f"{stage_name}_{block}", dtype)
+                x = _basic_block(x, filters, stride if block == 0 else 1, f"{stage_name}_{block}", dtype, padding)
             features[stage_name] = x
 
         outputs = features if return_intermediate else x
@@ -148,6 +156,7 @@ class ResNet18(keras.Model):
         self.layer4_stride = layer4_stride
         self.return_intermediate = return_intermediate
         self.width = int(width)
+        self.padding = padding
         self._input_shape_arg = input_shape
 
     @property
@@ -167,6 +176,7 @@ class ResNet18(keras.Model):
             "return_intermediate": self.return_intermediate,
             "name": self.name,
             "width": self.width,
+            "padding": self.padding,
             "trainable": self.trainable,
             "dtype": keras.dtype_policies.serialize(self.dtype_policy),
         }

@@ -12,6 +12,10 @@ EPILOG = """Examples:
   avloc train --method ezvsl --data datasets/vggss --val-split test --out runs/ezvsl \\
       --init-image-weights resnet18_imagenet.weights.h5 --mixed-precision bf16
   avloc train --method avgn --data datasets/stamps --val-split val --out runs/avgn   # random 2-source mixtures
+  # small datasets: decode once into memory, augment in graph (the demo's setting)
+  avloc train --method lvs --data datasets/stamps-demo --out runs/lvs --width 16 --image-size 160 --cache \
+      --augment '{"time_shift": 0.5, "gain_db": 6, "noise_probability": 0.5, "speed": 0.1}' \
+      --init-image-weights datasets/stamps-demo/standin/resnet18_w16.weights.h5 --mixed-precision bf16
   # a killed run resumes from its last finished epoch: re-run the same command
   # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
