@@ -33,7 +33,7 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     report_path = run_demo(str(out), str(data), preset="tiny", precision=None)
     report = open(report_path).read()
     for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |", "| LVS | scratch |",
-                "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, ground-truth classes | stand-in |",
+                "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, predicted classes | stand-in |",
                 "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |"):
         assert row in report, f"{row} missing from the report"
     assert "## Generalisation (validation)" in report and "## Targets" in report
