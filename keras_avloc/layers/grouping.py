@@ -165,7 +165,11 @@ class Mlp(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return self.fc2(keras.activations.gelu(self.fc1(x), approximate=False))
+        hidden = self.fc1(x)
+        # The exact GELU in float32 also under mixed precision: more accurate, and on CPU half the time of
+        # TensorFlow's bfloat16 erf (forward + backward).
+        activated = keras.activations.gelu(ops.cast(hidden, "float32"), approximate=False)
+        return self.fc2(ops.cast(activated, hidden.dtype))
 
     def get_config(self):
         return {**super().get_config(), "in_dim": self.in_dim, "hidden_dim": self.hidden_dim,
