@@ -34,7 +34,8 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     report = open(report_path).read()
     for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |", "| LVS | scratch |",
                 "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, predicted classes | stand-in |",
-                "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |"):
+                "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |",
+                "| ground truth (the metric's ceiling) | - |"):
         assert row in report, f"{row} missing from the report"
     assert "## Generalisation (validation)" in report and "## Targets" in report
     results = json.loads((out / "results.json").read_text())
@@ -44,6 +45,9 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     mean_ciou, auc = centre_prior_reference(test_records)
     centre = rows[("centre prior", "-")]["test"]
     assert centre["mean_ciou"] == pytest.approx(mean_ciou, abs=1e-9) and centre["auc"] == pytest.approx(auc, abs=1e-9)
+    ceiling = rows[("ground truth (the metric's ceiling)", "-")]["test"]
+    assert ceiling["pointing_game"] == 1.0 and all(row["test"]["mean_ciou"] <= ceiling["mean_ciou"] + 1e-9
+                                                   for row in results["results"])
     assert rows[("LVS", "stand-in")]["test_unseen"]["num_evaluated"] == PRESETS["tiny"]["n_test_unseen"]
     assert {item["method"] for item in results["generalisation"]} == {"LVS", "EZ-VSL", "AVGN"}
     # the stand-in was trained and loaded: its weights are the LVS stand-in run's initial image weights
