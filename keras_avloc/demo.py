@@ -35,6 +35,10 @@ DEMO_AUGMENTATION = dict(time_shift=0.5, gain_db=6.0, noise_probability=0.5, noi
 """The published image crop and flip, plus audio augmentation (time shift, gain, noise, speed, masks): with
 one or two training recordings per class, the audio network otherwise memorises the recordings."""
 
+METHOD_AUGMENTATION = {"lvs": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))}
+"""Added to `DEMO_AUGMENTATION` per method (chosen on val): another scene's sound as background halves LVS's
+AUC loss on unseen recordings (val_unseen against val: 12.4% -> 6.8%) but cost EZ-VSL 0.018 of val AUC."""
+
 METHOD_SETTINGS = {
     # Map resolution: 10 x 10 at 160 px like LVS's (layer4 stride 1), instead of the paper's 5 x 5 there.
     "ezvsl": {"image_layer4_stride": 1},
@@ -47,7 +51,8 @@ PRESETS = {
     "default": dict(
         classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160, n_test_unseen=160, size=224,
         image_size=160, clip_seconds=1.0, epochs=8, batch_size=32, width=16, learning_rate=3e-4,
-        augment=DEMO_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS, scratch=True,
+        augment=DEMO_AUGMENTATION, method_augment=METHOD_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS,
+        scratch=True,
         standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
         run_eagerly=False,
     ),
@@ -55,7 +60,8 @@ PRESETS = {
     "full": dict(
         classes=None, n_train=6000, n_val=400, n_test=800, n_val_unseen=400, n_test_unseen=400, size=224,
         image_size=160, clip_seconds=1.0, epochs=12, batch_size=32, width=16, learning_rate=3e-4,
-        augment=DEMO_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS, scratch=False,
+        augment=DEMO_AUGMENTATION, method_augment=METHOD_AUGMENTATION, cache=True, method_settings=METHOD_SETTINGS,
+        scratch=False,
         standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
         run_eagerly=False,
     ),
@@ -63,8 +69,9 @@ PRESETS = {
     "tiny": dict(
         classes=DEMO_CLASSES, n_train=8, n_val=8, n_test=8, n_val_unseen=8, n_test_unseen=8, size=64,
         image_size=64, clip_seconds=0.5, epochs=1, batch_size=4, width=4, learning_rate=1e-4,
-        augment=DEMO_AUGMENTATION, cache=True, method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
-                                                                "ezvsl": {"embed_dim": 16}},
+        augment=DEMO_AUGMENTATION, method_augment=METHOD_AUGMENTATION, cache=True,
+        method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
+                         "ezvsl": {"embed_dim": 16}},
         scratch=True, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
         run_eagerly=True,
@@ -74,7 +81,7 @@ METHODS = ("lvs", "ezvsl", "avgn")
 REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("pointing game", "pointing_game"),
                   ("pointing (mask)", "mask_pointing_game"), ("mask IoU", "mask_iou")]
 BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (stand-in ResNet-18)"}
-ORACLE_NAME = "ground truth (the metric's ceiling)"
+ORACLE_NAME = "ground-truth box (the metric's ceiling)"
 TARGETS = {"auc_ratio": 1.2, "pointing": 0.6, "lvs_pointing": 0.8, "unseen_auc_drop": 0.10}
 """The demo's targets (README): AUC >= 1.2 x the centre prior's and pointing game >= 0.6 for every method
 from the stand-in (LVS >= 0.8), and at most 10% relative AUC lost on val_unseen against val."""
@@ -152,11 +159,14 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
 
     model_kwargs = {"backbone_kwargs": {"width": preset["width"]}}
     model_kwargs.update(preset.get("method_settings", {}).get(method, {}))
+    augment = preset.get("augment")
+    if isinstance(augment, dict) and preset.get("method_augment", {}).get(method):
+        augment = {**augment, **preset["method_augment"][method]}
     model, _ = train(
         method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"], split="train",
         val_split=None, learning_rate=preset["learning_rate"], image_size=preset["image_size"],
         clip_seconds=preset["clip_seconds"], model_kwargs=model_kwargs, seed=seed,
-        run_eagerly=preset.get("run_eagerly", False), augment=preset.get("augment"), cache=preset.get("cache", False),
+        run_eagerly=preset.get("run_eagerly", False), augment=augment, cache=preset.get("cache", False),
         mixed_precision=precision, init_image_weights=init_weights, verbose=2,
     )
     return model
@@ -193,7 +203,9 @@ def oracle_metrics(data_root, split, work_dir):
     path = os.path.join(work_dir, f"oracle_{split}.npz")
     with atomic_output(path, suffix=".npz") as temporary:
         np.savez(temporary, files=np.array([record["file"] for record in records]), heatmaps=maps)
-    return evaluate_heatmaps(path, data_root, split=split, protocol="stamps", progress=False)["model"]
+    row = evaluate_heatmaps(path, data_root, split=split, protocol="stamps", progress=False)["model"]
+    # The oracle is the box: its scores against the exact masks say nothing about a ceiling.
+    return {key: value for key, value in row.items() if not key.startswith("mask_")}
 
 
 def heatmap_figure(models, data_root, path, preset, count=4):

@@ -93,6 +93,26 @@ def test_gain_and_noise_change_the_level_as_asked():
     assert 10 * np.log10(0.01 / noise_power) == pytest.approx(20.0, abs=0.5)
 
 
+def test_ambience_adds_another_clip_of_the_batch_at_the_asked_level():
+    # Distinct sinusoids: each output is its own clip plus a multiple of exactly one other clip.
+    t = np.arange(2000) / 2000.0
+    waves = np.stack([0.2 * (k + 1) / 6 * np.sin(2 * np.pi * (5 + 3 * k) * t) for k in range(6)]).astype(np.float32)
+    ambience = augment.Augmentation(ambience_probability=1.0, ambience_snr_db=(12.0, 18.0))
+    out = augment.add_ambience(tf, tf.constant(waves), ambience, _seed(4)).numpy()
+    for i in range(6):
+        residual = out[i] - waves[i]
+        # least-squares fit of the residual on every clip: one partner, never the clip itself
+        coefficients = np.linalg.lstsq(waves.T.astype(np.float64), residual.astype(np.float64), rcond=None)[0]
+        partner = int(np.argmax(np.abs(coefficients)))
+        assert partner != i and np.sum(np.abs(coefficients) > 1e-4) == 1
+        snr = 10 * np.log10(np.mean(waves[i] ** 2) / np.mean(residual ** 2))
+        assert 12.0 - 1e-3 <= snr <= 18.0 + 1e-3
+    off = augment.add_ambience(tf, tf.constant(waves), augment.Augmentation(), _seed(4)).numpy()
+    np.testing.assert_array_equal(off, waves)
+    single = augment.add_ambience(tf, tf.constant(waves[:1]), ambience, _seed(4)).numpy()
+    np.testing.assert_array_equal(single, waves[:1])  # a batch of one has no other clip
+
+
 def test_spectrogram_masks_are_bands_filled_with_the_mean():
     spec = tf.constant(np.random.default_rng(2).random((4, 40, 30, 1)).astype(np.float32))
     masking = augment.Augmentation(freq_masks=1, freq_mask_width=8, time_masks=1, time_mask_width=5)

@@ -35,7 +35,7 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |", "| LVS | scratch |",
                 "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, predicted classes | stand-in |",
                 "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |",
-                "| ground truth (the metric's ceiling) | - |"):
+                "| ground-truth box (the metric's ceiling) | - |"):
         assert row in report, f"{row} missing from the report"
     assert "## Generalisation (validation)" in report and "## Targets" in report
     results = json.loads((out / "results.json").read_text())
@@ -45,7 +45,7 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     mean_ciou, auc = centre_prior_reference(test_records)
     centre = rows[("centre prior", "-")]["test"]
     assert centre["mean_ciou"] == pytest.approx(mean_ciou, abs=1e-9) and centre["auc"] == pytest.approx(auc, abs=1e-9)
-    ceiling = rows[("ground truth (the metric's ceiling)", "-")]["test"]
+    ceiling = rows[("ground-truth box (the metric's ceiling)", "-")]["test"]
     assert ceiling["pointing_game"] == 1.0 and all(row["test"]["mean_ciou"] <= ceiling["mean_ciou"] + 1e-9
                                                    for row in results["results"])
     assert rows[("LVS", "stand-in")]["test_unseen"]["num_evaluated"] == PRESETS["tiny"]["n_test_unseen"]
@@ -53,6 +53,9 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     # the stand-in was trained and loaded: its weights are the LVS stand-in run's initial image weights
     assert (data / "standin" / "resnet18_w4.weights.h5").is_file() and results["standin"]["classes"] > 300
     state = json.loads((out / "lvs" / "train_state.json").read_text())
+    ezvsl_state = json.loads((out / "ezvsl" / "train_state.json").read_text())
+    assert state["settings"]["augment"]["ambience_probability"] == 0.5  # the demo's per-method augmentation
+    assert ezvsl_state["settings"]["augment"]["ambience_probability"] == 0.0
     assert state["settings"]["init_image_weights"] and not json.loads(
         (out / "lvs-scratch" / "train_state.json").read_text())["settings"]["init_image_weights"]
     figure = cv2.imread(str(out / "heatmaps.png"))

@@ -41,6 +41,10 @@ class Augmentation:
         gain_db: random gain in [-gain_db, +gain_db] dB.
         noise_probability: chance of additive white noise at an SNR uniform in `noise_snr_db`.
         speed: maximum relative speed change (resampling: duration and pitch change together).
+    Batch (`add_ambience`, after the clips are cut):
+        ambience_probability: chance that a clip gets another clip of its batch as quiet background, at a
+            signal-to-ambience ratio uniform in `ambience_snr_db` (real sounds of other scenes, unlike the
+            white noise).
     Spectrogram (SpecAugment-style, on the front-end's output):
         freq_masks / freq_mask_width, time_masks / time_mask_width: number of masks and maximum width in bins
         / frames; masked cells are set to the spectrogram's mean.
@@ -60,6 +64,8 @@ class Augmentation:
     noise_probability: float = 0.0
     noise_snr_db: tuple = (10.0, 30.0)
     speed: float = 0.0
+    ambience_probability: float = 0.0
+    ambience_snr_db: tuple = (10.0, 20.0)
     freq_masks: int = 0
     freq_mask_width: int = 0
     time_masks: int = 0
@@ -72,10 +78,10 @@ class Augmentation:
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"Augmentation.crop_ratio must be positive and ordered, got {self.crop_ratio}.")
         for name in ("brightness", "contrast", "saturation", "hue", "blur_probability", "time_shift", "gain_db",
-                     "noise_probability", "speed"):
+                     "noise_probability", "speed", "ambience_probability"):
             if getattr(self, name) < 0:
                 raise ValueError(f"Augmentation.{name} must be >= 0, got {getattr(self, name)}.")
-        if self.speed >= 0.5 or self.noise_probability > 1 or self.blur_probability > 1:
+        if self.speed >= 0.5 or self.noise_probability > 1 or self.blur_probability > 1 or self.ambience_probability > 1:
             raise ValueError("Augmentation: speed must be < 0.5 and probabilities <= 1.")
 
     def to_dict(self):
@@ -227,6 +233,32 @@ def audio_clip(tf, wave, length, augmentation, sample_rate, seed):
         keep = tf.random.stateless_uniform([], tf.stack([seeds[4][1], seeds[3][0]])) < augmentation.noise_probability
         clip = tf.where(keep, clip + noise, clip)
     return tf.clip_by_value(clip, -1.0, 1.0)
+
+
+def add_ambience(tf, waves, augmentation, seed):
+    """Another clip of the batch as quiet background: each clip, with `ambience_probability`, gets clip
+    (i + k) mod B (k uniform in 1..B-1, one per clip) scaled to a signal-to-ambience power ratio uniform in
+    `ambience_snr_db`. Labels do not change: the added clip is ambience, not a second source.
+
+    Args:
+        waves: float [B, T] clips in [-1, 1]; seed: [2] int32.
+
+    Returns:
+        float [B, T], clipped to [-1, 1].
+    """
+    if not augmentation.ambience_probability:
+        return waves
+    batch = tf.shape(waves)[0]
+    seeds = tf.random.experimental.stateless_split(seed, 3)
+    offsets = tf.random.stateless_uniform([batch], seeds[0], 1, tf.maximum(batch, 2), dtype=tf.int32)
+    partners = tf.gather(waves, (tf.range(batch) + offsets) % batch)
+    snr = tf.random.stateless_uniform([batch, 1], seeds[1], *augmentation.ambience_snr_db)
+    power = tf.reduce_mean(tf.square(waves), axis=1, keepdims=True) + 1e-10
+    partner_power = tf.reduce_mean(tf.square(partners), axis=1, keepdims=True) + 1e-10
+    scale = tf.sqrt(power / partner_power / 10.0 ** (snr / 10.0))
+    keep = tf.random.stateless_uniform([batch, 1], seeds[2]) < augmentation.ambience_probability
+    keep = keep & (batch > 1)
+    return tf.clip_by_value(tf.where(keep, waves + scale * partners, waves), -1.0, 1.0)
 
 
 def mask_spectrograms(tf, spectrograms, augmentation, seed):

@@ -141,8 +141,8 @@ def make_augmented_dataset(loader_class, records, class_list, image_size, clip_s
 
     def finish(batch, seed_pair):
         seed_pair = tf.cast(seed_pair % (2**31 - 1), tf.int32)
-        mix_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 2))
-        wave, labels = batch["wave"], batch["labels"]
+        mix_seed, mask_seed, ambience_seed = tf.unstack(tf.random.experimental.stateless_split(seed_pair, 3))
+        wave, labels = augment_lib.add_ambience(tf, batch["wave"], augmentation, ambience_seed), batch["labels"]
         if mix_sources == 2:
             wave, labels = mix_in_batch(tf, wave, labels, mix_seed)
         spectrograms = augment_lib.mask_spectrograms(tf, frontend(wave), augmentation, mask_seed)
