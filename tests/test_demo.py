@@ -56,6 +56,8 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     ezvsl_state = json.loads((out / "ezvsl" / "train_state.json").read_text())
     assert state["settings"]["augment"]["ambience_probability"] == 0.5  # the demo's per-method augmentation
     assert ezvsl_state["settings"]["augment"]["ambience_probability"] == 0.0
+    assert json.loads((out / "avgn" / "train_state.json").read_text())["settings"]["learning_rate"] == 6e-4
+    assert ezvsl_state["settings"]["learning_rate"] == PRESETS["tiny"]["learning_rate"]
     assert state["settings"]["init_image_weights"] and not json.loads(
         (out / "lvs-scratch" / "train_state.json").read_text())["settings"]["init_image_weights"]
     figure = cv2.imread(str(out / "heatmaps.png"))
