@@ -51,25 +51,18 @@ METHOD_SETTINGS = {
 }
 """Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
+_TRAINING = dict(
+    size=224, image_size=160, clip_seconds=1.0, batch_size=32, width=16, learning_rate=3e-4, augment=DEMO_AUGMENTATION,
+    method_training=METHOD_TRAINING, cache=True, method_settings=METHOD_SETTINGS,
+    standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3), run_eagerly=False,
+)
 PRESETS = {
     # Chosen on the val split; about 10 minutes on 2 CPU cores once the data and the stand-in are built.
-    "default": dict(
-        classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160, n_test_unseen=160, size=224,
-        image_size=160, clip_seconds=1.0, epochs=8, batch_size=32, width=16, learning_rate=3e-4,
-        augment=DEMO_AUGMENTATION, method_training=METHOD_TRAINING, cache=True, method_settings=METHOD_SETTINGS,
-        scratch=True,
-        standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
-        run_eagerly=False,
-    ),
+    "default": dict(_TRAINING, classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160,
+                    n_test_unseen=160, epochs=8, scratch=True),
     # Every sounding class of the benchmark (about an hour).
-    "full": dict(
-        classes=None, n_train=6000, n_val=400, n_test=800, n_val_unseen=400, n_test_unseen=400, size=224,
-        image_size=160, clip_seconds=1.0, epochs=12, batch_size=32, width=16, learning_rate=3e-4,
-        augment=DEMO_AUGMENTATION, method_training=METHOD_TRAINING, cache=True, method_settings=METHOD_SETTINGS,
-        scratch=False,
-        standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3),
-        run_eagerly=False,
-    ),
+    "full": dict(_TRAINING, classes=None, n_train=6000, n_val=400, n_test=800, n_val_unseen=400, n_test_unseen=400,
+                 epochs=12, scratch=False),
     # End-to-end smoke run (tests): a few scenes, one epoch, tiny networks.
     "tiny": dict(
         classes=DEMO_CLASSES, n_train=8, n_val=8, n_test=8, n_val_unseen=8, n_test_unseen=8, size=64,
