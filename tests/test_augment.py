@@ -168,6 +168,7 @@ def test_cached_pipeline_trains_skips_bad_clips_and_is_reproducible(tmp_path):
              for x, y in make_dataset(str(root), "train", **kwargs)]
     dataset = make_dataset(str(root), "train", **kwargs)
     assert dataset.skipped.count == 1 and "clip_04" in next(iter(dataset.skipped.reasons))
+    assert dataset.options().autotune.enabled is False  # fixed parallelism: no autotuner taking the cores
     second = [(np.asarray(x["image"]), np.asarray(x["audio"]), np.asarray(y["index"])) for x, y in dataset]
     assert len(first) == 2 and first[0][0].shape == (4, 32, 32, 3) and first[0][1].shape[1:] == (257, 25, 1)
     for a, b in zip(first, second):

@@ -153,9 +153,11 @@ def make_augmented_dataset(loader_class, records, class_list, image_size, clip_s
         return x, y
 
     dataset = tf.data.Dataset.zip((batches, batch_seeds)).map(finish, num_parallel_calls=tf.data.AUTOTUNE)
-    # The in-graph augmentation costs ~20 ms a batch against a 100-400 ms training step. tf.data's autotuner
-    # still grows its thread pools now and then, and on a small machine those threads take cores from the
-    # training step: on 2 cores, one AVGN epoch in three took 410 instead of 235 ms/step (the demo's
+    if not cache:
+        return dataset.prefetch(tf.data.AUTOTUNE), count
+    # From memory, the in-graph augmentation costs ~20 ms a batch against a 100-400 ms training step. tf.data's
+    # autotuner still grows its thread pools now and then, and on a small machine those threads take cores from
+    # the training step: on 2 cores, one AVGN epoch in three took 410 instead of 235 ms/step (the demo's
     # settings). Fixed parallelism (one thread per core) keeps every epoch at the fast rate.
     options = tf.data.Options()
     options.autotune.enabled = False
