@@ -78,7 +78,7 @@ def test_the_same_heatmaps_score_identically_whatever_size_the_model_ran_at(tmp_
         assert set(model.asked_sizes) == {(224, 224)}  # maps are always asked at the ground truth's size
     assert results[64]["model"] == results[128]["model"] == results[224]["model"]
 
-    # ... and the stamps protocol scores the mask (a disc), not the box (its square)
+    # ... and the stamps protocol scores cIoU, AUC and pointing on the box (the square around each disc)
     from keras_avloc.data import make_dataset
 
     probe = AudioSeededModel()
