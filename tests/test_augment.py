@@ -163,12 +163,16 @@ def test_cached_pipeline_trains_skips_bad_clips_and_is_reproducible(tmp_path):
     write_colour_tone_split(str(root), ("red", "blue", "green"), count=9, size=40, seconds=0.6)
     (root / "frames" / "clip_04.jpg").write_bytes(b"")
     kwargs = dict(training=True, batch_size=4, image_size=32, clip_seconds=0.4, seed=5, cache=True,
-                  augment="strong", drop_remainder=True, progress=False)
+                  augment="strong", drop_remainder=True, progress=False, on_error="skip")
     first = [(np.asarray(x["image"]), np.asarray(x["audio"]), np.asarray(y["index"]))
              for x, y in make_dataset(str(root), "train", **kwargs)]
     dataset = make_dataset(str(root), "train", **kwargs)
     assert dataset.skipped.count == 1 and "clip_04" in next(iter(dataset.skipped.reasons))
     assert dataset.options().autotune.enabled is False  # fixed parallelism: no autotuner taking the cores
+    with pytest.raises(Exception, match="clip_04"):
+        make_dataset(str(root), "train", **dict(kwargs, on_error="raise"))  # the cache honours on_error too
+    with pytest.raises(ValueError, match="TFRecord input trains with the official augmentation"):
+        make_dataset(str(root), "train", tfrecord_dir=str(tmp_path / "shards"), **kwargs)
     second = [(np.asarray(x["image"]), np.asarray(x["audio"]), np.asarray(y["index"])) for x, y in dataset]
     assert len(first) == 2 and first[0][0].shape == (4, 32, 32, 3) and first[0][1].shape[1:] == (257, 25, 1)
     for a, b in zip(first, second):

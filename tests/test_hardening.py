@@ -322,3 +322,27 @@ def test_a_registered_method_trains_through_the_command_line_with_the_base_steps
         assert isinstance(model, HalfTemperatureLVS) and isinstance(model, AVLocModel) and model.temperature == 0.035
     finally:
         _REGISTERED.pop("halflvs", None)
+
+
+def test_an_interrupted_stand_in_with_other_settings_is_not_resumed(tmp_path):
+    from keras_avloc.training.pretrain import pretrain_image
+    from keras_avloc.training.train import TrainingError
+
+    work = tmp_path / "standin" / "w8.work"
+    work.mkdir(parents=True)
+    (work / "train_state.json").write_text(json.dumps({"completed_epochs": 3, "settings": {"width": 16}}))
+    with pytest.raises(TrainingError, match="interrupted stand-in training with other settings"):
+        pretrain_image(str(tmp_path / "standin" / "w8.weights.h5"), ["cow", "dog"], width=8, progress=False)
+
+
+def test_warm_up_needs_a_known_epoch_length():
+    import tensorflow as tf
+
+    from keras_avloc.training.train import TrainingError, _steps_per_epoch
+
+    finite = tf.data.Dataset.range(10).batch(4, drop_remainder=True)
+    assert _steps_per_epoch(finite, 4, 1.0) == 2
+    endless = finite.repeat()
+    assert _steps_per_epoch(endless, 4, 0.0) == 1  # no warm-up: the length is not needed
+    with pytest.raises(TrainingError, match="epoch length"):
+        _steps_per_epoch(endless, 4, 1.0)

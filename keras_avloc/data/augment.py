@@ -28,7 +28,7 @@ TRAIN_RESIZE_FACTOR = 1.1
 class Augmentation:
     """What `make_dataset(training=True)` does to each training sample.
 
-    Image (applied to the frame resized to round(1.1 S) on its short side):
+    Image (applied to the frame resized to int(1.1 S) on its short side):
         crop_scale: (low, high) side of the random crop as a fraction of that frame's short side; the
             crop is then resized to S x S. The default (1/1.1, 1/1.1) is the published random S x S crop.
         crop_ratio: (low, high) aspect ratio (width / height) of the crop, sampled log-uniformly.

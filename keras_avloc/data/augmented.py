@@ -1,7 +1,7 @@
 """The augmented training pipeline: base samples (decoded once with `cache=True`, or streamed) plus in-graph
 augmentation (`keras_avloc.data.augment`).
 
-A base sample is the frame resized to round(1.1 S) on its short side and centre-cropped to a square (the
+A base sample is the frame resized to int(1.1 S) on its short side and centre-cropped to a square (the
 published training crop is taken inside it), and the centred `clip * (1 + speed) + 2 * time_shift` seconds
 of audio. `make_dataset(training=True)` uses this pipeline when `cache=True` or when `augment` is not the
 official augmentation; otherwise it keeps the published streaming pipeline (`keras_avloc.data.dataset`).
@@ -31,8 +31,10 @@ def base_sizes(image_size, clip_seconds, augmentation, sample_rate):
     return side, wave_seconds, int(round(sample_rate * clip_seconds))
 
 
-def _decode_all(loader, records, skipped, progress, workers=None):
-    """Decodes every record into base samples (threads: PIL, libsndfile and FFmpeg release the GIL)."""
+def _decode_all(loader, records, skipped, progress, on_error="skip", workers=None):
+    """Decodes every record into base samples (threads: PIL, libsndfile and FFmpeg release the GIL).
+
+    A record that cannot be decoded is skipped and counted, or raises its error when `on_error` is not "skip"."""
     from tqdm.auto import tqdm
 
     side = loader.image_size
@@ -58,6 +60,8 @@ def _decode_all(loader, records, skipped, progress, workers=None):
         for position, sample, error in tqdm(results, total=len(records), desc="caching samples", unit="clip",
                                             disable=not progress, leave=False):
             if error is not None:
+                if on_error != "skip":
+                    raise error
                 skipped.add(records[position]["file"], str(error))
                 continue
             images[position] = sample["image"]
@@ -90,7 +94,7 @@ def make_augmented_dataset(loader_class, records, class_list, image_size, clip_s
                           mix_sources=0, image_backend=image_backend, with_ground_truth=False)
     base_length = int(round(sample_rate * wave_seconds))
     if cache:
-        images, waves, labels, indices = _decode_all(loader, records, skipped, progress)
+        images, waves, labels, indices = _decode_all(loader, records, skipped, progress, on_error)
         if not len(indices):
             raise ValueError("no sample of the split could be decoded; see the reasons above")
         count = len(indices)

@@ -508,6 +508,10 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
     if tfrecord_dir is not None:
         from keras_avloc.data.tfrecord import make_tfrecord_dataset
 
+        if training and (cache or not augment_lib.get_augmentation(augment).is_official):
+            raise ValueError("TFRecord input trains with the official augmentation and without cache=True; drop "
+                             "augment / cache, or train from the dataset folder.")
+
         return make_tfrecord_dataset(
             tfrecord_dir, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
             training=training, batch_size=batch_size, on_error=on_error, shuffle=shuffle,

@@ -44,7 +44,8 @@ from keras_avloc.io.errors import AvlocError
 SAMPLE_RATE = 16000
 CLIP_SECONDS = 3.0
 MIN_SPLIT_SECONDS = 1.0
-BUILDER_VERSION = 2  # 2: recordings decoded by keras_avloc.io.media.read_audio (clipped to [-1, 1] after resampling)
+BUILDER_VERSION = 3  # 2: recordings decoded by keras_avloc.io.media.read_audio (clipped to [-1, 1] after resampling);
+# 3: the recording set (duplicates dropped, scratch recordings in training) and the unseen recordings
 PEAK_LEVEL = 0.9
 SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets the rest
 

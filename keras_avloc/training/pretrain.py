@@ -100,7 +100,7 @@ def pretrain_image(out_path, sounding_classes, width=16, image_size=112, per_cla
         image_size: training crop side (the benchmark's model input size).
         per_class: rendered images per stamp class (one more per class is held out to measure accuracy).
         render_size: side of the rendered images (crops are taken inside them).
-        epochs, batch_size, learning_rate: Adam with label smoothing 0.1 and a one-epoch warm-up.
+        epochs, batch_size, learning_rate: Adam on softmax cross-entropy with a one-epoch warm-up.
         seed: rendering and training seed.
         mixed_precision: None or "bf16".
         workers: rendering processes (default: all cores).
@@ -134,6 +134,11 @@ def pretrain_image(out_path, sounding_classes, width=16, image_size=112, per_cla
             return previous
         raise TrainingError(f"{out_path} was trained with other settings ({summary_path}); pass another output "
                             "name or delete it first.")
+    interrupted = read_state(os.path.join(work_dir, "train_state.json"))
+    if interrupted and interrupted.get("settings") != json.loads(json.dumps(settings)):
+        raise TrainingError(f"{work_dir} holds an interrupted stand-in training with other settings; re-run it with "
+                            f"those settings ({os.path.join(work_dir, 'train_state.json')}), pass another output "
+                            "name, or delete the folder.")
     os.makedirs(work_dir, exist_ok=True)
     data = _render_or_load(work_dir, key, sounding_classes, int(per_class) + 1, int(render_size), int(seed),
                            workers or os.cpu_count() or 1, progress)

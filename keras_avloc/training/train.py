@@ -39,6 +39,22 @@ def _first_batch(dataset):
     raise TrainingError("the dataset is empty; check the split file and --batch-size (drop_remainder drops small splits).")
 
 
+def _steps_per_epoch(dataset, batch_size, warmup_epochs):
+    """Optimizer steps in one epoch (for the warm-up): from the split's records, else the dataset's cardinality."""
+    records = getattr(dataset, "records", None)
+    if records:
+        return max(1, len(records) // int(batch_size))
+    import tensorflow as tf
+
+    cardinality = int(dataset.cardinality()) if isinstance(dataset, tf.data.Dataset) else -1
+    if cardinality > 0:
+        return cardinality
+    if float(warmup_epochs) > 0:
+        raise TrainingError("warmup_epochs needs the epoch length, and this dataset's is unknown (repeated or "
+                            "filtered); pass a finite dataset or use warmup_epochs=0.")
+    return 1
+
+
 def read_state(path):
     """The JSON in `path`, or None when it is missing or unreadable."""
     try:
@@ -310,7 +326,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         if run_eagerly:
             model.run_eagerly = True
     else:
-        steps_per_epoch = max(1, len(getattr(dataset, "records", None) or []) // int(batch_size))
+        steps_per_epoch = _steps_per_epoch(dataset, batch_size, warmup_epochs)
         model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
                                      learning_rate, model_kwargs, run_eagerly,
                                      warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)))
