@@ -8,6 +8,7 @@ EPILOG = """Examples:
   avloc data stamps --out datasets/stamps --n-train 5000 --n-test 1000 --workers 2
   avloc data stamps --out /tmp/tiny --n-train 6 --n-val 2 --n-test 4 --n-mix 2 --size 64
   avloc data stamps --out datasets/stamps --speech --ambience
+  avloc data stamps --out datasets/stamps --n-train-mosaic 1000 --n-test-mosaic 300 --n-test-duet 300
   avloc data stamps --out datasets/stamps8 --classes "cello,drum kit,frog,zebra"
 
 Media come from two Debian packages: `sudo apt-get install tuxpaint-stamps-default` and the
@@ -38,6 +39,12 @@ def register(subparsers):
                         help="val_unseen.json scenes: val backgrounds and recordings training never hears")
     parser.add_argument("--n-test-unseen", type=types.integer(0, 1_000_000), default=0,
                         help="test_unseen.json scenes: test backgrounds and recordings training never hears")
+    parser.add_argument("--n-train-mosaic", type=types.integer(0, 1_000_000), default=0,
+                        help="CSOL stage-two training mosaics (train_mosaic.json: 2x2 solo frames, two sound)")
+    parser.add_argument("--n-val-mosaic", type=types.integer(0, 1_000_000), default=0, help="val_mosaic.json scenes")
+    parser.add_argument("--n-test-mosaic", type=types.integer(0, 1_000_000), default=0, help="test_mosaic.json scenes")
+    parser.add_argument("--n-test-duet", type=types.integer(0, 1_000_000), default=0,
+                        help="test_duet.json scenes: two sounding objects and 1-2 silent ones in one frame")
     parser.add_argument("--speech", action="store_true", help="also write test_speech.json")
     parser.add_argument("--n-speech", type=types.integer(0, 1_000_000), default=100, help="spoken-prompt scenes with --speech")
     parser.add_argument("--size", type=types.integer(32, 2048), default=224, help="frame side in pixels")
@@ -65,6 +72,8 @@ def run(args):
         n_speech=args.n_speech if args.speech else 0, size=args.size, seed=args.seed,
         workers=args.workers, ambience=args.ambience, overwrite=args.overwrite,
         media_dir=args.media, n_val_unseen=args.n_val_unseen, n_test_unseen=args.n_test_unseen,
+        n_train_mosaic=args.n_train_mosaic, n_val_mosaic=args.n_val_mosaic, n_test_mosaic=args.n_test_mosaic,
+        n_test_duet=args.n_test_duet,
         classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")

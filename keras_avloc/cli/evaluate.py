@@ -5,7 +5,7 @@ import os
 from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
-PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet"]
+PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -20,6 +20,10 @@ EPILOG = """Examples:
   # two-source mixtures: adds per-source cIoU@0.3 / AUC, PIAP and CAP (AVGN localises each source)
   avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
       --protocol stamps-mix --out runs/avgn_mix
+
+  # class-aware (CSOL): which object sounds, per class, on 2x2 mosaics or duets with silent objects
+  avloc evaluate --checkpoint runs/csol2/model.keras --data data/stamps --split test_mosaic \
+      --protocol stamps-classes --assign-split val --out runs/csol_mosaic
 
 Outputs in --out: metrics.json (model + baselines), per_sample.json, success_curve.png, best_worst.png.
 Unreadable clips and records whose ground truth cannot be built are skipped, counted and named in
@@ -73,6 +77,10 @@ def register(subparsers):
     parser.add_argument("--class-conditioned", action="store_true",
                         help="AVGN: localise the ground-truth class of each clip (or of each source of a mixture), "
                         "the paper's test protocol, instead of the classes predicted from the audio")
+    parser.add_argument("--assign-split", default="val",
+                        help="stamps-classes: labelled single-source split that fits the cluster -> class assignment")
+    parser.add_argument("--assignment", choices=["hungarian", "many-to-one"], default="hungarian",
+                        help="stamps-classes: one-to-one Hungarian matching (default) or the official many-to-one")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -84,6 +92,8 @@ def run(args):
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
     check_output_folder(args.out)
+    if args.protocol == "stamps-classes":
+        return _run_classes(args)
     if args.heatmaps:
         encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
         metrics = report.evaluate_heatmaps(
@@ -111,6 +121,22 @@ def run(args):
         print("objectness baseline skipped: pass --objectness-weights (ImageNet ResNet-18) or use --checkpoint")
     for line in skipped_lines(metrics):
         print(line)
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_classes(args):
+    from keras_avloc.evaluation.classes import classes_table, evaluate_classes
+    from keras_avloc.models import load_model
+
+    if not args.checkpoint:
+        raise CliError("--protocol stamps-classes needs --checkpoint (class maps come from the model).")
+    model = load_model(args.checkpoint, compile=False)
+    metrics = evaluate_classes(model, args.data, split=args.split, assign_split=args.assign_split,
+                               rule=args.assignment, out_dir=args.out, batch_size=args.batch_size,
+                               baselines=True, progress=not args.no_progress)
+    print(f"{metrics['split']}: {metrics['maps']}")
+    print(classes_table(metrics))
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 

@@ -16,6 +16,10 @@ EPILOG = """Examples:
   avloc train --method lvs --data datasets/stamps-demo --out runs/lvs --width 16 --image-size 160 --cache \
       --augment '{"time_shift": 0.5, "gain_db": 6, "noise_probability": 0.5, "speed": 0.1}' \
       --init-image-weights datasets/stamps-demo/standin/resnet18_w16.weights.h5 --mixed-precision bf16
+  # CSOL: stage one on solo scenes (clusters after each epoch), then stage two on mosaics from it
+  avloc train --method csol --data datasets/stamps --out runs/csol1 --epochs 15 --clusters 11
+  avloc train --method csol --stage 2 --init-from runs/csol1/model.keras --data datasets/stamps \
+      --split train_mosaic --out runs/csol2 --epochs 5
   # a killed run resumes from its last finished epoch: re-run the same command
   # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
@@ -50,12 +54,14 @@ def register(subparsers):
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. runs/lvs")
     parser.add_argument("--epochs", type=types.integer(1), default=20, help="total epochs (default 20)")
     parser.add_argument("--batch-size", type=types.integer(2), default=16, help="batch size (default 16; at least 2)")
-    parser.add_argument("--split", default="train", help="training split name (default train)")
+    parser.add_argument("--split", default=None,
+                        help="training split name (default train; csol --stage 2: train_mosaic)")
     parser.add_argument("--val-split", default=None, help="validation split evaluated every epoch")
     parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=None,
                         help="Adam learning rate (default 1e-4)")
     parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=224, help="image side (default 224)")
-    parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=3.0, help="audio clip length (default 3.0)")
+    parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
+                        help="audio clip length (default 3.0; csol: 1.0 as its paper)")
     parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
     parser.add_argument("--init-image-weights", default=None, metavar="FILE.weights.h5",
                         help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
@@ -68,6 +74,12 @@ def register(subparsers):
                         help="feature dimension D (default 512)")
     parser.add_argument("--depth", type=types.integer(1, 64), default=None,
                         help="avgn: attention blocks per modality (default 3)")
+    parser.add_argument("--stage", type=int, choices=[1, 2], default=1,
+                        help="csol: 1 = localisation + clustering (default), 2 = class-aware stage on mixtures")
+    parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
+                        help="csol --stage 2: the stage-one model.keras it starts from")
+    parser.add_argument("--clusters", type=types.integer(2, 100000), default=None,
+                        help="csol: number of clusters K (default 11)")
     parser.add_argument("--seed", type=types.SEED, default=None, help="random seed")
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
@@ -95,6 +107,12 @@ def run(args):
                        "`avloc port-weights`.")
     if args.depth is not None and args.method != "avgn":
         raise CliError(f"--depth applies to --method avgn only (got --method {args.method}); drop it.")
+    if args.stage == 2:
+        if args.method != "csol":
+            raise CliError(f"--stage 2 applies to --method csol only (got --method {args.method}); drop it.")
+        args.method = "csolstage2"
+    if args.clusters is not None and not args.method.startswith("csol"):
+        raise CliError(f"--clusters applies to --method csol only (got --method {args.method}); drop it.")
     if args.embed_dim is not None and args.method == "lvs":
         raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 
@@ -116,6 +134,8 @@ def run(args):
         model_kwargs["embed_dim"] = args.embed_dim
     if args.depth is not None:
         model_kwargs["depth"] = args.depth
+    if args.clusters is not None:
+        model_kwargs["num_clusters"] = args.clusters
     _, history = train(
         args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
         val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
@@ -123,7 +143,7 @@ def run(args):
         init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
         model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
         run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
-        cache=args.cache, warmup_epochs=args.warmup_epochs,
+        cache=args.cache, warmup_epochs=args.warmup_epochs, init_from=args.init_from,
     )
     if history is not None:
         print(f"saved {os.path.join(args.out, 'model.keras')}")

@@ -28,7 +28,7 @@ from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import write_text
 
 FLICKR_FRAME_SIZE = 256
-KINDS = ("single", "mixture", "silent", "offscreen", "speech")
+KINDS = ("single", "mixture", "silent", "offscreen", "speech", "mosaic", "duet")
 """Scene kinds a split entry may declare ("silent" / "offscreen" have no visible source)."""
 
 
@@ -207,7 +207,8 @@ def read_music_duet_json(path):
 
     Returns:
         list of records `{"file", "class": class_src1, "boxes": both boxes [2, 4], "kind": "mixture",
-        "sources": [{"class", "boxes": [1, 4]}, {"class", "boxes": [1, 4]}]}`.
+        "sources": [{"class", "boxes": [1, 4]}, {"class", "boxes": [1, 4]}], "objects"}` (`objects`: both
+        sources as sounding objects, the layout of the class-aware protocol).
     """
     records = []
     for position, entry in enumerate(_read_json_list(path)):
@@ -227,6 +228,8 @@ def read_music_duet_json(path):
                 "boxes": np.concatenate([s["boxes"] for s in sources]),
                 "kind": "mixture",
                 "sources": sources,
+                "objects": [{"class": s["class"], "boxes": s["boxes"], "mask": None, "sounding": True}
+                            for s in sources],
             }
         )
     return records
@@ -324,7 +327,8 @@ def load_split(root, split="test"):
     Returns:
         list of dicts, in file order (the `index` the pipeline yields), each with `file`, `class`,
         `boxes` (float64 [K, 4] normalised corners, clamped), `mask` (path inside ROOT or None), `kind`,
-        `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `clamped`, and the
+        `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `objects` (every visible
+        object of a mosaic / duet scene: `{class, boxes, mask, sounding}`), `clamped`, and the
         media paths `image`, `audio`, `video`.
 
     Raises:
@@ -385,6 +389,19 @@ def _split_record(root, path, position, entry, seen):
         sources.append({"class": _class_name(source.get("class", ""), source_where), "boxes": source_boxes,
                         "mask": _inside(root, source.get("mask"), "mask", source_where),
                         "audio": _inside(root, source.get("audio"), "audio", source_where)})
+    raw_objects = entry.get("objects") or []
+    if not isinstance(raw_objects, list) or not all(isinstance(item, dict) for item in raw_objects):
+        raise AnnotationError(f"{where}: 'objects' must be a list of objects with class / bbox / mask / sounding")
+    objects = []
+    for object_position, item in enumerate(raw_objects):
+        object_where = f"{where} object {object_position}"
+        object_boxes, object_clamped = clamp_boxes(item.get("bbox", []), where=object_where)
+        clamped += object_clamped
+        if not isinstance(item.get("sounding", False), bool):
+            raise AnnotationError(f"{object_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
+        objects.append({"class": _class_name(item.get("class", ""), object_where), "boxes": object_boxes,
+                        "mask": _inside(root, item.get("mask"), "mask", object_where),
+                        "sounding": bool(item.get("sounding", False))})
     record = {
         "file": file_id,
         "class": _class_name(entry.get("class", ""), where),
@@ -393,6 +410,7 @@ def _split_record(root, path, position, entry, seen):
         "kind": kind,
         "gt": gt,
         "sources": sources,
+        "objects": objects,
         "clamped": clamped,
     }
     record.update(_media_paths(root, file_id))
@@ -457,6 +475,14 @@ def write_split(records, path):
                     if source.get(key):
                         written[key] = relative(source[key], key)
                 entry["sources"].append(written)
+        if record.get("objects"):
+            entry["objects"] = []
+            for item in record["objects"]:
+                written = {"class": item.get("class", ""), "sounding": bool(item.get("sounding", False)),
+                           "bbox": np.asarray(item.get("boxes", np.zeros([0, 4]))).reshape(-1, 4).tolist()}
+                if item.get("mask"):
+                    written["mask"] = relative(item["mask"], "mask")
+                entry["objects"].append(written)
         entries.append(entry)
     write_text(path, json.dumps(entries))
 

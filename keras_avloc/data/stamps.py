@@ -19,6 +19,11 @@ Splits written under `out` (standard layout: frames/, audio/, masks/, <split>.js
                                class is not in the picture) and "offscreen" scenes (a visible source
                                plus an off-screen one)
   test_speech (optional)       2-4 objects and a spoken prompt naming one of them
+  train_mosaic, val_mosaic,    CSOL's "synthetic" protocol: 2 x 2 mosaics of four solo frames (four classes),
+  test_mosaic                  two of which sound (audio = their two recordings at +-5 dB), two visible but silent
+  test_duet                    CSOL's realistic protocol: two sounding objects and 1-2 silent ones in one frame
+Mosaic and duet records list every visible object in "objects" (class, bbox, mask, sounding); their silent
+objects are of sounding classes (heard in other scenes), so a class-aware model has a map to keep quiet.
 Backgrounds of train, val and test* are disjoint. A class with several distinct recordings keeps some of
 them "unseen" (`assign_unseen_recordings`: a third of them, at least one, preferring the scratch package's
 recordings, i.e. another source): they are heard only in val_unseen / test_unseen. The other ("seen")
@@ -52,14 +57,17 @@ SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets th
 SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
     "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
+    "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
 }
 SPLIT_AUDIO_PART = {
     "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
     "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
-    "test_unseen": "unseen",
+    "test_unseen": "unseen", "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
+    "test_duet": "heldout",
 }
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
-               "test_unseen")
+               "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet")
+MULTI_OBJECT_KINDS = ("mosaic", "duet")
 
 
 class StampsError(AvlocError, ValueError):
@@ -361,6 +369,10 @@ def _scene_kind(split, index):
         return "mixture"
     if split == "test_speech":
         return "speech"
+    if split.endswith("_mosaic"):
+        return "mosaic"
+    if split.endswith("_duet"):
+        return "duet"
     return "single"
 
 
@@ -482,6 +494,27 @@ def _compose(media, background, objects, size, rng, sounding=None, max_tries=200
     raise StampsError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
 
 
+def _compose_mosaic(media, backgrounds, objects, sounding, size, rng):
+    """CSOL's synthetic frame: four solo frames (one object each on its own background) in a 2 x 2 grid.
+
+    Returns:
+        (rgb float32 [S, S, 3], list of bool [S, S] masks, one per object, in the order given: cells
+        top-left, top-right, bottom-left, bottom-right).
+    """
+    half = size // 2
+    image = np.zeros((size, size, 3), np.float32)
+    masks = []
+    for cell, (name, stamp, flag) in enumerate(zip(backgrounds, objects, sounding)):
+        cell_image, (cell_mask,) = _compose(media, _render_background(media, name, half, rng), [stamp], half, rng,
+                                            sounding=[flag])
+        top, left = (cell // 2) * half, (cell % 2) * half
+        image[top: top + half, left: left + half] = cell_image
+        mask = np.zeros((size, size), bool)
+        mask[top: top + half, left: left + half] = cell_mask
+        masks.append(mask)
+    return image, masks
+
+
 def mask_box(mask):
     """Normalised [x1, y1, x2, y2] of a boolean mask's pixels (x2/y2 exclusive)."""
     ys, xs = np.nonzero(mask)
@@ -565,7 +598,8 @@ def render_scene(task):
     file_id = f"{split}_{index:05d}"
     length = int(round(CLIP_SECONDS * SAMPLE_RATE))
     background_name = _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
-    background = _render_background(media, background_name, size, rng)
+    # A mosaic renders one background per cell below; the others one for the frame (same draws as before).
+    background = None if kind == "mosaic" else _render_background(media, background_name, size, rng)
 
     main_class = balanced_class(unseen_classes(info) if part == "unseen" else classes, seed, split, index)
     pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
@@ -575,6 +609,11 @@ def render_scene(task):
     elif kind == "silent":
         sounding = []
         visible = _other_classes(pictured_pool, [main_class], int(rng.integers(1, 4)), rng)
+    elif kind in MULTI_OBJECT_KINDS:
+        # Silent objects of sounding classes: classes the model hears elsewhere, visible here without sound.
+        sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
+        n_silent = 2 if kind == "mosaic" else int(rng.integers(1, 3))
+        visible = sounding + _other_classes(classes, sounding, n_silent, rng)
     elif kind == "speech":
         sounding = [main_class]
         visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 4)), rng)
@@ -584,8 +623,13 @@ def render_scene(task):
     stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
               for c in visible}
     draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
-    image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
-                            sounding=[c in sounding for c in draw_order])
+    if kind == "mosaic":
+        image, masks = _compose_mosaic(media, [background_name] + [
+            _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng) for _ in range(3)],
+            [stamps[c]["stamp"] for c in draw_order], [c in sounding for c in draw_order], size, rng)
+    else:
+        image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
+                                sounding=[c in sounding for c in draw_order])
     mask_of = dict(zip(draw_order, masks))
 
     # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
@@ -638,7 +682,7 @@ def render_scene(task):
     record = {"file": file_id, "class": main_class, "bbox": []}
     if kind == "silent":
         pass
-    elif kind == "mixture" or kind == "offscreen":
+    elif kind in ("mixture", "offscreen") + MULTI_OBJECT_KINDS:
         sources = []
         for number, (class_name, clip) in enumerate(zip(audio_classes, clips)):
             source_id = f"{file_id}_s{number}"
@@ -656,6 +700,18 @@ def render_scene(task):
         media_io.write_png(os.path.join(root, "masks", file_id + ".png"), np.any(on_screen, axis=0))
         record["mask"] = f"masks/{file_id}.png"
         record["sources"] = sources
+        if kind in MULTI_OBJECT_KINDS:
+            source_mask = {source["class"]: source["mask"] for source in sources}
+            objects = []
+            for number, class_name in enumerate(draw_order):
+                if class_name in source_mask:
+                    mask_path = source_mask[class_name]
+                else:
+                    mask_path = f"masks/{file_id}_o{number}.png"
+                    media_io.write_png(os.path.join(root, mask_path), mask_of[class_name])
+                objects.append({"class": class_name, "bbox": [mask_box(mask_of[class_name])], "mask": mask_path,
+                                "sounding": class_name in sounding})
+            record["objects"] = objects
     else:
         media_io.write_png(os.path.join(root, "masks", file_id + ".png"), mask_of[main_class])
         record["bbox"] = [mask_box(mask_of[main_class])]
@@ -717,7 +773,7 @@ def _params_fingerprint(options, info):
 def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_train_mix=0,
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
                  overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None, n_val_unseen=0,
-                 n_test_unseen=0):
+                 n_test_unseen=0, n_train_mosaic=0, n_val_mosaic=0, n_test_mosaic=0, n_test_duet=0):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -739,6 +795,9 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         n_val_unseen, n_test_unseen: scenes of `val_unseen.json` / `test_unseen.json`: val / test
             backgrounds, and recordings training never hears (only classes that have some, see
             `assign_unseen_recordings`; 0 skips the split).
+        n_train_mosaic, n_val_mosaic, n_test_mosaic: CSOL's 2 x 2 mosaics (two of four objects sound); they
+            need at least 4 sounding classes.
+        n_test_duet: CSOL's realistic duets (two sounding objects, 1-2 silent ones; at least 4 classes).
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -770,7 +829,12 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
             shutil.rmtree(os.path.join(out, ".parts"))
     counts = {"train": n_train, "val": n_val, "test": n_test, "train_mix": n_train_mix,
               "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech,
-              "val_unseen": n_val_unseen, "test_unseen": n_test_unseen}
+              "val_unseen": n_val_unseen, "test_unseen": n_test_unseen, "train_mosaic": n_train_mosaic,
+              "val_mosaic": n_val_mosaic, "test_mosaic": n_test_mosaic, "test_duet": n_test_duet}
+    if (n_train_mosaic or n_val_mosaic or n_test_mosaic or n_test_duet) and len(info["classes"]) < 4:
+        raise StampsError(f"mosaic and duet scenes show four (duets up to four) objects of distinct sounding "
+                          f"classes, and only {len(info['classes'])} classes sound ({', '.join(info['classes'])}); "
+                          "choose at least 4 with --classes, or pass 0 mosaic / duet scenes.")
     if (n_val_unseen or n_test_unseen) and not unseen_classes(info):
         raise StampsError(f"none of the classes {', '.join(info['classes'])} has a second recording, so "
                           "val_unseen / test_unseen cannot be built; choose classes with several recordings "
@@ -815,7 +879,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         _write_json(os.path.join(out, f"{split}.json"), records[split])
         class_counts = {}
         for record in records[split]:
-            if record["kind"] == "mixture":
+            if record["kind"] in ("mixture",) + MULTI_OBJECT_KINDS:
                 names = [s["class"] for s in record["sources"]]
             elif record["kind"] == "silent":
                 names = []

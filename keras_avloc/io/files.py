@@ -70,6 +70,15 @@ def write_bytes(path, data):
     return path
 
 
+def write_npz(path, **arrays):
+    """Writes numpy arrays to an uncompressed `.npz` at `path` atomically. Returns `path`."""
+    import numpy as np
+
+    with atomic_output(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays)
+    return path
+
+
 def write_text(path, text):
     """Writes a UTF-8 string to `path` atomically. Returns `path`."""
     return write_bytes(path, text.encode("utf-8"))

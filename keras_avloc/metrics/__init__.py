@@ -6,7 +6,7 @@ Single source: `ciou`, `success_auc`, `pointing_game`, `mask_iou`. Ground truth 
 `ground_truth_map`, `box_gt_map`, `flickr_gt_map`, `PROTOCOL_GT_RULES`.
 Extended (SLAVC): `extended_metrics`, `top_quarter_confidence`.
 Multi-source (AVGN, CSOL): `permutation_invariant_ap`, `class_aware_ap`, `per_source_ciou`,
-`csol_class_ciou`, `no_sound_area`. DenseAV: `prompted_segmentation_map`, `prompted_segmentation_miou`,
+`csol_class_ciou`, `ratio_ciou`, `match_clusters`, `no_sound_area`. DenseAV: `prompted_segmentation_map`, `prompted_segmentation_miou`,
 `retrieval_recall`. Shared: `average_precision`.
 """
 
@@ -36,6 +36,8 @@ from keras_avloc.metrics.localization import (
 from keras_avloc.metrics.multisource import (
     class_aware_ap,
     csol_class_ciou,
+    match_clusters,
+    ratio_ciou,
     no_sound_area,
     per_source_ciou,
     permutation_invariant_ap,
@@ -57,6 +59,8 @@ __all__ = [
     "ciou",
     "class_aware_ap",
     "csol_class_ciou",
+    "match_clusters",
+    "ratio_ciou",
     "extended_metrics",
     "flickr_gt_map",
     "ground_truth_map",

@@ -94,14 +94,71 @@ def per_source_ciou(source_maps, source_gts, threshold=0.3, **ciou_kwargs):
     }
 
 
-def csol_class_ciou(class_maps, class_gts, sounding):
-    """CSOL class-wise cIoU: each sounding class's map binarised at 0.5 · its maximum.
+def ratio_ciou(maps, gts, ratio=0.5):
+    """CSOL's cIoU of maps binarised at `ratio` times their own maximum (`eval.py`: 0.5, `eval_duet.py`: 0.2).
 
-    P_c = S_c >= 0.5 · max(S_c); cIoU_c = Σ(P·G) / (ΣG + Σ(P·[G==0])); averaged per class over the
-    samples where c sounds, then over classes.
+    P = S > ratio · max(S); cIoU = Σ(P·G) / (ΣG + Σ(P·[G==0])) (0 where the denominator is 0).
 
     Args:
-        class_maps: [N, C, H, W] non-negative maps; class_gts: [N, C, H, W]; sounding: [N, C] bool.
+        maps: [..., H, W] maps; gts: [..., H, W] 0/1 ground truth of the same shape.
+
+    Returns:
+        float64 array of the leading shape.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    gts = np.asarray(gts, dtype=np.float64)
+    if maps.shape != gts.shape or maps.ndim < 2:
+        raise ValueError(f"ratio_ciou: maps {maps.shape} and gts {gts.shape} must have one shape [..., H, W].")
+    peak = maps.max(axis=(-2, -1), keepdims=True)
+    pred = (maps > ratio * peak).astype(np.float64)
+    inter = np.sum(pred * gts, axis=(-2, -1))
+    denom = np.sum(gts, axis=(-2, -1)) + np.sum(pred * (gts == 0), axis=(-2, -1))
+    return np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+
+
+def match_clusters(confusion, rule="hungarian"):
+    """Cluster -> class assignment maximising the summed confusion.
+
+    Args:
+        confusion: [C, K]: fraction of class c's labelled samples that fall in cluster k.
+        rule: "hungarian": one-to-one (`scipy.optimize.linear_sum_assignment`; with K > C some clusters stay
+            unassigned, with K < C some classes get none); "many-to-one": the official `match_cluster.py`
+            objective, every cluster assigned to one class and every class at least one cluster (needs
+            K >= C), solved exactly (the official code draws 10^6 random assignments).
+
+    Returns:
+        int [C, K] 0/1 matrix: entry (c, k) = 1 when cluster k's map counts as class c's.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.asarray(confusion, dtype=np.float64)
+    classes, clusters = confusion.shape
+    assignment = np.zeros([classes, clusters], np.int64)
+    if rule == "hungarian":
+        rows, cols = linear_sum_assignment(-confusion)
+        assignment[rows, cols] = 1
+        return assignment
+    if rule != "many-to-one":
+        raise ValueError(f"match_clusters: rule must be 'hungarian' or 'many-to-one', got {rule!r}.")
+    if clusters < classes:
+        raise ValueError(f"many-to-one needs at least as many clusters as classes ({clusters} < {classes}).")
+    # Each class needs one representative cluster; every other cluster goes to its best class. As an
+    # assignment: columns = C class slots + (K - C) free slots worth each cluster's best class value.
+    best = confusion.max(axis=0)
+    value = np.concatenate([confusion.T, np.repeat(best[:, None], clusters - classes, axis=1)], axis=1)
+    rows, cols = linear_sum_assignment(-value)
+    for cluster, column in zip(rows, cols):
+        assignment[column if column < classes else int(np.argmax(confusion[:, cluster])), cluster] = 1
+    return assignment
+
+
+def csol_class_ciou(class_maps, class_gts, sounding, ratio=0.5):
+    """CSOL class-wise cIoU: each sounding class's map binarised at `ratio` · its maximum (`ratio_ciou`),
+    averaged per class over the samples where c sounds, then over classes.
+
+    Args:
+        class_maps: [N, C, H, W] non-negative maps; class_gts: [N, C, H, W]; sounding: [N, C] bool;
+        ratio: 0.5 (synthetic mosaics, `eval.py`) or 0.2 (duets, `eval_duet.py`).
 
     Returns:
         (mean over classes float, per-class [C] array with NaN for classes that never sound).
@@ -109,11 +166,7 @@ def csol_class_ciou(class_maps, class_gts, sounding):
     maps = _as_float_array(class_maps, "class_maps", ndim=4)
     gts = _as_float_array(class_gts, "class_gts", ndim=4)
     mask = np.asarray(sounding, dtype=bool)
-    peak = maps.max(axis=(2, 3), keepdims=True)
-    pred = (maps >= 0.5 * peak).astype(np.float64)
-    inter = np.sum(pred * gts, axis=(2, 3))
-    denom = np.sum(gts, axis=(2, 3)) + np.sum(pred * (gts == 0), axis=(2, 3))
-    values = np.divide(inter, denom, out=np.zeros_like(inter), where=denom > 0)
+    values = ratio_ciou(maps, gts, ratio)
     per_class = np.full(maps.shape[1], np.nan)
     for c in range(maps.shape[1]):
         if mask[:, c].any():

@@ -1,4 +1,4 @@
-"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, the shared `AVLocModel` base and the method registry.
+"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, CSOL (two stages), the shared `AVLocModel` base and the method registry.
 
 The model classes and losses are imported on first use (PEP 562), so the registry (`method_names`,
 `register_method`) is available without TensorFlow.
@@ -23,6 +23,8 @@ from keras_avloc.models.registry import get_method_class, method_names, normaliz
 _LAZY = {
     "AVGN": "avgn", "avgn_class_loss": "avgn", "avgn_localization_loss": "avgn", "avgn_loss_terms": "avgn",
     "avgn_token_loss": "avgn",
+    "CSOLStageOne": "csol", "CSOLStageTwo": "csol", "csol_stage_one_loss_terms": "csol",
+    "csol_stage_two_loss_terms": "csol", "csol_class_loss_terms": "csol",
     "AVLocModel": "base", "cosine_similarity_map": "base", "minmax_normalize": "base", "objectness_map": "base",
     "upsample_maps": "base",
     "EZVSL": "ezvsl", "ezvsl_loss": "ezvsl", "ezvsl_loss_terms": "ezvsl",
@@ -123,6 +125,8 @@ __all__ = [
     "LVS",
     "EZVSL",
     "AVGN",
+    "CSOLStageOne",
+    "CSOLStageTwo",
     "ModelFileError",
     "build_model",
     "check_model_file",
@@ -139,6 +143,9 @@ __all__ = [
     "avgn_localization_loss",
     "avgn_class_loss",
     "avgn_token_loss",
+    "csol_stage_one_loss_terms",
+    "csol_stage_two_loss_terms",
+    "csol_class_loss_terms",
     "cosine_similarity_map",
     "objectness_map",
     "upsample_maps",

@@ -12,6 +12,10 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     default_mix_sources   sources mixed into each training clip by default (0; AVGN: 2)
     needs_class_names     the constructor needs the dataset's class vocabulary (`class_names=`)
     display_name          name in result tables ("EZ-VSL")
+    default_clip_seconds  training clip length when none is given (3.0; CSOL: 1.0)
+    default_split         training split when none is given ("train"; CSOL stage two: "train_mosaic")
+    needs_feature_pass    `train` also builds the training split in order, unaugmented, for `training_callbacks`
+    init_from_method      the method whose trained model must initialise this one (`train(init_from=...)`)
 """
 
 import numpy as np
@@ -120,6 +124,10 @@ class AVLocModel(keras.Model):
     default_mix_sources = 0
     needs_class_names = False
     display_name = None
+    default_clip_seconds = 3.0
+    default_split = "train"
+    needs_feature_pass = False
+    init_from_method = None
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)
@@ -246,6 +254,16 @@ class AVLocModel(keras.Model):
         features = self({"image": images, "audio": audio}, training=training)
         return self.compute_loss_terms(features["image_maps"], features["audio_vecs"])
 
+    def apply_gradients(self, gradients, variables):
+        """The optimizer update of `train_step` (hook: CSOL adds torch-style coupled weight decay here)."""
+        self.optimizer.apply(gradients, variables)
+
+    def training_callbacks(self, dataset, feature_dataset, out_dir, seed=None):
+        """Callbacks `keras_avloc.training.train` runs first at every epoch end, before the checkpoints (hook:
+        CSOL's clustering). `feature_dataset` is the training split in order without augmentation when the
+        class sets `needs_feature_pass`, else None."""
+        return []
+
     def _update_trackers(self, terms, batch_size):
         for term, tracker in self.term_trackers.items():
             tracker.update_state(terms[term], sample_weight=batch_size)
@@ -262,7 +280,7 @@ class AVLocModel(keras.Model):
                 loss = loss + ops.sum(self.losses)
             scaled_loss = self.optimizer.scale_loss(loss)
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
-        self.optimizer.apply(gradients, self.trainable_weights)
+        self.apply_gradients(gradients, self.trainable_weights)
         batch_size = batch_weight(split_inputs(x)[0])
         return self._update_trackers(terms, batch_size)
 

@@ -27,6 +27,8 @@ _BUILTIN = {
     "lvs": "keras_avloc.models.lvs:LVS",
     "ezvsl": "keras_avloc.models.ezvsl:EZVSL",
     "avgn": "keras_avloc.models.avgn:AVGN",
+    "csol": "keras_avloc.models.csol:CSOLStageOne",
+    "csolstage2": "keras_avloc.models.csol:CSOLStageTwo",
 }
 _REGISTERED = {}
 

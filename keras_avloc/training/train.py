@@ -7,6 +7,7 @@ Output folder layout (`out_dir`):
     logs/                TensorBoard scalars and heatmap images when tensorboard is installed
     training_log.csv     one row per epoch (appended across resumes)
     train_state.json     the run's settings and the number of completed epochs
+    dictionary.npz       CSOL stage one: the object dictionary and pseudo-labels of the last clustering
 
 Resuming: re-running `train` with the same `out_dir` continues the run (from `backup/` after a crash or
 kill, from `model.keras` when `epochs` was raised). Every setting that shapes the model or its data is
@@ -25,7 +26,7 @@ from keras_avloc.data.augment import get_augmentation
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.models.registry import get_method_class, normalize_name
 
-RUN_OUTPUTS = ("model.keras", "backup", "heatmaps", "logs", "training_log.csv", "train_state.json")
+RUN_OUTPUTS = ("model.keras", "backup", "heatmaps", "logs", "training_log.csv", "train_state.json", "dictionary.npz")
 """What `train` writes into `out_dir` (and all that `overwrite=True` removes)."""
 
 
@@ -198,11 +199,11 @@ def _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate
         raise TrainingError(f"--lr must be positive, got {learning_rate}.")
 
 
-def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split="train", val_split=None,
-          learning_rate=None, image_size=224, clip_seconds=3.0, mixed_precision=None, init_image_weights=None,
+def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split=None, val_split=None,
+          learning_rate=None, image_size=224, clip_seconds=None, mixed_precision=None, init_image_weights=None,
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
           verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
-          augment=None, cache=False, warmup_epochs=0):
+          augment=None, cache=False, warmup_epochs=0, init_from=None):
     """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
 
     Args:
@@ -211,11 +212,13 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         out_dir: output folder (see the module docstring).
         epochs: total number of epochs (a resumed run continues up to this number).
         batch_size: batch size.
-        split: training split name (`ROOT/<split>.json`).
+        split: training split name (`ROOT/<split>.json`); default the method's `default_split` ("train";
+            CSOL stage two: "train_mosaic").
         val_split: optional validation split (evaluated each epoch, its first batch drawn to TensorBoard).
         learning_rate: Adam learning rate (default 1e-4 as the papers).
         image_size: square image side (224 in the papers; any multiple of 32 works).
-        clip_seconds: audio length (3 s -> 257 x 200 spectrograms).
+        clip_seconds: audio length; default the method's `default_clip_seconds` (3 s -> 257 x 200 LVS
+            spectrograms; CSOL: 1 s).
         mixed_precision: None or "bf16".
         init_image_weights: ResNet-18 `.weights.h5` for the image backbone.
         freeze_image_encoder: train only the audio side (and heads).
@@ -236,6 +239,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
             crop and flip), "strong", a dict of fields, or an `Augmentation`.
         cache: decode the training split once into memory and augment in graph (small datasets, much faster).
         warmup_epochs: linear learning-rate warm-up over this many epochs (0 = the papers' constant rate).
+        init_from: a `.keras` model of the method's `init_from_method` that initialises this one (required by
+            CSOL stage two: the stage-one model, `model.initialize_from(loaded)`).
 
     Returns:
         (model, history): the trained model and the `keras.callbacks.History` of this run (None when
@@ -253,12 +258,19 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     from keras_avloc.models import load_model
     from keras_avloc.training.callbacks import AtomicModelCheckpoint, HeatmapImages, TrainingState, tensorboard_available
 
-    _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate)
     method = normalize_name(method)
     try:
         model_class = get_method_class(method)
     except ValueError as err:
         raise TrainingError(str(err)) from None
+    split = split or model_class.default_split
+    clip_seconds = model_class.default_clip_seconds if clip_seconds is None else clip_seconds
+    _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate)
+    init_model = _initial_model(model_class, method, init_from)
+    if init_model is not None:  # architecture settings default to the initialising model's
+        config = init_model.get_config()
+        inherited = {key: config[key] for key in getattr(model_class, "inherited_kwargs", ()) if key in config}
+        model_kwargs = {**inherited, **dict(model_kwargs or {})}
     if mix_sources is None:
         mix_sources = model_class.default_mix_sources
     if int(mix_sources) not in (0, 2):
@@ -278,10 +290,11 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         "freeze_image_encoder": bool(freeze_image_encoder), "model_kwargs": dict(model_kwargs or {}),
         "seed": seed, "mix_sources": mix_sources, "augment": get_augmentation(augment).to_dict(),
         "warmup_epochs": float(warmup_epochs),
+        "init_from": file_fingerprint([init_from]) if init_from else None,
         "data": data_fingerprint(data_root, [split, val_split]) if dataset is None else "<dataset given in Python>",
     }
     details = {"data_root": None if data_root is None else os.path.abspath(data_root),
-               "init_image_weights_path": init_image_weights}
+               "init_image_weights_path": init_image_weights, "init_from_path": init_from}
 
     state = read_state(state_path)
     if overwrite and (state is not None or os.path.exists(model_path) or os.path.isdir(backup_dir)):
@@ -306,6 +319,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
 
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
+    feature_dataset = None
     if dataset is None:
         from keras_avloc.data import make_dataset
 
@@ -314,6 +328,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         # drop_remainder: the contrastive losses need at least two clips per batch.
         dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
                                mix_sources=mix_sources, augment=augment, cache=cache, **common)
+        if model_class.needs_feature_pass:
+            feature_dataset = make_dataset(data_root, split=split, training=False, mix_sources=0, **common)
         if val_split and val_dataset is None:
             val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
                                        **common)
@@ -330,6 +346,11 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
                                      learning_rate, model_kwargs, run_eagerly,
                                      warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)))
+        if init_model is not None:
+            try:
+                model.initialize_from(init_model)
+            except ValueError as err:
+                raise TrainingError(f"--init-from {init_from}: {err}") from None
     sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
     model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
 
@@ -337,7 +358,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
                                    initial_epochs=int((state or {}).get("completed_epochs", 0)))
     state_callback.write()  # settings are on disk before the first step, so even a first-epoch crash is checked
     log_dir = os.path.join(out_dir, "logs")
-    callbacks = [
+    # Method callbacks first: what they change at an epoch's end (CSOL's dictionary) is then checkpointed.
+    callbacks = model.training_callbacks(dataset, feature_dataset, out_dir, seed) + [
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
         AtomicModelCheckpoint(model_path),
         keras.callbacks.TerminateOnNaN(),
@@ -360,6 +382,30 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     ):
         raise TrainingError(f"training stopped on a NaN/inf loss; lower --lr or check the data. Last model: {model_path}")
     return model, history
+
+
+def _initial_model(model_class, method, init_from):
+    """The loaded `init_from` model for methods that start from another method's model (else None)."""
+    needed = model_class.init_from_method
+    if not needed:
+        if init_from:
+            raise TrainingError(f"--init-from applies to methods that start from another trained model (CSOL stage "
+                                f"two); {method} does not: drop it (use --init-image-weights for backbones).")
+        return None
+    if not init_from:
+        raise TrainingError(f"{method} starts from a trained {needed} model: pass --init-from RUN/model.keras "
+                            f"(train it first with `avloc train --method {needed} ...`).")
+    if not os.path.isfile(init_from):
+        raise TrainingError(f"--init-from {init_from}: no such file; it must be the model.keras of a finished "
+                            f"`avloc train --method {needed}` run.")
+    from keras_avloc.models import load_model
+
+    loaded = load_model(init_from, compile=False)
+    wanted = get_method_class(needed)
+    if not isinstance(loaded, wanted):
+        raise TrainingError(f"--init-from {init_from} holds a {type(loaded).__name__}, not a {wanted.__name__} "
+                            f"(train one with `avloc train --method {needed}`).")
+    return loaded
 
 
 def _with_class_names(model_class, method, model_kwargs, dataset):
