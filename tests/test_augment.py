@@ -130,6 +130,25 @@ def test_spectrogram_masks_are_bands_filled_with_the_mean():
     np.testing.assert_array_equal(unmasked.numpy(), spec.numpy())
 
 
+def test_frequency_masks_follow_the_front_ends_frequency_axis():
+    """CSOL / AVSA log-mels are [B, frames, mels, C]: frequency masks must cover mel bands, not frames."""
+    spec = tf.constant(np.random.default_rng(3).random((6, 50, 16, 1)).astype(np.float32))
+    only_frequency = augment.Augmentation(freq_masks=1, freq_mask_width=6)
+    out = augment.mask_spectrograms(tf, spec, only_frequency, _seed(5), frequency_axis=2).numpy()
+    masked_any = False
+    for sample, original in zip(out, spec.numpy()):
+        changed = ~np.isclose(sample[..., 0], original[..., 0])
+        bands = np.nonzero(changed.any(axis=0))[0]
+        assert len(bands) <= 6 and all(changed[:, band].all() for band in bands)  # whole mel bands, every frame
+        masked_any |= len(bands) > 0
+    assert masked_any
+    from keras_avloc.data.audio import FRONTEND_FREQUENCY_AXES
+
+    assert FRONTEND_FREQUENCY_AXES == {"lvs": 1, "csol": 2, "avsa": 2}
+    with pytest.raises(ValueError):
+        augment.mask_spectrograms(tf, spec, only_frequency, _seed(5), frequency_axis=3)
+
+
 def test_mixing_in_a_batch_adds_a_clip_of_another_class():
     waves = tf.constant(np.arange(5, dtype=np.float32)[:, None] * np.ones((5, 3), np.float32))
     labels = tf.constant([[0, -1], [0, -1], [1, -1], [2, -1], [1, 4]], tf.int32)  # the last is already a mixture

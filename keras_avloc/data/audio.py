@@ -228,6 +228,8 @@ def avsa_logmel(wave):
 
 
 FRONTENDS = {"lvs": lvs_spectrogram, "csol": csol_logmel, "avsa": avsa_logmel}
+FRONTEND_FREQUENCY_AXES = {"lvs": 1, "csol": 2, "avsa": 2}
+"""Axis of the frequency bins in each front-end's output (SpecAugment's frequency masks go there)."""
 FRONTEND_SAMPLE_RATES = {"lvs": LVS_SAMPLE_RATE, "csol": CSOL_SAMPLE_RATE, "avsa": AVSA_SAMPLE_RATE}
 
 

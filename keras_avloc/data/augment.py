@@ -261,18 +261,26 @@ def add_ambience(tf, waves, augmentation, seed):
     return tf.clip_by_value(tf.where(keep, waves + scale * partners, waves), -1.0, 1.0)
 
 
-def mask_spectrograms(tf, spectrograms, augmentation, seed):
-    """SpecAugment-style frequency and time masks on a batch [B, F, T, C] (masked cells = the sample mean)."""
+def mask_spectrograms(tf, spectrograms, augmentation, seed, frequency_axis=1):
+    """SpecAugment-style frequency and time masks on a batch (masked cells = the sample mean).
+
+    Args:
+        spectrograms: [B, F, T, C] (`frequency_axis=1`, the LVS front-end) or [B, T, F, C] (`frequency_axis=2`,
+            the CSOL and AVSA log-mels; see `keras_avloc.data.audio.FRONTEND_FREQUENCY_AXES`).
+    """
     if not augmentation.masks_spectrogram:
         return spectrograms
+    if frequency_axis not in (1, 2):
+        raise ValueError(f"mask_spectrograms: frequency_axis must be 1 or 2, got {frequency_axis!r}.")
     batch = tf.shape(spectrograms)[0]
-    bins, frames = spectrograms.shape[1], spectrograms.shape[2]
+    time_axis = 3 - frequency_axis
+    bins, frames = spectrograms.shape[frequency_axis], spectrograms.shape[time_axis]
     mean = tf.reduce_mean(spectrograms, axis=[1, 2, 3], keepdims=True)
     keep = tf.ones_like(spectrograms[..., :1], dtype=tf.bool)
     seeds = tf.random.experimental.stateless_split(seed, 2 * (augmentation.freq_masks + augmentation.time_masks) + 1)
     index = 0
-    for axis, count, width, extent in ((1, augmentation.freq_masks, augmentation.freq_mask_width, bins),
-                                       (2, augmentation.time_masks, augmentation.time_mask_width, frames)):
+    for axis, count, width, extent in ((frequency_axis, augmentation.freq_masks, augmentation.freq_mask_width, bins),
+                                       (time_axis, augmentation.time_masks, augmentation.time_mask_width, frames)):
         for _ in range(count if width else 0):
             widths = tf.random.stateless_uniform([batch], seeds[index], 0, min(width, extent) + 1, dtype=tf.int32)
             starts = tf.cast(tf.random.stateless_uniform([batch], seeds[index + 1]) *

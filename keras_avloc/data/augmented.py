@@ -83,7 +83,7 @@ def _source_labels(loader, record, sample):
 
 def make_augmented_dataset(loader_class, records, class_list, image_size, clip_seconds, sample_rate, frontend,
                            batch_size, augmentation, mix_sources, cache, seed, drop_remainder, repeat, on_error,
-                           skipped, progress=True, image_backend="pil"):
+                           skipped, progress=True, image_backend="pil", frequency_axis=1):
     """The training `tf.data.Dataset` of `(x, y)` batches with in-graph augmentation (see the module docstring).
 
     y holds "label" [B], "index" [B] and, with `mix_sources=2`, "labels" [B, 2]."""
@@ -149,7 +149,7 @@ def make_augmented_dataset(loader_class, records, class_list, image_size, clip_s
         wave, labels = augment_lib.add_ambience(tf, batch["wave"], augmentation, ambience_seed), batch["labels"]
         if mix_sources == 2:
             wave, labels = mix_in_batch(tf, wave, labels, mix_seed)
-        spectrograms = augment_lib.mask_spectrograms(tf, frontend(wave), augmentation, mask_seed)
+        spectrograms = augment_lib.mask_spectrograms(tf, frontend(wave), augmentation, mask_seed, frequency_axis)
         x = {"image": (batch["image"] / 255.0 - mean) / std, "audio": spectrograms}
         y = {"label": labels[:, 0], "index": batch["index"]}
         if mix_sources == 2:

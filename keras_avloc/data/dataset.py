@@ -17,7 +17,7 @@ from keras_avloc.data import augment as augment_lib
 from keras_avloc.io import media
 from keras_avloc.io.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_avloc.metrics.groundtruth import ground_truth_map
-from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend
+from keras_avloc.data.audio import FRONTEND_FREQUENCY_AXES, FRONTEND_SAMPLE_RATES, get_frontend
 
 TRAIN_RESIZE_FACTOR = augment_lib.TRAIN_RESIZE_FACTOR
 
@@ -540,7 +540,8 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         dataset, _ = make_augmented_dataset(
             SampleLoader, records, class_list, image_size, clip_seconds, sample_rate, frontend_fn, batch_size,
             augmentation, mix_sources, cache, seed, drop_remainder, repeat, on_error, skipped, progress=progress,
-            image_backend=image_backend)
+            image_backend=image_backend,
+            frequency_axis=FRONTEND_FREQUENCY_AXES.get(frontend, 1) if isinstance(frontend, str) else 1)
         dataset.skipped = skipped
         dataset.records = records
         dataset.class_list = list(class_list)
