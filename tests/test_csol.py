@@ -171,7 +171,7 @@ def test_ratio_ciou_matches_the_eval_script_formula():
 
 
 def test_class_maps_separate_two_sounding_objects_and_keep_the_silent_one_quiet():
-    """The stage-two inference path on hand-made features: three objects, two of them sounding."""
+    """The stage-two inference rule on hand-made features: three objects, two of them sounding."""
     h = w = 6
     channels = 3
     features = np.zeros((1, h, w, channels))
@@ -185,6 +185,62 @@ def test_class_maps_separate_two_sounding_objects_and_keep_the_silent_one_quiet(
     maps = np.exp(3 * maps) / np.exp(3 * maps).sum(axis=-1, keepdims=True)
     assert maps[0, :3, :3, 0].min() > 0.99 and maps[0, 3:, 3:, 1].min() > 0.99
     assert maps[0, :3, 3:, 2].max() < 0.34  # silent object: no class stands out there
+
+
+def test_the_stage_two_objective_learns_to_separate_two_sources_and_filter_a_silent_one():
+    """A tiny stage two (learnable 1x1 projections, av scale, object scale / bias, a one-hot dictionary) trained
+    with the stage-two loss on synthetic scenes: three of six classes visible in three quadrants, two sounding."""
+    import tensorflow as tf
+
+    classes, dim, side = 6, 8, 4
+    rng = np.random.default_rng(0)
+    quadrants = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(2, 4)), (slice(2, 4), slice(0, 2)),
+                 (slice(2, 4), slice(2, 4))]
+
+    def scenes(count, visible=None):
+        features = rng.normal(scale=0.05, size=(count, side, side, classes)).astype("float32")
+        audio = rng.normal(scale=0.05, size=(count, classes)).astype("float32")
+        teacher = np.zeros((count, classes), "float32")
+        places = []
+        for n in range(count):
+            shown = list(rng.choice(classes, 3, replace=False)) if visible is None else visible
+            order = rng.permutation(4)
+            for c, quadrant in zip(shown, order):
+                features[(n,) + quadrants[quadrant] + (c,)] += 1.0
+            audio[n, shown[:2]] += 1.0  # the first two sound
+            teacher[n, shown[:2]] = 4.0  # the stage-one audio classifier's logits
+            places.append({c: quadrants[q] for c, q in zip(shown, order)})
+        return features, audio, teacher, places
+
+    features, audio, teacher, _ = scenes(96)
+    visual = tf.Variable(rng.normal(scale=0.3, size=(classes, dim)).astype("float32"))
+    aural = tf.Variable(rng.normal(scale=0.3, size=(classes, dim)).astype("float32"))
+    av_scale, scale, bias = tf.Variable(5.0), tf.Variable(1.0), tf.Variable(0.0)
+    dictionary = tf.constant(np.eye(classes, dtype="float32"))
+    variables = [visual, aural, av_scale, scale, bias]
+    optimizer = tf.keras.optimizers.Adam(0.05)
+    for _ in range(600):
+        batch = rng.choice(96, 16, replace=False)
+        with tf.GradientTape() as tape:
+            image_maps = tf.einsum("bhwc,cd->bhwd", features[batch], visual)
+            loss = csol.csol_stage_two_loss_terms(features[batch], image_maps, tf.matmul(audio[batch], aural),
+                                                  av_scale, dictionary, scale, bias, teacher[batch])["loss"]
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+
+    test_features, test_audio, _, places = scenes(6, visible=[0, 1, 2])  # 0 and 1 sound, 2 is silent
+    image_maps = tf.einsum("bhwc,cd->bhwd", test_features, visual)
+    av_map = tf.sigmoid(csol.av_logits(image_maps, tf.matmul(test_audio, aural), av_scale)).numpy()
+    raw = csol.object_maps(test_features, dictionary, scale, bias).numpy() * av_map[..., None]
+    q = np.asarray(tf.nn.softmax(raw.mean(axis=(1, 2)), axis=-1))
+    maps = np.asarray(tf.nn.softmax(3.0 * raw, axis=-1))  # the inference rule, [B, h, w, K]
+    for n, place in enumerate(places):
+        for c in (0, 1):  # separation: each sounding class's map is on its own object, off the other source
+            assert maps[(n,) + place[c] + (c,)].mean() > 0.9 and maps[(n,) + place[1 - c] + (c,)].mean() < 0.05
+        assert av_map[(n,) + place[2]].mean() < 0.5 * min(av_map[(n,) + place[c]].mean() for c in (0, 1))
+        assert q[n, 2] < 0.1 and q[n, 0] > 0.25 and q[n, 1] > 0.25  # the silent class leaves the distribution
+        # The per-pixel softmax over classes still gives the silent object its own class where it stands: the
+        # filter silences it in the class maps only where av_map falls to about 0 (what NSA measures).
+        assert maps[(n,) + place[2] + (2,)].mean() > 0.5
 
 
 # ---- data and the two-stage run --------------------------------------------------------------------
@@ -251,6 +307,7 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
                          init_from=os.path.join(stage_one_dir, "model.keras"), verbose=0, seed=1)
     assert stage_two.num_clusters == 4 and stage_two.backbone_kwargs == {"width": 8}  # inherited from stage one
     np.testing.assert_allclose(np.asarray(stage_two.dictionary), saved["dictionary"])
+    assert os.path.isfile(os.path.join(stage_two_dir, "heatmaps", "classes_epoch_001.png"))  # per-class colours
     teacher = [w for w in stage_two.teacher_head.get_weights()]
     np.testing.assert_allclose(teacher[0], reloaded.audio_class_head.get_weights()[0])  # frozen: unchanged
     # Raising --epochs continues the same run.
@@ -259,7 +316,13 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     assert len(more.history["loss"]) == 1
 
     metrics = evaluate_classes(load_model(os.path.join(stage_two_dir, "model.keras")), csol_data, "test_mosaic",
-                               assign_split="val", progress=False)
+                               assign_split="val", progress=False, out_dir=str(tmp_path / "eval"))
+    import cv2
+
+    figure = cv2.imread(str(tmp_path / "eval" / "class_maps_0.png"))
+    assert figure is not None and figure.shape[0] > 100
+    with open(tmp_path / "eval" / "metrics.json") as handle:
+        assert json.load(handle)["model"]["samples"] == 4
     assert metrics["model"]["samples"] == 4 and metrics["center"]["samples"] == 4
     assert 0.0 <= metrics["model"]["class_ciou_auc"] <= 1.0 and 0.0 <= metrics["model"]["nsa"] <= 1.0
     assert metrics["assignment"]["clips"] == len(load_split(csol_data, "val"))

@@ -32,6 +32,7 @@ PROTOCOL = "stamps-classes"
 KIND_RATIOS = {"mosaic": 0.5, "duet": 0.2, "mixture": 0.2}
 """Binarisation ratio of each scene kind (official: `eval.py` synthetic 0.5, `eval_duet.py` real duets 0.2)."""
 SILENT_LEVEL = 0.2
+FIGURE_SAMPLES = 4
 
 
 def _minmax(maps):
@@ -138,7 +139,8 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
         root: dataset folder; split: a split whose records list `objects` (test_mosaic, test_duet).
         assign_split: labelled single-source split for the cluster -> class assignment.
         rule: "hungarian" or "many-to-one" (`keras_avloc.metrics.match_clusters`).
-        out_dir: write metrics.json there (None: do not write).
+        out_dir: write metrics.json and `class_maps_N.png` (the first scenes: each sounding class's map in its
+            own colour, the silent objects dashed) there (None: do not write).
         batch_size, progress, max_batches: the evaluation loop.
         baselines: also score the centre prior and random maps (one map for every class).
         seed: random-map seed.
@@ -171,6 +173,7 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
     dataset = _dataset(model, root, split, records, batch_size)
     total = -(-len(records) // batch_size)
     size = (GT_SIZE, GT_SIZE)
+    figure_samples = []  # (image, sounding class maps, names, silent boxes) of the first scenes
     for number, (x, y) in enumerate(_progress(dataset, total, f"evaluate classes ({split})", progress)):
         if max_batches is not None and number >= max_batches:
             break
@@ -210,6 +213,12 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
                 def model_map(name, row=row):
                     return agnostic[row]
             runs["model"].add(record["file"], record.get("kind"), model_map, objects, truths)
+            if out_dir is not None and len(figure_samples) < FIGURE_SAMPLES:
+                sounding = [item for item in objects if item["sounding"]]
+                figure_samples.append((images[row], np.stack([model_map(item["class"]) for item in sounding]),
+                                       [item["class"] for item in sounding],
+                                       [(item["class"], item["boxes"][0]) for item in objects
+                                        if not item["sounding"] and len(item["boxes"])]))
             for name, maps in baseline.items():
                 normalised = _minmax(maps[row])
                 runs[name].add(record["file"], record.get("kind"), lambda _c, m=normalised: m, objects, truths)
@@ -225,7 +234,18 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
                                                        for c in range(len(class_list))}}
     if out_dir is not None:
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
+        _write_figures(out_dir, figure_samples)
     return metrics
+
+
+def _write_figures(out_dir, samples):
+    """out_dir/class_maps_N.png: each sounding class's map in its own colour, silent objects dashed."""
+    from keras_avloc.io.imagenet import denormalize_images
+    from keras_avloc.viz.figures import class_colour_figure
+
+    for number, (image, maps, names, silent) in enumerate(samples):
+        class_colour_figure(denormalize_images(image[None])[0], maps, names, silent_boxes=silent,
+                            path=os.path.join(out_dir, f"class_maps_{number}.png"))
 
 
 def classes_table(metrics):

@@ -65,7 +65,8 @@ class HeatmapImages(keras.callbacks.Callback):
     """Draws heatmap overlays of a fixed batch at the end of every `every` epochs.
 
     Writes `image_dir/epoch_NNN.png` (the overlays side by side) and, when TensorBoard is installed, the
-    same overlays to `log_dir/heatmaps` (TensorBoard's Images tab).
+    same overlays to `log_dir/heatmaps` (TensorBoard's Images tab). A model with `localize_classes` (CSOL
+    stage two) also gets `classes_epoch_NNN.png` and the "class_maps" images: every class in its own colour.
 
     Args:
         image_dir: folder for the PNG strips.
@@ -98,6 +99,16 @@ class HeatmapImages(keras.callbacks.Callback):
         path = os.path.join(self.image_dir, f"epoch_{epoch + 1:03d}.png")
         with atomic_output(path, suffix=".png") as temporary:
             cv2.imwrite(temporary, np.concatenate(list(overlays), axis=1)[..., ::-1])
+        class_overlays = None
+        if hasattr(self.model, "localize_classes"):  # class-aware methods (CSOL): every class in its own colour
+            from keras_avloc.viz.figures import class_colour_overlay
+
+            class_maps = self.model.localize_classes(self.images, self.audio)
+            class_overlays = np.stack([class_colour_overlay(image, maps) for image, maps in
+                                       zip(denormalize_images(self.images), class_maps)])
+            path = os.path.join(self.image_dir, f"classes_epoch_{epoch + 1:03d}.png")
+            with atomic_output(path, suffix=".png") as temporary:
+                cv2.imwrite(temporary, np.concatenate(list(class_overlays), axis=1)[..., ::-1])
         if self.log_dir is not None:
             import tensorflow as tf
 
@@ -105,6 +116,8 @@ class HeatmapImages(keras.callbacks.Callback):
                 self._writer = tf.summary.create_file_writer(self.log_dir)
             with self._writer.as_default():
                 tf.summary.image("heatmaps", overlays, step=epoch, max_outputs=len(overlays))
+                if class_overlays is not None:
+                    tf.summary.image("class_maps", class_overlays, step=epoch, max_outputs=len(class_overlays))
             self._writer.flush()
 
     def on_train_end(self, logs=None):

@@ -1,6 +1,8 @@
 """Heatmap figures and overlay videos (matplotlib Agg, colour-blind-friendly colormaps)."""
 
 from keras_avloc.viz.figures import (
+    class_colour_figure,
+    class_colour_overlay,
     four_panel_figure,
     heatmap_grid,
     normalize_heatmap,
@@ -14,6 +16,8 @@ from keras_avloc.viz.video import blend_frames, overlay_video_file, write_overla
 
 __all__ = [
     "blend_frames",
+    "class_colour_figure",
+    "class_colour_overlay",
     "four_panel_figure",
     "heatmap_grid",
     "normalize_heatmap",

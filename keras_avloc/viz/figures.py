@@ -185,6 +185,70 @@ def per_source_figure(image_uint8, heatmaps, labels=None, path=None, title=None)
     return figure
 
 
+CLASS_COLOURS = np.array(
+    [[230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
+     [120, 120, 120]], np.float32) / 255.0
+"""The Okabe-Ito colour-blind-safe palette (cycled) of the class-colour figures."""
+
+
+def class_colour_overlay(image_uint8, class_maps, colours=None, strength=0.75):
+    """Each class map painted in its own colour over the image (opacity = the map's value).
+
+    Args:
+        image_uint8: [H, W, 3] uint8 RGB.
+        class_maps: [K, h, w] maps in [0, 1] (e.g. CSOL's softmax class maps), resized to the image.
+        colours: [K, 3] RGB in [0, 1]; default `CLASS_COLOURS` cycled.
+        strength: the largest opacity.
+
+    Returns:
+        uint8 [H, W, 3]: at each pixel the class with the largest map wins the colour.
+    """
+    import cv2
+
+    image = _as_image(image_uint8).astype(np.float32) / 255.0
+    maps = np.clip(np.asarray(class_maps, np.float32), 0.0, 1.0)
+    if maps.ndim != 3:
+        raise ValueError(f"class_maps must be [K, h, w], got shape {maps.shape}.")
+    height, width = image.shape[:2]
+    maps = np.stack([cv2.resize(m, (width, height), interpolation=cv2.INTER_LINEAR) for m in maps])
+    colours = CLASS_COLOURS[np.arange(len(maps)) % len(CLASS_COLOURS)] if colours is None else np.asarray(colours)
+    winner = np.argmax(maps, axis=0)
+    alpha = strength * np.max(maps, axis=0)[..., None]
+    blended = image * (1.0 - alpha) + colours[winner] * alpha
+    return np.clip(np.round(blended * 255.0), 0, 255).astype(np.uint8)
+
+
+def class_colour_figure(image_uint8, class_maps, names, silent_boxes=(), path=None, title=None):
+    """The class-aware figure: each sounding class's map in its own colour, the silent objects marked.
+
+    Args:
+        image_uint8: [H, W, 3] uint8 RGB.
+        class_maps: [K, h, w] maps in [0, 1] of the classes to show (the sounding ones).
+        names: K legend labels.
+        silent_boxes: [(name, [x1, y1, x2, y2] normalised), ...] of visible silent objects (dashed boxes).
+    """
+    from matplotlib.patches import Patch, Rectangle
+
+    image = _as_image(image_uint8)
+    height, width = image.shape[:2]
+    figure, axes = plt.subplots(1, 2, figsize=(7, 3.8))
+    axes[0].imshow(image)
+    axes[0].set_title("image")
+    axes[1].imshow(class_colour_overlay(image, class_maps))
+    axes[1].set_title("class maps")
+    for name, box in silent_boxes:
+        x1, y1, x2, y2 = np.asarray(box, np.float64).reshape(4) * [width, height, width, height]
+        for axis in axes:
+            axis.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, linestyle="--", linewidth=1.5,
+                                     edgecolor="white"))
+        axes[1].text(x1 + 2, y1 + 10, f"silent: {name}", color="white", fontsize=7)
+    handles = [Patch(color=CLASS_COLOURS[k % len(CLASS_COLOURS)], label=str(name)) for k, name in enumerate(names)]
+    if handles:
+        axes[1].legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.7)
+    _finish_panels(figure, axes, title, path)
+    return figure
+
+
 def success_curve_figure(curves, path=None, title="Success curve"):
     """Fraction of samples with cIoU >= t against t, one line per method (the AUC curve).
 
