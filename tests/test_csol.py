@@ -326,6 +326,9 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     assert metrics["model"]["samples"] == 4 and metrics["center"]["samples"] == 4
     assert 0.0 <= metrics["model"]["class_ciou_auc"] <= 1.0 and 0.0 <= metrics["model"]["nsa"] <= 1.0
     assert metrics["assignment"]["clips"] == len(load_split(csol_data, "val"))
+    by_visual = evaluate_classes(load_model(os.path.join(stage_two_dir, "model.keras")), csol_data, "test_duet",
+                                assign_split="val", progress=False, assign_by="visual")
+    assert by_visual["assignment"]["by"] == "visual" and by_visual["model"]["samples"] == 4
     agnostic = evaluate_classes(reloaded, csol_data, "test_duet", progress=False)
     assert agnostic["maps"] == "one class-agnostic map for every class" and agnostic["model"]["samples"] == 4
 

@@ -81,6 +81,9 @@ def register(subparsers):
                         help="stamps-classes: labelled single-source split that fits the cluster -> class assignment")
     parser.add_argument("--assignment", choices=["hungarian", "many-to-one"], default="hungarian",
                         help="stamps-classes: one-to-one Hungarian matching (default) or the official many-to-one")
+    parser.add_argument("--assign-by", choices=["audio", "visual"], default="audio",
+                        help="stamps-classes: a clip's cluster from the stage-one audio classifier (default) or "
+                        "from its object feature (nearest dictionary entry)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -134,7 +137,7 @@ def _run_classes(args):
     model = load_model(args.checkpoint, compile=False)
     metrics = evaluate_classes(model, args.data, split=args.split, assign_split=args.assign_split,
                                rule=args.assignment, out_dir=args.out, batch_size=args.batch_size,
-                               baselines=True, progress=not args.no_progress)
+                               baselines=True, progress=not args.no_progress, assign_by=args.assign_by)
     print(f"{metrics['split']}: {metrics['maps']}")
     print(classes_table(metrics))
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
