@@ -378,30 +378,9 @@ def _split_record(root, path, position, entry, seen):
     if gt not in ("union", "consensus"):
         raise AnnotationError(f"{where}: unknown gt {gt!r}; use 'union' (boxes) or 'consensus' (Flickr)")
     boxes, clamped = clamp_boxes(entry.get("bbox", []), where=where)
-    raw_sources = entry.get("sources") or []
-    if not isinstance(raw_sources, list) or not all(isinstance(source, dict) for source in raw_sources):
-        raise AnnotationError(f"{where}: 'sources' must be a list of objects with class / bbox / mask / audio")
-    sources = []
-    for source_position, source in enumerate(raw_sources):
-        source_where = f"{where} source {source_position}"
-        source_boxes, source_clamped = clamp_boxes(source.get("bbox", []), where=source_where)
-        clamped += source_clamped
-        sources.append({"class": _class_name(source.get("class", ""), source_where), "boxes": source_boxes,
-                        "mask": _inside(root, source.get("mask"), "mask", source_where),
-                        "audio": _inside(root, source.get("audio"), "audio", source_where)})
-    raw_objects = entry.get("objects") or []
-    if not isinstance(raw_objects, list) or not all(isinstance(item, dict) for item in raw_objects):
-        raise AnnotationError(f"{where}: 'objects' must be a list of objects with class / bbox / mask / sounding")
-    objects = []
-    for object_position, item in enumerate(raw_objects):
-        object_where = f"{where} object {object_position}"
-        object_boxes, object_clamped = clamp_boxes(item.get("bbox", []), where=object_where)
-        clamped += object_clamped
-        if not isinstance(item.get("sounding", False), bool):
-            raise AnnotationError(f"{object_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
-        objects.append({"class": _class_name(item.get("class", ""), object_where), "boxes": object_boxes,
-                        "mask": _inside(root, item.get("mask"), "mask", object_where),
-                        "sounding": bool(item.get("sounding", False))})
+    sources, source_clamped = _parts(root, entry, where, "sources", "source", "class / bbox / mask / audio")
+    objects, object_clamped = _parts(root, entry, where, "objects", "object", "class / bbox / mask / sounding")
+    clamped += source_clamped + object_clamped
     record = {
         "file": file_id,
         "class": _class_name(entry.get("class", ""), where),
@@ -415,6 +394,28 @@ def _split_record(root, path, position, entry, seen):
     }
     record.update(_media_paths(root, file_id))
     return record
+
+
+def _parts(root, entry, where, key, singular, fields):
+    """The validated `sources` (with `audio`) or `objects` (with `sounding`) of an entry, and the clamped-box count."""
+    raw = entry.get(key) or []
+    if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        raise AnnotationError(f"{where}: '{key}' must be a list of objects with {fields}")
+    parts, clamped = [], 0
+    for position, item in enumerate(raw):
+        item_where = f"{where} {singular} {position}"
+        boxes, item_clamped = clamp_boxes(item.get("bbox", []), where=item_where)
+        clamped += item_clamped
+        part = {"class": _class_name(item.get("class", ""), item_where), "boxes": boxes,
+                "mask": _inside(root, item.get("mask"), "mask", item_where)}
+        if key == "sources":
+            part["audio"] = _inside(root, item.get("audio"), "audio", item_where)
+        else:
+            if not isinstance(item.get("sounding", False), bool):
+                raise AnnotationError(f"{item_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
+            part["sounding"] = bool(item.get("sounding", False))
+        parts.append(part)
+    return parts, clamped
 
 
 def _class_name(value, where):

@@ -337,11 +337,13 @@ class _CSOLBase(AVLocModel):
         return ops.sigmoid(av_logits(image_maps, audio_vecs, self.av_scale))
 
     def cluster_ids(self, images, audio):
-        """Each clip's cluster: its object feature (`object_features`, threshold 0.05) goes to the dictionary
-        entry of highest cosine (k-means ran on L2-normalised features). numpy int [B]."""
+        """Each clip's cluster: its object feature (`object_features`; stage one's `mask_threshold`, stage two
+        0.05) goes to the dictionary entry of highest cosine (k-means ran on L2-normalised features).
+        numpy int [B]."""
         outputs = self({"image": ops.convert_to_tensor(images), "audio": ops.convert_to_tensor(audio)}, training=False)
         av_map = self.similarity_map(outputs["image_maps"], outputs["audio_vecs"])
-        features = l2_normalize(object_features(outputs["image_features"], av_map, MASK_THRESHOLD), axis=-1)
+        threshold = getattr(self, "mask_threshold", MASK_THRESHOLD)  # stage two: the official 0.05
+        features = l2_normalize(object_features(outputs["image_features"], av_map, threshold), axis=-1)
         scores = ops.matmul(features, ops.transpose(l2_normalize(self.dictionary, axis=-1)))
         return ops.convert_to_numpy(ops.argmax(scores, axis=-1)).astype(np.int64)
 
