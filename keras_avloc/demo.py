@@ -38,16 +38,21 @@ one or two training recordings per class, the audio network otherwise memorises 
 METHOD_TRAINING = {
     "lvs": {"augment": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))},
     "avgn": {"learning_rate": 6e-4},
+    "denseav": {"augment": "official", "clip_seconds": 2.0},
 }
 """Per-method training settings of the demo, chosen on val (README, "The demo"). LVS adds ambience to
 `DEMO_AUGMENTATION`: another scene's sound as background halved its AUC loss on unseen recordings (val_unseen
 against val: 12.4% -> 6.8%) but cost EZ-VSL 0.018 of val AUC. AVGN learns faster at 6e-4 than at the shared
-3e-4 (val AUC 0.346 vs 0.336; 1e-3: 0.342)."""
+3e-4 (val AUC 0.346 vs 0.336; 1e-3: 0.342). DenseAV (only with `--methods denseav`) trains on sound and speech pairs
+with the published crop and flip only (audio augmentation cost it 0.03 of val AUC) and 2 s clips, its default:
+a spoken description lasts up to 2 s."""
 
 METHOD_SETTINGS = {
     # Map resolution: 10 x 10 at 160 px like LVS's (layer4 stride 1), instead of the paper's 5 x 5 there.
     "ezvsl": {"image_layer4_stride": 1},
     "avgn": {"image_layer4_stride": 1, "embed_dim": 128, "num_heads": 4, "depth": 1},
+    # The audio featurizer trains from scratch here: no phase of frozen featurizers.
+    "denseav": {"pretrain_steps": 0},
 }
 """Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
@@ -69,7 +74,7 @@ PRESETS = {
         image_size=64, clip_seconds=0.5, epochs=1, batch_size=4, width=4, learning_rate=1e-4,
         augment=DEMO_AUGMENTATION, method_training=METHOD_TRAINING, cache=True,
         method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
-                         "ezvsl": {"embed_dim": 16}},
+                         "ezvsl": {"embed_dim": 16}, "denseav": {"code_dim": 12, "pretrain_steps": 0}},
         scratch=True, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
         run_eagerly=True,
@@ -102,7 +107,15 @@ def resolve_precision(value="auto"):
     return "bf16" if bf16_usable() else None
 
 
-def build_data(data_root, preset, seed, workers):
+def training_split(method):
+    """The split a method trains on in the demo: its own default ("train"; DenseAV: "train+train_speech")."""
+    from keras_avloc.models.registry import get_method_class
+
+    return get_method_class(method).default_split
+
+
+def build_data(data_root, preset, seed, workers, speech=False):
+    """The demo's stamps build; `speech` adds train_speech (half as many scenes as train) for DenseAV."""
     from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
     try:
@@ -110,6 +123,7 @@ def build_data(data_root, preset, seed, workers):
             data_root, n_train=preset["n_train"], n_val=preset["n_val"], n_test=preset["n_test"], n_test_mix=0,
             n_train_mix=0, n_test_ext=0, n_speech=0, size=preset["size"], seed=seed, workers=workers,
             classes=preset.get("classes"), n_val_unseen=preset["n_val_unseen"], n_test_unseen=preset["n_test_unseen"],
+            n_train_speech=preset["n_train"] // 2 if speech else 0,
         )
     except OtherBuildError:
         raise DemoError(
@@ -137,7 +151,9 @@ def check_runs_match_data(out_dir, data_summary, methods):
     """Resuming is only right on the data the runs were trained on: records the data in
     `out_dir/data.json` and refuses to reuse runs made on other data (or by a demo that did not record it)."""
     data = {key: data_summary.get(key) for key in ("classes", "size", "seed")}
-    data["scenes"] = {split: info.get("scenes") for split, info in sorted(data_summary.get("splits", {}).items())}
+    # train_speech (built only for DenseAV) changes nothing the other methods train or are scored on.
+    data["scenes"] = {split: info.get("scenes") for split, info in sorted(data_summary.get("splits", {}).items())
+                      if split != "train_speech"}
     path = os.path.join(out_dir, "data.json")
     recorded = None
     if os.path.isfile(path):
@@ -159,13 +175,15 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
     model_kwargs.update(preset.get("method_settings", {}).get(method, {}))
     own = preset.get("method_training", {}).get(method, {})
     augment = preset.get("augment")
-    if isinstance(augment, dict) and own.get("augment"):
+    if isinstance(own.get("augment"), str):  # a named setting replaces the demo's augmentation
+        augment = own["augment"]
+    elif isinstance(augment, dict) and own.get("augment"):  # a dict adds to it
         augment = {**augment, **own["augment"]}
     learning_rate = own.get("learning_rate", preset["learning_rate"])
     model, _ = train(
-        method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"], split="train",
-        val_split=None, learning_rate=learning_rate, image_size=preset["image_size"],
-        clip_seconds=preset["clip_seconds"], model_kwargs=model_kwargs, seed=seed,
+        method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"],
+        split=training_split(method), val_split=None, learning_rate=learning_rate, image_size=preset["image_size"],
+        clip_seconds=own.get("clip_seconds", preset["clip_seconds"]), model_kwargs=model_kwargs, seed=seed,
         run_eagerly=preset.get("run_eagerly", False), augment=augment, cache=preset.get("cache", False),
         mixed_precision=precision, init_image_weights=init_weights, verbose=2,
     )
@@ -220,13 +238,23 @@ def heatmap_figure(models, data_root, path, preset, count=4):
     from keras_avloc.viz.figures import overlay_heatmap
 
     records = load_split(data_root, "test")
-    dataset = make_dataset(data_root, split="test", image_size=preset["image_size"],
-                           clip_seconds=preset["clip_seconds"], training=False, batch_size=count, ground_truth=False)
-    x, y = next(iter(dataset))
+    batches = {}
+
+    def batch_for(model):
+        """The first test scenes with the model's own audio front-end and clip length."""
+        key = (getattr(model, "frontend", "lvs"), float(model.eval_settings.get("clip_seconds") or preset["clip_seconds"]))
+        if key not in batches:
+            dataset = make_dataset(data_root, split="test", frontend=key[0], image_size=preset["image_size"],
+                                   clip_seconds=key[1], training=False, batch_size=count, ground_truth=False)
+            batches[key] = next(iter(dataset))
+        return batches[key]
+
     side = 192
+    x, y = batch_for(models[0][1])
     images = [cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA) for image in denormalize_images(x["image"])]
     rows = []
     for name, model in models:
+        x, y = batch_for(model)
         conditioned = {"class_ids": y["label"]} if hasattr(model, "localize_sources") else {}
         maps = np.asarray(model.localize(x["image"], x["audio"], image_size=(side, side), **conditioned))
         tiles = []
@@ -346,7 +374,8 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
 
     _step(f"1/5 the stamps benchmark in {data_root} (skipped when already built)")
     start = time.time()
-    summary = build_data(data_root, settings, seed, workers)
+    summary = build_data(data_root, settings, seed, workers,
+                         speech=any("train_speech" in training_split(method) for method in methods))
     timings["data (once)"] = time.time() - start
 
     _step("2/5 the ImageNet stand-in: a ResNet-18 that recognises the stamps that never sound here (once)")

@@ -68,6 +68,16 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     printed = capsys.readouterr().out
     assert printed.count("nothing to do") == 7  # six runs and the stand-in
 
+    # DenseAV on the same data and folder: the demo adds train_speech (sound and speech pairs), which changes
+    # nothing the other runs were trained or scored on, so they are not refused
+    report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("denseav",),
+                           scratch=False)).read()
+    assert "| DenseAV | stand-in |" in report and "| centre prior | - |" in report
+    settings = json.loads((out / "denseav" / "train_state.json").read_text())["settings"]
+    assert settings["split"] == "train+train_speech" and settings["clip_seconds"] == 2.0
+    assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
+    assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
+
 
 def test_demo_refuses_runs_trained_on_other_data(tmp_path):
     from keras_avloc.demo import check_runs_match_data

@@ -172,13 +172,14 @@ def _build(method, dtype):
     from keras_avloc.models import build_model
 
     extra = {"lvs": {}, "ezvsl": {"embed_dim": 16}, "avgn": {"embed_dim": 16, "num_classes": 3, "depth": 1,
-                                                               "num_heads": 2, "class_names": ["a", "b", "c"]}}
+                                                               "num_heads": 2, "class_names": ["a", "b", "c"]},
+             "denseav": {"code_dim": 12}}
     return build_model(method, backbone_kwargs={"width": 8}, dtype=dtype,
                        eval_settings={"image_size": 64, "clip_seconds": 0.5}, **extra[method])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("method", ["lvs", "ezvsl", "avgn"])
+@pytest.mark.parametrize("method", ["lvs", "ezvsl", "avgn", "denseav"])
 def test_save_load_rebuilds_every_model_exactly(tmp_path, method, dtype):
     import keras
 

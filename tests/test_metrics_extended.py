@@ -194,8 +194,19 @@ def test_denseav_segmentation_metrics():
     for c in range(3):
         assert per_class[c] == pytest.approx(average_precision_score(masks[ids == c].ravel(), heat[ids == c].ravel()))
     assert value == pytest.approx(np.mean(list(per_class.values())))
-    miou, threshold = prompted_segmentation_miou(masks * 3.0 + 1.0, masks, ids)
-    assert miou == pytest.approx(1.0) and 0.0 < threshold <= 1.0
+    miou, per_class_iou = prompted_segmentation_miou(masks * 3.0 + 1.0, masks, ids)
+    assert miou == pytest.approx(1.0) and set(per_class_iou) == {0, 1, 2}
+    # against the official `multi_iou` written out in numpy: per class, thresholds linspace(min, max, 20) of
+    # that class's pooled values, strict `>`, an empty union counting as 0, the best over thresholds
+    miou, per_class_iou = prompted_segmentation_miou(heat, masks, ids)
+    for c in range(3):
+        values, truth = heat[ids == c].ravel(), masks[ids == c].ravel() > 0.5
+        thresholds = np.linspace(values.min(), values.max(), 20)
+        hard = values[None, :] > thresholds[:, None]
+        inter = np.logical_and(hard, truth[None]).sum(axis=1)
+        union = np.logical_or(hard, truth[None]).sum(axis=1)
+        assert per_class_iou[c] == pytest.approx(np.max(inter / np.where(union == 0, 1, union)))
+    assert miou == pytest.approx(np.mean([per_class_iou[c] for c in range(3)]))
 
 
 # ---- baselines -----------------------------------------------------------------------------------

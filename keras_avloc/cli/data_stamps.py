@@ -10,6 +10,8 @@ EPILOG = """Examples:
   avloc data stamps --out datasets/stamps --speech --ambience
   avloc data stamps --out datasets/stamps --n-train-mosaic 1000 --n-test-mosaic 300 --n-test-duet 300
   avloc data stamps --out datasets/stamps8 --classes "cello,drum kit,frog,zebra"
+  avloc data stamps --out datasets/stamps --n-train-speech 1600 --n-val-speech 160 --speech \
+      --n-test-speech-unseen 160                       # DenseAV: sound and speech pairs
 
 Media come from two Debian packages: `sudo apt-get install tuxpaint-stamps-default` and the
 scratch backgrounds unpacked by `bash tools/setup.sh` (KERAS_AVLOC_MEDIA overrides their folder).
@@ -47,6 +49,12 @@ def register(subparsers):
                         help="test_duet.json scenes: two sounding objects and 1-2 silent ones in one frame")
     parser.add_argument("--speech", action="store_true", help="also write test_speech.json")
     parser.add_argument("--n-speech", type=types.integer(0, 1_000_000), default=100, help="spoken-prompt scenes with --speech")
+    parser.add_argument("--n-train-speech", type=types.integer(0, 1_000_000), default=0,
+                        help="train_speech.json: spoken descriptions of one visible object in the seen languages "
+                        "and espeak-ng English (DenseAV's speech pairs)")
+    parser.add_argument("--n-val-speech", type=types.integer(0, 1_000_000), default=0, help="val_speech.json scenes")
+    parser.add_argument("--n-test-speech-unseen", type=types.integer(0, 1_000_000), default=0,
+                        help="test_speech_unseen.json: prompts in languages no other split speaks (da, nl, ro)")
     parser.add_argument("--size", type=types.integer(32, 2048), default=224, help="frame side in pixels")
     parser.add_argument("--seed", type=types.SEED, default=0, help="same seed -> identical dataset")
     parser.add_argument("--workers", type=types.WORKERS, default=1, help="rendering processes")
@@ -73,7 +81,8 @@ def run(args):
         workers=args.workers, ambience=args.ambience, overwrite=args.overwrite,
         media_dir=args.media, n_val_unseen=args.n_val_unseen, n_test_unseen=args.n_test_unseen,
         n_train_mosaic=args.n_train_mosaic, n_val_mosaic=args.n_val_mosaic, n_test_mosaic=args.n_test_mosaic,
-        n_test_duet=args.n_test_duet,
+        n_test_duet=args.n_test_duet, n_train_speech=args.n_train_speech, n_val_speech=args.n_val_speech,
+        n_test_speech_unseen=args.n_test_speech_unseen,
         classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")

@@ -5,7 +5,8 @@ import os
 from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
-PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes"]
+PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
+                    "stamps-speech"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -25,6 +26,11 @@ EPILOG = """Examples:
   avloc evaluate --checkpoint runs/csol2/model.keras --data data/stamps --split test_mosaic \
       --protocol stamps-classes --assign-split val --out runs/csol_mosaic
 
+  # DenseAV: sound- and speech-prompted segmentation (mAP, mIoU), retrieval recall@k, head disentanglement
+  avloc evaluate --checkpoint runs/denseav/model.keras --data data/stamps --protocol stamps-sound --out runs/da_sound
+  avloc evaluate --checkpoint runs/denseav/model.keras --data data/stamps --protocol stamps-speech \
+      --split test_speech_unseen --out runs/da_speech_unseen
+
 Outputs in --out: metrics.json (model + baselines), per_sample.json, success_curve.png, best_worst.png.
 Unreadable clips and records whose ground truth cannot be built are skipped, counted and named in
 metrics.json (`skipped`); --strict stops at the first one instead.
@@ -43,7 +49,8 @@ def register(subparsers):
     source.add_argument("--checkpoint", help="a saved model (.keras) to run over the split")
     source.add_argument("--heatmaps", help="an .npz with `files` (str [N]) and `heatmaps` ([N, h, w])")
     parser.add_argument("--data", required=True, metavar="ROOT", help="dataset root holding <split>.json")
-    parser.add_argument("--split", default="test", help="annotation split (ROOT/<split>.json); default test")
+    parser.add_argument("--split", default=None,
+                        help="annotation split (ROOT/<split>.json); default test (stamps-speech: test_speech)")
     parser.add_argument("--protocol", default="vggss", choices=PROTOCOL_CHOICES, help="evaluation protocol")
     parser.add_argument("--baselines", action="store_true", help="also score centre prior, random and objectness")
     parser.add_argument(
@@ -84,6 +91,8 @@ def register(subparsers):
     parser.add_argument("--assign-by", choices=["audio", "visual"], default="audio",
                         help="stamps-classes: a clip's cluster from the stage-one audio classifier (default) or "
                         "from its object feature (nearest dictionary entry)")
+    parser.add_argument("--sound-split", default="test",
+                        help="stamps-speech: the sound pairs a two-head model's heads are told apart from")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -92,11 +101,15 @@ def run(args):
     from keras_avloc.evaluation import report
     from keras_avloc.io.files import check_output_folder
 
+    if args.split is None:
+        args.split = "test_speech" if args.protocol == "stamps-speech" else "test"
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
     check_output_folder(args.out)
     if args.protocol == "stamps-classes":
         return _run_classes(args)
+    if args.protocol in ("stamps-sound", "stamps-speech"):
+        return _run_prompted(args)
     if args.heatmaps:
         encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
         metrics = report.evaluate_heatmaps(
@@ -140,6 +153,21 @@ def _run_classes(args):
                                baselines=True, progress=not args.no_progress, assign_by=args.assign_by)
     print(f"{metrics['split']}: {metrics['maps']}")
     print(classes_table(metrics))
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_prompted(args):
+    from keras_avloc.evaluation.prompted import evaluate_prompted, prompted_table
+    from keras_avloc.models import load_model
+
+    if not args.checkpoint:
+        raise CliError(f"--protocol {args.protocol} needs --checkpoint (the maps and scores come from the model).")
+    model = load_model(args.checkpoint, compile=False)
+    metrics = evaluate_prompted(model, args.data, protocol=args.protocol, split=args.split, out_dir=args.out,
+                                batch_size=args.batch_size, progress=not args.no_progress,
+                                sound_split=args.sound_split, clip_seconds=args.clip_seconds)
+    print(prompted_table(metrics))
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 

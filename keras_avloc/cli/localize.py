@@ -10,10 +10,13 @@ EPILOG = """Examples:
   avloc localize --checkpoint runs/lvs/model.keras --image frame.jpg --audio clip.wav --out out.png
   avloc localize --checkpoint runs/lvs/model.keras --video clip.mp4 --out overlay.mp4
   avloc localize --checkpoint runs/ezvsl/model.keras --video clip.mp4 --out overlay.mp4 --heatmap-fps 10
+  avloc localize --checkpoint runs/denseav/model.keras --video talk.mp4 --out talk.mp4 --heads
 
 An image gives the four-panel figure (image, heatmap, strongly positive region, clipped positive image).
 A video gives an mp4 of the heatmaps blended on its frames, with its audio; each heatmap uses the
---clip-seconds of audio centred on its time.
+--clip-seconds of audio centred on its time. --heads (DenseAV) writes one figure or video per head
+(OUT_head0.mp4, OUT_head1.mp4, ...): the map of the head that hears speech follows the spoken word, the other
+the sound, as they happen.
 """
 
 
@@ -37,6 +40,8 @@ def register(subparsers):
     parser.add_argument("--heatmap-fps", type=types.number(above=0, maximum=120), default=5.0,
                         help="heatmaps per second of video (default 5)")
     parser.add_argument("--batch-size", type=types.integer(1, 1024), default=8, help="frames per model call (default 8)")
+    parser.add_argument("--heads", action="store_true",
+                        help="a model with several similarity heads (DenseAV): one output per head, OUT_head<k>")
     parser.add_argument("--ogl", type=types.number(minimum=0, maximum=1), default=None, metavar="ALPHA",
                         help="EZ-VSL object-guided localisation weight in [0, 1] (paper: 0.4)")
     parser.set_defaults(func=run)
@@ -66,16 +71,20 @@ def audio_windows(wave, centres, sample_rate=16000, clip_seconds=3.0):
     return np.stack([wave[start : start + length] for start in starts]).astype(np.float32)
 
 
-def _heatmaps(model, images, waves, batch_size, ogl):
+def _heatmaps(model, images, waves, batch_size, ogl, heads=False):
+    """Heatmaps [N, H, W] (or [N, K, H, W] per head) with the model's own audio front-end."""
     import numpy as np
 
-    from keras_avloc.data.audio import lvs_spectrogram
+    from keras_avloc.data.audio import get_frontend
 
+    frontend = get_frontend(getattr(model, "frontend", "lvs"))
     maps = []
     for start in range(0, len(images), batch_size):
-        spectrograms = lvs_spectrogram(waves[start : start + batch_size]).numpy()
+        spectrograms = np.asarray(frontend(waves[start : start + batch_size]))
         batch = images[start : start + batch_size]
-        if ogl is not None:
+        if heads:
+            maps.append(model.localize_heads(batch, spectrograms))
+        elif ogl is not None:
             maps.append(model.localize(batch, spectrograms, ogl_alpha=ogl))
         else:
             maps.append(model.localize(batch, spectrograms))
@@ -110,6 +119,13 @@ def run(args):
     model = load_model(args.checkpoint, compile=False)
     if args.ogl is not None and "ogl_alpha" not in inspect.signature(model.localize).parameters:
         raise CliError(f"--ogl is only supported by EZ-VSL models; {args.checkpoint} is {type(model).__name__}.")
+    if args.heads and not hasattr(model, "localize_heads"):
+        raise CliError(f"--heads needs a model with several similarity heads (DenseAV); {args.checkpoint} is "
+                       f"{type(model).__name__}.")
+    if args.heads and args.ogl is not None:
+        raise CliError("--heads and --ogl do not combine; pass one of them.")
+    stem, extension_of_out = os.path.splitext(args.out)
+    written = [args.out]
     settings = dict(getattr(model, "eval_settings", None) or {})
     image_size = args.image_size or int(settings.get("image_size", 224))
     clip_seconds = args.clip_seconds or float(settings.get("clip_seconds", 3.0))
@@ -122,8 +138,13 @@ def run(args):
         wave = read_audio(args.audio, 16000)
         centre = wave.shape[0] / 2 / 16000
         heatmap = _heatmaps(model, preprocess_image(image, image_size)[None],
-                            audio_windows(wave, [centre], clip_seconds=clip_seconds), 1, args.ogl)[0]
-        four_panel_figure(image, heatmap, path=args.out, title=os.path.basename(args.image))
+                            audio_windows(wave, [centre], clip_seconds=clip_seconds), 1, args.ogl, args.heads)[0]
+        if args.heads:
+            written = [f"{stem}_head{head}{extension_of_out}" for head in range(len(heatmap))]
+            for head, path in enumerate(written):
+                four_panel_figure(image, heatmap[head], path=path, title=f"{os.path.basename(args.image)}, head {head}")
+        else:
+            four_panel_figure(image, heatmap, path=args.out, title=os.path.basename(args.image))
     else:
         from keras_avloc.viz import write_overlay_video
 
@@ -144,9 +165,15 @@ def run(args):
         maps = []
         for start in range(0, count, args.batch_size):
             maps.append(_heatmaps(model, images[start : start + args.batch_size],
-                                  windows[start : start + args.batch_size], args.batch_size, args.ogl))
+                                  windows[start : start + args.batch_size], args.batch_size, args.ogl, args.heads))
             progress.update(len(maps[-1]))
         progress.close()
-        write_overlay_video(args.out, frames, np.concatenate(maps), fps, audio=wave, sample_rate=16000)
-    print(f"wrote {args.out}")
+        maps = np.concatenate(maps)
+        if args.heads:
+            written = [f"{stem}_head{head}{extension_of_out}" for head in range(maps.shape[1])]
+            for head, path in enumerate(written):
+                write_overlay_video(path, frames, maps[:, head], fps, audio=wave, sample_rate=16000)
+        else:
+            write_overlay_video(args.out, frames, maps, fps, audio=wave, sample_rate=16000)
+    print(f"wrote {', '.join(written)}")
     return 0

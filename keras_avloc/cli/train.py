@@ -20,6 +20,10 @@ EPILOG = """Examples:
   avloc train --method csol --data datasets/stamps --out runs/csol1 --epochs 15 --clusters 11
   avloc train --method csol --stage 2 --init-from runs/csol1/model.keras --data datasets/stamps \
       --split train_mosaic --out runs/csol2 --epochs 5
+  # DenseAV: sound and speech pairs (train+train_speech by default; build them with `avloc data stamps
+  # --n-train-speech ...`), two heads, 2 s clips
+  avloc train --method denseav --data datasets/stamps --out runs/denseav --epochs 8 --lr 3e-4 \
+      --model-options '{"pretrain_steps": 0}'       # from-scratch audio: no frozen-featurizer phase
   # a killed run resumes from its last finished epoch: re-run the same command
   # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
@@ -80,6 +84,9 @@ def register(subparsers):
                         help="csol --stage 2: the stage-one model.keras it starts from")
     parser.add_argument("--clusters", type=types.integer(2, 100000), default=None,
                         help="csol: number of clusters K (default 11)")
+    parser.add_argument("--model-options", default=None, metavar="JSON",
+                        help="more constructor arguments of the method, as a JSON object, e.g. DenseAV's "
+                        "'{\"pretrain_steps\": 0, \"num_heads\": 1}' (see the model class's docstring)")
     parser.add_argument("--seed", type=types.SEED, default=None, help="random seed")
     parser.add_argument("--eager", action="store_true",
                         help="run eagerly: no ~30 s graph tracing at start, slower steps (debugging, tiny runs)")
@@ -136,6 +143,8 @@ def run(args):
         model_kwargs["depth"] = args.depth
     if args.clusters is not None:
         model_kwargs["num_clusters"] = args.clusters
+    if args.model_options:
+        model_kwargs.update(_model_options(args.method, args.model_options))
     _, history = train(
         args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
         val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
@@ -148,3 +157,28 @@ def run(args):
     if history is not None:
         print(f"saved {os.path.join(args.out, 'model.keras')}")
     return 0
+
+
+def _model_options(method, text):
+    """The --model-options JSON object, checked against the method's constructor arguments."""
+    import inspect
+
+    from keras_avloc.models.registry import get_method_class
+
+    try:
+        options = json.loads(text)
+    except ValueError as err:
+        raise CliError(f"--model-options: not valid JSON ({err}); e.g. --model-options '{{\"pretrain_steps\": 0}}'.") from None
+    if not isinstance(options, dict):
+        raise CliError(f"--model-options must be a JSON object of constructor arguments, got {text!r:.60}.")
+    model_class = get_method_class(method)
+    from keras_avloc.models.base import AVLocModel
+
+    known = {name for cls in model_class.__mro__ if isinstance(cls, type) and issubclass(cls, AVLocModel)
+             and "__init__" in vars(cls) for name in inspect.signature(vars(cls)["__init__"]).parameters}
+    known = (known | {"dtype"}) - {"self", "args", "kwargs", "name"}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise CliError(f"--model-options: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not an argument of "
+                       f"{model_class.__name__}; choose from {', '.join(sorted(known))}.")
+    return options

@@ -318,17 +318,19 @@ def load_split(root, split="test"):
     """Loads the records of one split of a dataset in the keras-avloc layout.
 
     Reads `ROOT/<split>.json` (VGG-SS style entries, see `data/README.md`); without it, a flat folder of
-    `image_NN.jpg` + `audio_NN.wav` is read (all files, labels unknown).
+    `image_NN.jpg` + `audio_NN.wav` is read (all files, labels unknown). Several splits joined by "+"
+    ("train+train_speech") are read one after the other as one split.
 
     Args:
         root: dataset folder.
-        split: split name ("train", "val", "test", "test_mix", ...).
+        split: split name ("train", "val", "test", "test_mix", ...) or names joined by "+".
 
     Returns:
         list of dicts, in file order (the `index` the pipeline yields), each with `file`, `class`,
         `boxes` (float64 [K, 4] normalised corners, clamped), `mask` (path inside ROOT or None), `kind`,
         `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `objects` (every visible
-        object of a mosaic / duet scene: `{class, boxes, mask, sounding}`), `clamped`, and the
+        object of a mosaic / duet scene: `{class, boxes, mask, sounding}`), `clamped`, the spoken-prompt fields
+        `prompt` (text or None), `language` (or None) and `speech` ((start, end) seconds or None), and the
         media paths `image`, `audio`, `video`.
 
     Raises:
@@ -342,6 +344,16 @@ def load_split(root, split="test"):
     >>> records[0]["boxes"].shape
     (1, 4)
     """
+    if "+" in str(split):
+        records, seen = [], {}
+        for part in str(split).split("+"):
+            path = split_path(root, part)
+            if not os.path.exists(path):
+                raise AnnotationError(f"{path}: no such split file (part of {split!r}); build it or drop it from the "
+                                      "split list")
+            for position, entry in enumerate(_read_json_list(path)):
+                records.append(_split_record(root, path, position, entry, seen))
+        return records
     path = split_path(root, split)
     if not os.path.exists(path):
         records = _flat_records(root)
@@ -391,9 +403,32 @@ def _split_record(root, path, position, entry, seen):
         "sources": sources,
         "objects": objects,
         "clamped": clamped,
+        "prompt": _optional_text(entry, "prompt", where),
+        "language": _optional_text(entry, "language", where),
+        "speech": _speech_span(entry.get("speech"), where),
     }
     record.update(_media_paths(root, file_id))
     return record
+
+
+def _optional_text(entry, key, where):
+    value = entry.get(key)
+    if value is not None and not isinstance(value, str):
+        raise AnnotationError(f"{where}: '{key}' must be a string, got {value!r:.40}")
+    return value
+
+
+def _speech_span(value, where):
+    """(start, end) seconds of a spoken prompt, or None."""
+    if value is None:
+        return None
+    try:
+        start, end = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"{where}: 'speech' must be [start, end] in seconds, got {value!r:.40}") from None
+    if not (np.isfinite(start) and np.isfinite(end) and 0.0 <= start <= end):
+        raise AnnotationError(f"{where}: 'speech' must be [start, end] with 0 <= start <= end, got {value!r:.40}")
+    return (start, end)
 
 
 def _parts(root, entry, where, key, singular, fields):
@@ -484,6 +519,11 @@ def write_split(records, path):
                 if item.get("mask"):
                     written["mask"] = relative(item["mask"], "mask")
                 entry["objects"].append(written)
+        for key in ("prompt", "language"):
+            if record.get(key):
+                entry[key] = record[key]
+        if record.get("speech") is not None:
+            entry["speech"] = [float(v) for v in record["speech"]]
         entries.append(entry)
     write_text(path, json.dumps(entries))
 

@@ -18,10 +18,16 @@ Splits written under `out` (standard layout: frames/, audio/, masks/, <split>.js
   test_ext                     the extended protocol: single positives, "silent" scenes (the audio's
                                class is not in the picture) and "offscreen" scenes (a visible source
                                plus an off-screen one)
-  test_speech (optional)       2-4 objects and a spoken prompt naming one of them
+  test_speech (optional)       2-4 objects and a spoken prompt naming one of them: the stamp's real English
+                               description (`name_desc.ogg`), or espeak-ng ("a picture of a hen") without one
+  train_speech, val_speech     the same kind of scene for training (DenseAV's speech pairs): real descriptions in
+                               the SEEN_LANGUAGES (`name_desc_<lang>.ogg`) and espeak-ng English in several voices
+                               and rates; the real English descriptions stay for test_speech
+  test_speech_unseen           spoken prompts in languages no other split uses (UNSEEN_LANGUAGES): cross-lingual
   train_mosaic, val_mosaic,    CSOL's "synthetic" protocol: 2 x 2 mosaics of four solo frames (four classes),
   test_mosaic                  two of which sound (audio = their two recordings at +-5 dB), two visible but silent
   test_duet                    CSOL's realistic protocol: two sounding objects and 1-2 silent ones in one frame
+Speech records carry "prompt" (the text), "language" and "speech" ([start, end] seconds of the prompt).
 Mosaic and duet records list every visible object in "objects" (class, bbox, mask, sounding); their silent
 objects are of sounding classes (heard in other scenes), so a class-aware model has a map to keep quiet.
 Backgrounds of train, val and test* are disjoint. A class with several distinct recordings keeps some of
@@ -57,16 +63,26 @@ SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets th
 SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
     "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
-    "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
+    "train_speech": "train", "val_speech": "val", "test_speech_unseen": "test", "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
 }
 SPLIT_AUDIO_PART = {
     "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
     "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
-    "test_unseen": "unseen", "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
+    "test_unseen": "unseen", "train_speech": "train", "val_speech": "heldout", "test_speech_unseen": "heldout",
+    "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
     "test_duet": "heldout",
 }
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
-               "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet")
+               "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet", "train_speech", "val_speech",
+               "test_speech_unseen")
+SEEN_LANGUAGES = ("be", "bg", "ca", "el", "es", "fr", "ru")
+"""Languages of the real spoken descriptions in train_speech / val_speech (with espeak-ng English)."""
+UNSEEN_LANGUAGES = ("da", "nl", "ro")
+"""Languages only test_speech_unseen speaks (real recordings in Tux Paint)."""
+TRAIN_VOICES = (("en-us", 130), ("en-us", 165), ("en-gb-scotland", 145), ("en-gb-x-rp", 180))
+"""espeak-ng (voice, words per minute) of the training prompts; test_speech's espeak prompts use the default voice."""
+SPLIT_LANGUAGES = {"train_speech": "seen", "val_speech": "seen", "test_speech": "english",
+                   "test_speech_unseen": "unseen"}
 MULTI_OBJECT_KINDS = ("mosaic", "duet")
 
 
@@ -131,6 +147,21 @@ def _first_line(path):
         return ""
 
 
+def _translations(path):
+    """{language: text} from a stamp's .txt (`xx.utf8=...` lines) for the description languages."""
+    texts = {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                key, sep, value = line.strip().partition("=")
+                language = key.split(".")[0]
+                if sep and language in SEEN_LANGUAGES + UNSEEN_LANGUAGES and value.strip():
+                    texts.setdefault(language, value.strip())
+    except OSError:
+        pass
+    return texts
+
+
 def _is_audible(path, min_peak=0.01):
     import soundfile
 
@@ -180,6 +211,9 @@ def load_catalog(stamps_dir=None, media_dir=None):
             "stamp": stamp, "class": class_name, "sounding": _is_audible(base + ".ogg"),
             "description": _first_line(base + ".txt") or f"A {class_name}.",
             "desc_audio": ("tuxpaint:" + stamp + "_desc.ogg") if os.path.isfile(desc) else None,
+            "desc_languages": {lang: f"tuxpaint:{stamp}_desc_{lang}.ogg" for lang in SEEN_LANGUAGES + UNSEEN_LANGUAGES
+                               if os.path.isfile(f"{base}_desc_{lang}.ogg")},
+            "texts": _translations(base + ".txt"),
         })
     classes = sorted({entry["class"] for entry in stamps if entry["sounding"]})
     distractor_classes = sorted({entry["class"] for entry in stamps} - set(classes))
@@ -318,23 +352,26 @@ class MediaCache:
             self._recordings[key] = (decode_audio(_resolve(key, self.stamps_dir, self.scratch)), None)
         return self._recordings[key][0]
 
-    def speech(self, text):
-        """espeak-ng TTS of `text` at 16 kHz (deterministic for a given espeak-ng)."""
-        if text not in self._speech:
+    def speech(self, text, voice=None, rate=None):
+        """espeak-ng TTS of `text` at 16 kHz (deterministic for a given espeak-ng); default voice and rate unless
+        given."""
+        key = (text, voice, rate) if voice or rate else text
+        if key not in self._speech:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "prompt.wav")
+                options = (["-v", voice] if voice else []) + (["-s", str(int(rate))] if rate else [])
                 try:
-                    subprocess.run(["espeak-ng", "-w", path, text], check=True,
+                    subprocess.run(["espeak-ng", *options, "-w", path, text], check=True,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 except (OSError, subprocess.CalledProcessError) as err:
                     raise MediaMissingError(
                         "espeak-ng is needed for spoken prompts of stamps without a recorded "
                         "description: `sudo apt-get install espeak-ng` or `bash tools/setup.sh`."
                     ) from err
-                self._speech[text] = decode_audio(path)
-        return self._speech[text]
+                self._speech[key] = decode_audio(path)
+        return self._speech[key]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -367,7 +404,7 @@ def _scene_kind(split, index):
         return ("single", "single", "silent", "offscreen")[index % 4]
     if split.endswith("_mix"):
         return "mixture"
-    if split == "test_speech":
+    if "speech" in split:
         return "speech"
     if split.endswith("_mosaic"):
         return "mosaic"
@@ -586,6 +623,33 @@ def _other_classes(classes, exclude, count, rng):
     return [pool[int(i)] for i in rng.choice(len(pool), size=count, replace=False)]
 
 
+def _spoken_prompt(media, stamp, class_name, languages, rng):
+    """(16 kHz wave, text, source, language) of a spoken prompt naming `stamp` (see SPLIT_LANGUAGES).
+
+    "english" (test_speech): the real English description, else espeak-ng's default voice (no random draw);
+    "seen": a random one of the stamp's SEEN_LANGUAGES recordings or espeak-ng English in a TRAIN_VOICES voice;
+    "unseen": a random one of its UNSEEN_LANGUAGES recordings (espeak-ng English when it has none).
+    """
+    article = "an" if class_name[0] in "aeiou" else "a"
+    tts_text = f"a picture of {article} {class_name}"
+    if languages == "english":
+        if stamp["desc_audio"]:
+            return media.recording(stamp["desc_audio"])[0], stamp["description"], stamp["desc_audio"], "en"
+        return media.speech(tts_text), tts_text, "espeak-ng", "en"
+    wanted = SEEN_LANGUAGES if languages == "seen" else UNSEEN_LANGUAGES
+    options = [lang for lang in wanted if lang in stamp.get("desc_languages", {})]
+    if languages == "seen":
+        options = options + ["espeak"]
+    if not options:
+        return media.speech(tts_text), tts_text, "espeak-ng", "en"
+    language = _pick(options, rng)
+    if language == "espeak":
+        voice, rate = TRAIN_VOICES[int(rng.integers(0, len(TRAIN_VOICES)))]
+        return media.speech(tts_text, voice, rate), tts_text, f"espeak-ng:{voice}:{rate}", "en"
+    source = stamp["desc_languages"][language]
+    return media.recording(source)[0], stamp.get("texts", {}).get(language, ""), source, language
+
+
 def render_scene(task):
     """Builds and writes one scene; returns its annotation record (a pure function of the task)."""
     split, index = task
@@ -640,20 +704,15 @@ def render_scene(task):
         audio_classes = audio_classes + _other_classes(classes, visible, 1, rng)
     provenance, clips = [], []
     if kind == "speech":
-        stamp = stamps[main_class]
-        if stamp["desc_audio"]:
-            wave = media.recording(stamp["desc_audio"])[0]
-            prompt, prompt_source = stamp["description"], stamp["desc_audio"]
-        else:
-            article = "an" if main_class[0] in "aeiou" else "a"
-            prompt = f"a picture of {article} {main_class}"
-            wave, prompt_source = media.speech(prompt), "espeak-ng"
+        wave, prompt, prompt_source, language = _spoken_prompt(media, stamps[main_class], main_class,
+                                                               SPLIT_LANGUAGES[split], rng)
         wave = wave[: length]
         start = int(rng.integers(0, length - len(wave) + 1))
         clip = np.zeros(length, np.float32)
         clip[start: start + len(wave)] = wave / max(float(np.max(np.abs(wave))), 1e-9)
         clips.append(clip)
-        provenance.append({"recording": prompt_source, "prompt": prompt, "offset": start})
+        provenance.append({"recording": prompt_source, "prompt": prompt, "offset": start, "language": language,
+                           "samples": len(wave)})
     else:
         for class_name in audio_classes:
             recording = _choose_recording(info, class_name, part, rng)
@@ -719,6 +778,9 @@ def render_scene(task):
     record["kind"] = kind
     if kind == "speech":
         record["prompt"] = provenance[0]["prompt"]
+        record["language"] = provenance[0]["language"]
+        start = provenance[0]["offset"]
+        record["speech"] = [round(start / SAMPLE_RATE, 4), round((start + provenance[0]["samples"]) / SAMPLE_RATE, 4)]
     record["scene"] = {
         "background": background_name,
         "objects": [{"class": c, "stamp": stamps[c]["stamp"], "sounding": c in sounding}
@@ -773,7 +835,8 @@ def _params_fingerprint(options, info):
 def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_train_mix=0,
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
                  overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None, n_val_unseen=0,
-                 n_test_unseen=0, n_train_mosaic=0, n_val_mosaic=0, n_test_mosaic=0, n_test_duet=0):
+                 n_test_unseen=0, n_train_mosaic=0, n_val_mosaic=0, n_test_mosaic=0, n_test_duet=0, n_train_speech=0,
+                 n_val_speech=0, n_test_speech_unseen=0):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -798,6 +861,8 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         n_train_mosaic, n_val_mosaic, n_test_mosaic: CSOL's 2 x 2 mosaics (two of four objects sound); they
             need at least 4 sounding classes.
         n_test_duet: CSOL's realistic duets (two sounding objects, 1-2 silent ones; at least 4 classes).
+        n_train_speech, n_val_speech, n_test_speech_unseen: spoken-prompt scenes for training, validation and
+            the unseen-language test (DenseAV; see the module docstring).
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -830,7 +895,8 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
     counts = {"train": n_train, "val": n_val, "test": n_test, "train_mix": n_train_mix,
               "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech,
               "val_unseen": n_val_unseen, "test_unseen": n_test_unseen, "train_mosaic": n_train_mosaic,
-              "val_mosaic": n_val_mosaic, "test_mosaic": n_test_mosaic, "test_duet": n_test_duet}
+              "val_mosaic": n_val_mosaic, "test_mosaic": n_test_mosaic, "test_duet": n_test_duet,
+              "train_speech": n_train_speech, "val_speech": n_val_speech, "test_speech_unseen": n_test_speech_unseen}
     if (n_train_mosaic or n_val_mosaic or n_test_mosaic or n_test_duet) and len(info["classes"]) < 4:
         raise StampsError(f"mosaic and duet scenes show four (duets up to four) objects of distinct sounding "
                           f"classes, and only {len(info['classes'])} classes sound ({', '.join(info['classes'])}); "
@@ -914,11 +980,12 @@ def format_summary(summary):
              f"{summary['recordings']} recordings; backgrounds train/val/test = "
              + "/".join(str(len(summary["backgrounds"][s])) for s in ("train", "val", "test"))]
     splits = list(summary["splits"])
-    lines.append(f"{'class':<14}" + "".join(f"{s:>12}" for s in splits))
+    widths = {split: max(12, len(split) + 2) for split in splits}
+    lines.append(f"{'class':<14}" + "".join(f"{s:>{widths[s]}}" for s in splits))
     for name in summary["classes"]:
         lines.append(f"{name:<14}" + "".join(
-            f"{summary['splits'][s]['class_counts'].get(name, 0):>12}" for s in splits))
-    lines.append(f"{'scenes':<14}" + "".join(f"{summary['splits'][s]['scenes']:>12}" for s in splits))
+            f"{summary['splits'][s]['class_counts'].get(name, 0):>{widths[s]}}" for s in splits))
+    lines.append(f"{'scenes':<14}" + "".join(f"{summary['splits'][s]['scenes']:>{widths[s]}}" for s in splits))
     if "built" in summary:
         lines.append(f"built {summary['built']} scenes, skipped {summary['skipped']} already done, "
                      f"{summary['seconds']} s ({summary['scenes_per_second']} scenes/s)")

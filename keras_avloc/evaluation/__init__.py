@@ -16,14 +16,18 @@ from keras_avloc.evaluation.report import (
     record_ground_truth,
     results_table,
 )
+from keras_avloc.evaluation.prompted import disentanglement, evaluate_prompted, prompted_table
 
 __all__ = [
     "EvaluationError",
+    "disentanglement",
     "evaluate_heatmaps",
+    "evaluate_prompted",
     "evaluate_model",
     "load_heatmaps_npz",
     "match_predicted_sources",
     "mixture_maps",
+    "prompted_table",
     "record_ground_truth",
     "results_table",
 ]

@@ -2,9 +2,10 @@
 
 * mAP: for each prompt class, the pixel AP of the heatmaps of all samples prompted with that class
   (pixels pooled) against their masks; averaged over classes.
-* mIoU: heatmaps are min-max normalised over the *whole* evaluation set (one min and max), binarised at
-  each of 20 thresholds `np.linspace(0, 1, 20)`; per class IoU = Σ|P∩M| / Σ|P∪M| over its samples; the
-  reported mIoU is the best mean-over-classes IoU over the thresholds.
+* mIoU: per prompt class, its samples' pixels pooled and binarised with `>` at 20 thresholds spread from
+  their minimum to their maximum; the class keeps its best IoU; mIoU is the mean over classes (the official
+  `eval_utils.multi_iou`; the heatmaps are min-max normalised over the whole evaluation set before, which
+  changes neither metric).
 * Retrieval recall@1/5/10 in both directions: `keras_avloc.metrics.ranking.retrieval_recall`.
 """
 
@@ -36,27 +37,32 @@ def prompted_segmentation_map(heatmaps, masks, class_ids):
 
 
 def prompted_segmentation_miou(heatmaps, masks, class_ids, num_thresholds=20):
-    """Best-threshold mIoU with heatmaps normalised over the whole evaluation set.
+    """Mean over prompt classes of each class's best IoU over `num_thresholds` thresholds (the official
+    `eval_utils.multi_iou`).
+
+    For each class, the heatmaps of its samples are pooled and binarised with `>` at each of
+    `np.linspace(min, max, num_thresholds)` of *those* values; IoU = |P & M| / |P | M| over the pooled pixels
+    (an empty union counts as IoU 0, as the official `union = 1` guard gives); the class keeps its best IoU.
+
+    Args:
+        heatmaps: [N, H, W]; masks: [N, H, W] (> 0.5 = object); class_ids: [N] prompt class per sample.
+        num_thresholds: 20 (official).
 
     Returns:
-        (miou float, best threshold float).
+        (miou float, dict class_id -> best IoU).
     """
     maps = _as_float_array(heatmaps, "heatmaps", ndim=3)
     gts = _as_float_array(masks, "masks", ndim=3) > 0.5
     ids = np.asarray(class_ids)
-    low, high = maps.min(), maps.max()
-    normalized = (maps - low) / (high - low) if high > low else np.zeros_like(maps)
-    classes = np.unique(ids)
-    best = (-1.0, 0.0)
-    for threshold in np.linspace(0.0, 1.0, num_thresholds):
-        pred = normalized >= threshold
-        ious = []
-        for c in classes:
-            select = ids == c
-            inter = np.sum(pred[select] & gts[select])
-            union = np.sum(pred[select] | gts[select])
-            ious.append(inter / union if union else 0.0)
-        value = float(np.mean(ious))
-        if value > best[0]:
-            best = (value, float(threshold))
-    return best
+    per_class = {}
+    for c in np.unique(ids):
+        select = ids == c
+        values, truth = maps[select].ravel(), gts[select].ravel()
+        best = 0.0
+        for threshold in np.linspace(values.min(), values.max(), num_thresholds):
+            pred = values > threshold
+            union = np.sum(pred | truth)
+            best = max(best, float(np.sum(pred & truth) / union) if union else 0.0)
+        per_class[c.item()] = best
+    value = float(np.mean(list(per_class.values()))) if per_class else float("nan")
+    return value, per_class

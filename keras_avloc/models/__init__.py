@@ -1,4 +1,4 @@
-"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, CSOL (two stages), the shared `AVLocModel` base and the method registry.
+"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, CSOL (two stages), DenseAV, the shared `AVLocModel` base and the method registry.
 
 The model classes and losses are imported on first use (PEP 562), so the registry (`method_names`,
 `register_method`) is available without TensorFlow.
@@ -25,6 +25,7 @@ _LAZY = {
     "avgn_token_loss": "avgn",
     "CSOLStageOne": "csol", "CSOLStageTwo": "csol", "csol_stage_one_loss_terms": "csol",
     "csol_stage_two_loss_terms": "csol", "csol_class_loss_terms": "csol",
+    "DenseAV": "denseav", "denseav_loss_terms": "denseav",
     "AVLocModel": "base", "cosine_similarity_map": "base", "minmax_normalize": "base", "objectness_map": "base",
     "upsample_maps": "base",
     "EZVSL": "ezvsl", "ezvsl_loss": "ezvsl", "ezvsl_loss_terms": "ezvsl",

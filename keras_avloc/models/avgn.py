@@ -37,7 +37,7 @@ from keras import ops
 
 from keras_avloc.backbones import encoders
 from keras_avloc.layers.grouping import GroupingEncoder
-from keras_avloc.models.base import AVLocModel, split_inputs, upsample_maps
+from keras_avloc.models.base import AVLocModel, as_keras_model, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
 
@@ -210,15 +210,6 @@ def labels_from_targets(y):
 
 
 # --------------------------------------------------------------------------- model
-def _as_model(encoder):
-    """An encoder given as a Keras model or as its serialized config."""
-    if isinstance(encoder, dict):
-        encoder = keras.saving.deserialize_keras_object(encoder)
-    if not isinstance(encoder, keras.Model):
-        raise TypeError(f"AVGN: encoders must be keras.Model instances, got {type(encoder).__name__}.")
-    return encoder
-
-
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class AVGN(AVLocModel):
     """Audio-Visual Grouping Network.
@@ -322,8 +313,8 @@ class AVGN(AVLocModel):
                                                dtype=dtype)
             self.custom_encoders = False
         else:
-            self.image_encoder = _as_model(image_encoder)
-            self.audio_encoder = _as_model(audio_encoder)
+            self.image_encoder = as_keras_model(image_encoder, "AVGN image_encoder")
+            self.audio_encoder = as_keras_model(audio_encoder, "AVGN audio_encoder")
             self.image_backbone, self.audio_backbone = self.image_encoder, self.audio_encoder
             self.custom_encoders = True
             widths = (self.image_encoder.output_shape[-1], self.audio_encoder.output_shape[-1])

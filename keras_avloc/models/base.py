@@ -16,6 +16,7 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     default_split         training split when none is given ("train"; CSOL stage two: "train_mosaic")
     needs_feature_pass    `train` also builds the training split in order, unaugmented, for `training_callbacks`
     init_from_method      the method whose trained model must initialise this one (`train(init_from=...)`)
+    optimizer_options     extra `keras.optimizers.Adam` arguments ({}; DenseAV: epsilon, clipnorm)
 """
 
 import numpy as np
@@ -128,6 +129,7 @@ class AVLocModel(keras.Model):
     default_split = "train"
     needs_feature_pass = False
     init_from_method = None
+    optimizer_options = {}
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)
@@ -212,10 +214,12 @@ class AVLocModel(keras.Model):
 
     # ----------------------------------------------------------------- training
     def compile(self, optimizer="auto", **kwargs):
-        """`keras.Model.compile` with Adam(`default_learning_rate`) as the default optimizer; no loss
-        argument is needed (the method's loss is built in)."""
+        """`keras.Model.compile` with Adam(`default_learning_rate`, or the method's `learning_rate_schedule`, and its
+        `optimizer_options`) as the default optimizer; no loss argument is needed (the method's loss is built in)."""
         if optimizer == "auto":
-            optimizer = keras.optimizers.Adam(learning_rate=self.default_learning_rate)
+            schedule = self.learning_rate_schedule()
+            optimizer = keras.optimizers.Adam(learning_rate=self.default_learning_rate if schedule is None else schedule,
+                                              **self.optimizer_options)
         # XLA trains these models about 2x slower on CPU (measured), so it is opt-in rather than "auto".
         kwargs.setdefault("jit_compile", False)
         super().compile(optimizer=optimizer, **kwargs)
@@ -253,6 +257,11 @@ class AVLocModel(keras.Model):
         images, audio = split_inputs(x)
         features = self({"image": images, "audio": audio}, training=training)
         return self.compute_loss_terms(features["image_maps"], features["audio_vecs"])
+
+    def learning_rate_schedule(self, learning_rate=None):
+        """The method's own learning-rate schedule (hook: DenseAV's two phases), or None for a constant rate
+        (`learning_rate`, default `default_learning_rate`)."""
+        return None
 
     def apply_gradients(self, gradients, variables):
         """The optimizer update of `train_step` (hook: CSOL adds torch-style coupled weight decay here)."""
@@ -326,6 +335,16 @@ def normalize_eval_settings(settings):
         raise ValueError(f"eval_settings {merged}: image_size must be >= 32, clip_seconds > 0 and image_mode "
                          "'squash' or 'crop'.")
     return merged
+
+
+def as_keras_model(model, what):
+    """A user-supplied network (an encoder, a featurizer) given as a Keras model or as its serialized config
+    (how `get_config` stores it); `what` names it in the error ("AVGN image_encoder")."""
+    if isinstance(model, dict):
+        model = keras.saving.deserialize_keras_object(model)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{what} must be a keras.Model, got {type(model).__name__}.")
+    return model
 
 
 def objectness_map(feature_maps):

@@ -48,7 +48,9 @@ On small datasets (README, "CSOL on the class-aware protocol"), the official sch
 `warmup_epochs` counts epochs, and one official warm-up epoch of MUSIC is far more steps than an epoch of a
 few thousand clips. With clustering from epoch 2, the classification passes kept the localisation from
 learning on the stamps demo build. 8 localisation-only epochs and `mask_threshold=0.5` (chosen on its
-val_mosaic) gave clusters of purity 0.81. The defaults stay the official 1 and 0.05.
+val_mosaic) gave clusters of purity 0.81. The defaults stay the official 1 and 0.05. Stage two needs its
+official learning rate (1e-4, the default): at stage one's 3e-4 its localisation loss moved av_map's peak onto
+the frame's border and the class-aware val AUC fell from 0.115 to 0.077.
 
 Official bugs not reproduced: `Location_Net_stage_one(..., cluster=...)` raises a TypeError (the constructor
 has no such argument) and both nets hard-code 11 classes; `test_stage_two.py` stops after one batch

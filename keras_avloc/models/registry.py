@@ -29,6 +29,7 @@ _BUILTIN = {
     "avgn": "keras_avloc.models.avgn:AVGN",
     "csol": "keras_avloc.models.csol:CSOLStageOne",
     "csolstage2": "keras_avloc.models.csol:CSOLStageTwo",
+    "denseav": "keras_avloc.models.denseav:DenseAV",
 }
 _REGISTERED = {}
 

@@ -83,7 +83,8 @@ def data_fingerprint(data_root, splits):
     """Fingerprint of a dataset for resume checks: its split files (and classes.txt / the stamps build id)."""
     if data_root is None:
         return None
-    names = [f"{split}.json" for split in splits if split] + ["classes.txt", os.path.join(".parts", "params.json")]
+    names = [f"{part}.json" for split in splits if split for part in str(split).split("+")]
+    names += ["classes.txt", os.path.join(".parts", "params.json")]
     return file_fingerprint([os.path.join(data_root, name) for name in names])
 
 
@@ -134,10 +135,12 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
         init_image_weights: `.weights.h5` of a `keras_avloc.backbones.ResNet18` (e.g. ImageNet weights
             ported with `avloc port-weights`) loaded into the image backbone.
         freeze_image_encoder: keep the image backbone fixed (its batch norms run in inference mode).
-        learning_rate: Adam learning rate (default: the method's, 1e-4).
+        learning_rate: Adam learning rate (default: the method's, 1e-4); a method with its own schedule
+            (`learning_rate_schedule`, DenseAV's two phases) takes it as its main rate.
         model_kwargs: extra constructor arguments (e.g. {"backbone_kwargs": {"width": 8}}).
         run_eagerly: skip tf.function tracing (slower steps, ~30 s faster start; for debugging and tiny runs).
-        warmup_steps: linear learning-rate warm-up over this many optimizer steps (0 = constant rate).
+        warmup_steps: linear learning-rate warm-up over this many optimizer steps (0 = constant rate, or the
+            method's own schedule); the optimizer also takes the method's `optimizer_options`.
 
     Returns:
         A compiled model.
@@ -167,8 +170,10 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
             ) from err
     if freeze_image_encoder:
         model.image_backbone.trainable = False
-    optimizer = keras.optimizers.Adam(learning_rate=warmup_schedule(learning_rate or model.default_learning_rate,
-                                                                    warmup_steps))
+    schedule = model.learning_rate_schedule(learning_rate) if not warmup_steps else None
+    if schedule is None:
+        schedule = warmup_schedule(learning_rate or model.default_learning_rate, warmup_steps)
+    optimizer = keras.optimizers.Adam(learning_rate=schedule, **model.optimizer_options)
     model.compile(optimizer=optimizer, run_eagerly=bool(run_eagerly))
     return model
 

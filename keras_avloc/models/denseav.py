@@ -1,0 +1,654 @@
+"""DenseAV: dense multi-head audio-visual similarity (Hamilton et al., CVPR 2024).
+
+Constants follow the official code, mhamilton723/DenseAV: the objective and the regularisers from
+`denseav/train.py` (`LitAVAligner.loss`, `contrast_loss`, `SimilarityCalibrator`), the aggregation from
+`denseav/aggregators.py` ("misa", `ImageThenAudioAggregator("max", "avg")` with `head_agg="max_elementwise"`),
+the aligners from `denseav/aligners.py` ("image_linear", "audio_sa_3_3_pool_2"), the weights and schedule
+from `denseav/configs/av_align.yaml`, the spliced negative audio from `denseav/shared.py` (`prep_waveform`,
+`_splice_clips`) and the quad mixup from `denseav/data/AVDatasets.py`.
+
+The model, in tensors (channels last):
+* image features V [B, h, w, D] = 1x1 conv(LayerNorm_eps1e-4(featurizer(image))), D = 384; in training
+  2 x 2 average pooled (`image_pool_width=2`).
+* audio features A [B, t, D]: featurizer(log-mel) [B, T', F', C] -> mean over frequency -> LayerNorm ->
+  conv (1, 3) stride 3 (C -> D) -> conv (1, 3) stride 3 (D -> D) -> one pre-norm self-attention block
+  (6 heads, MLP ratio 4, GELU, LayerNorm eps 1e-4) over the time steps and a learned CLS token.
+* the similarity volume s[a, v, k, h, w, t] = sum_c A[a, t, k, c] V[v, h, w, k, c] over the K heads'
+  channel groups (D / K each), in float32 whatever the compute dtype (`similarity_volume`).
+* "misa" aggregation: elementwise max over heads, max over image space, (mean over frequency: the aligner
+  already averaged it), mean over the audio time steps that are not silent (`misa_aggregate`).
+* calibration: S = w * agg - mean(w * agg), w = clip(exp(theta), 0.01, 100), theta initialised to
+  log(1.0) (`calibrate`); loss = 1/2 (CE over rows + CE over columns) with the diagonal as targets.
+* regularisers on the matched-pair sims P[b, k, h, w, t] (the volume's diagonal, times the silence mask),
+  with the official weights: head specialisation mean |P_i| |P_j| over head pairs (0.05, K > 1 only),
+  non-negativity mean(min(s, 0)^2) (0.01), silence mean |s| over silent frames (0.01), temporal total
+  variation mean (P[t+1] - P[t])^2 (0.01), calibration balance (log 1.0 - log w)_+^2 (0.1), negative audio
+  sum P^2 over the spliced-in frames / their count (0.01), mixup sum P^2 outside the clip's own quadrant /
+  its size (0.1). Each is its own tracked term (`denseav_loss_terms`).
+* training schedule: `pretrain_steps` (3000) steps that train the aligners only (the featurizers' gradients
+  are zeroed) at `pretrain_learning_rate` (5e-5), then everything at the learning rate (5e-5) after a
+  `warmup_steps` (1000) linear warm-up; Adam eps 1e-7; every variable's gradient clipped to norm 10
+  (torch's per-parameter `clip_grad_norm_`, Keras' `clipnorm`).
+* data augmentation, in graph on each training batch: a negative clip (the next clip of the batch) spliced
+  into every clip with raised-cosine fades, which marks those frames negative (`neg_audio: true`); half of
+  the clips keep only a random window (at least 0.5 s) and the rest is silence, masked out
+  (`extra_audio_masking: true`); 10% of the images become a 2 x 2 grid of half-size frames of which one is
+  the clip's own (`quad_mixup: 0.1`).
+
+Featurizers are pluggable Keras models: `image_featurizer` [B, H, W, 3] -> [B, h, w, C] and
+`audio_featurizer` [B, T, F, 1] -> [B, T', F', C'] (time on axis 1, as the "csol" log-mel front-end).
+The defaults train here: a ResNet-18 image map at stride 16 (layer4 stride 1; the ImageNet stand-in loads
+into it) and `spectrogram_cnn`, which keeps a 20 ms time step (4x down from the 5 ms log-mel frames, the
+rate of the official HuBERT features) while reducing frequency 16x. The paper's DINO ViT-S/8 + HuBERT pair
+plugs in through the same arguments when a user has them locally.
+
+Choices and deviations (each a parameter where it matters):
+* Heads: `num_heads=2` (the released sound + speech model and the paper's story); the official default
+  config uses 1.
+* The learned audio CLS token lives in the aligned space (D) instead of going through the aligner's
+  LayerNorm and linear layer from the featurizer's space: the same function class, fewer parameters.
+* The splice and the silence window act on log-mel frames (the official code edits the waveform): the
+  negative clip fills 25-50% of the clip (`negative_fraction`) with raised-cosine fades of half its length
+  at most; silence is the clip's lowest log-mel value.
+* The non-negativity term averages over the whole similarity volume and the silence term over every silent
+  frame, where the official code draws 250 random entries (the expectation of its estimate), and the
+  silence term is not skipped when a batch has fewer than 250 silent frames.
+* No LoRA: the default ResNet-18 has no attention projections; `enable_lora` applies to a ViT featurizer.
+* The silence mask is read from the log-mel: a frame whose every bin sits at the clip's floor is digital
+  silence (the official AUDIO_MASK marks the zero-padded samples, which give exactly such frames).
+* The aligners' layers keep torch's default initialisation (U(+-1/sqrt(fan_in)), `torch_default_init`), not
+  Keras' Glorot: the scale of the similarities at the start follows from it. With Glorot the first-epoch
+  NCE on the stamps demo build sat far above chance (6.1 against log 32 = 3.5) and the model did not recover
+  in 8 epochs (val AUC 0.18 against 0.27).
+
+Official bugs not reproduced: `forward_image` runs the image featurizer *and the image aligner* under
+`torch.no_grad()`, so the image aligner never receives a gradient (here it learns); the phase-2 optimizer
+and its warm-up are re-created at global step 3000, whose `LambdaLR(..., last_epoch=global_step - 1)`
+starts past the warm-up (here the warm-up runs at the start of phase 2, as the paper describes).
+"""
+
+import itertools
+import math
+
+import keras
+from keras import ops
+
+from keras_avloc.backbones import encoders
+from keras_avloc.models.base import AVLocModel, as_keras_model, images_and_audio, split_inputs, upsample_maps
+from keras_avloc.models.losses_common import cross_entropy_with_integer_targets
+
+CODE_DIM = 384
+NUM_HEADS = 2
+CAL_INIT = 1.0
+CAL_MIN, CAL_MAX = 0.01, 100.0
+REGULARIZER_WEIGHTS = {"nonneg": 0.01, "silence": 0.01, "negative_audio": 0.01, "tv": 0.01, "cal_balance": 0.1,
+                       "specialization": 0.05, "mixup": 0.1}
+PRETRAIN_STEPS = 3000
+PRETRAIN_LEARNING_RATE = 5e-5
+LEARNING_RATE = 5e-5
+WARMUP_STEPS = 1000
+GRADIENT_CLIP = 10.0
+ADAM_EPSILON = 1e-7
+IMAGE_POOL_WIDTH = 2
+QUAD_MIXUP = 0.1
+ATTENTION_HEADS = 6
+MLP_RATIO = 4
+NORM_EPSILON = 1e-4
+MASK_LEVEL = 0.01
+MIN_WINDOW_SECONDS = 0.5
+FRAMES_PER_SECOND = 200.0  # the "csol" log-mel front-end: 16 kHz, hop 80
+
+
+# ---------------------------------------------------------------------------------------------------
+# The formulas, as pure functions of tensors.
+
+
+def _heads(tensor, num_heads):
+    shape = ops.shape(tensor)
+    channels = tensor.shape[-1]
+    if channels % num_heads:
+        raise ValueError(f"DenseAV: {channels} feature channels do not split into {num_heads} heads.")
+    return ops.reshape(ops.cast(tensor, "float32"), (*[shape[i] for i in range(len(tensor.shape) - 1)], num_heads,
+                                                      channels // num_heads))
+
+
+def similarity_volume(audio_maps, image_maps, num_heads=NUM_HEADS):
+    """Every audio clip against every image: s[a, v, k, h, w, t], float32.
+
+    Args:
+        audio_maps: [A, t, D] aligned audio features; image_maps: [V, h, w, D] aligned image features.
+        num_heads: K; head k uses channels k*D/K ... (k+1)*D/K - 1.
+
+    Returns:
+        float32 [A, V, K, h, w, t].
+    """
+    return ops.einsum("atkc,vhwkc->avkhwt", _heads(audio_maps, num_heads), _heads(image_maps, num_heads))
+
+
+def paired_similarity(audio_maps, image_maps, num_heads=NUM_HEADS, audio_mask=None):
+    """Each clip against its own image, times the silence mask: P[b, k, h, w, t], float32."""
+    sims = ops.einsum("btkc,bhwkc->bkhwt", _heads(audio_maps, num_heads), _heads(image_maps, num_heads))
+    if audio_mask is not None:
+        sims = sims * ops.cast(audio_mask, "float32")[:, None, None, None, :]
+    return sims
+
+
+def masked_time_mean(values, audio_mask):
+    """Mean over the last axis (time) of `values` [A, ..., t] where `audio_mask` [A, t] is on (the official
+    `masked_mean`: denominator clamped at 0.001)."""
+    mask = ops.cast(audio_mask, "float32")
+    mask = ops.reshape(mask, (ops.shape(mask)[0],) + (1,) * (len(values.shape) - 2) + (ops.shape(mask)[1],))
+    return ops.sum(values * mask, axis=-1) / ops.maximum(ops.sum(mask, axis=-1), 0.001)
+
+
+def misa_aggregate(volume, audio_mask=None):
+    """"misa": max over heads (elementwise), max over image space, mean over unmasked time -> [A, V]."""
+    sims = ops.max(volume, axis=2)
+    sims = ops.max(sims, axis=(2, 3))
+    if audio_mask is None:
+        return ops.mean(sims, axis=-1)
+    return masked_time_mean(sims, audio_mask)
+
+
+def calibration_weight(theta, minimum=CAL_MIN, maximum=CAL_MAX):
+    """w = exp(theta) clamped to [0.01, 100]."""
+    return ops.clip(ops.exp(ops.cast(theta, "float32")), minimum, maximum)
+
+
+def calibrate(sims, theta):
+    """w * sims minus its global mean (`SimilarityCalibrator(subtract_mean=True)`)."""
+    scaled = calibration_weight(theta) * sims
+    return scaled - ops.mean(scaled)
+
+
+def symmetric_nce(sims):
+    """1/2 (CE over rows + CE over columns), the diagonal holding the matched pairs."""
+    labels = ops.arange(ops.shape(sims)[0], dtype="int32")
+    return 0.5 * cross_entropy_with_integer_targets(sims, labels) + \
+        0.5 * cross_entropy_with_integer_targets(ops.transpose(sims), labels)
+
+
+def specialization_loss(paired):
+    """Mean over head pairs (i < j) of mean |P_i| |P_j|; 0 with one head."""
+    heads = paired.shape[1]
+    pairs = list(itertools.combinations(range(heads), 2))
+    if not pairs:
+        return ops.zeros((), "float32")
+    return sum(ops.mean(ops.abs(paired[:, i]) * ops.abs(paired[:, j])) for i, j in pairs) / len(pairs)
+
+
+def denseav_loss_terms(audio_maps, image_maps, theta, num_heads=NUM_HEADS, audio_mask=None, positive_mask=None,
+                       image_mask=None, weights=None, cal_init=CAL_INIT):
+    """The DenseAV objective and each of its regularisers.
+
+    Args:
+        audio_maps: [B, t, D]; image_maps: [B, h, w, D] (aligned features of matched pairs).
+        theta: log of the calibration weight (scalar variable).
+        num_heads: K.
+        audio_mask: [B, t], 1 = not silent (None: all on).
+        positive_mask: [B, t], 1 = the clip's own audio, 0 = spliced-in negative audio (None: all on).
+        image_mask: [B, h, w], 1 = the clip's own image, 0 = mixed-in frames (None: all on).
+        weights: regulariser weights (default `REGULARIZER_WEIGHTS`).
+        cal_init: calibration initial value (the balance term pushes w back up to it).
+
+    Returns:
+        dict of float32 scalars: "loss" (NCE + weighted regularisers), "nce" and the unweighted "nonneg",
+        "silence", "negative_audio", "tv", "cal_balance", "specialization", "mixup"; plus "temperature" (w)
+        and the [B, B] calibrated "sims".
+    """
+    weights = dict(REGULARIZER_WEIGHTS, **(weights or {}))
+    batch, steps = ops.shape(audio_maps)[0], ops.shape(audio_maps)[1]
+    mask = ops.ones((batch, steps), "float32") if audio_mask is None else ops.cast(audio_mask, "float32")
+    positive = ops.ones_like(mask) if positive_mask is None else ops.cast(positive_mask, "float32")
+    volume = similarity_volume(audio_maps, image_maps, num_heads)
+    sims = calibrate(misa_aggregate(volume, mask), theta)
+    nce = symmetric_nce(sims)
+    paired = paired_similarity(audio_maps, image_maps, num_heads, mask)
+    terms = {"nce": nce, "nonneg": ops.mean(ops.square(ops.minimum(volume, 0.0)))}
+    silent = 1.0 - mask
+    silent_count = ops.sum(silent)
+    per_frame = ops.mean(ops.abs(volume), axis=(1, 2, 3, 4))  # [A, t]
+    terms["silence"] = ops.where(silent_count > 0, ops.sum(per_frame * silent) / ops.maximum(silent_count, 1.0), 0.0)
+    negative = (1.0 - positive) * mask
+    cells = float(paired.shape[1] * paired.shape[2] * paired.shape[3]) if None not in paired.shape[1:4] else \
+        ops.cast(ops.prod(ops.shape(paired)[1:4]), "float32")
+    negative_total = ops.sum(negative) * cells
+    terms["negative_audio"] = ops.where(
+        negative_total > 0, ops.sum(ops.square(paired) * negative[:, None, None, None, :]) / ops.maximum(negative_total, 0.1),
+        0.0)
+    # (one time step: no difference to penalise; the mean of an empty tensor would be NaN)
+    terms["tv"] = ops.mean(ops.square(paired[..., 1:] - paired[..., :-1])) if paired.shape[-1] != 1 else \
+        ops.zeros((), "float32")
+    weight = calibration_weight(theta)
+    terms["cal_balance"] = ops.square(ops.maximum(math.log(cal_init) - ops.log(ops.maximum(weight, 1e-8)), 0.0))
+    terms["specialization"] = specialization_loss(paired)
+    if image_mask is None:
+        terms["mixup"] = ops.zeros((), "float32")
+    else:
+        outside = 1.0 - ops.cast(image_mask, "float32")
+        outside_total = ops.sum(outside) * float(paired.shape[1]) * ops.cast(steps, "float32")
+        terms["mixup"] = ops.sum(ops.square(paired * outside[:, None, :, :, None])) / ops.maximum(outside_total, 0.1)
+    loss = nce
+    for name in REGULARIZER_WEIGHTS:
+        if name == "specialization" and num_heads < 2:
+            continue
+        loss = loss + weights[name] * terms[name]
+    terms.update(loss=loss, temperature=weight, sims=sims)
+    return terms
+
+
+# ---------------------------------------------------------------------------------------------------
+# In-graph training augmentation (the official data code's negative splice, silence window and quad mixup).
+
+
+def raised_cosine_weights(length, start, span, easing):
+    """The weight of a clip's own audio at each of `length` frames when `span` frames of another clip are
+    spliced in at `start` with raised-cosine fades of `easing` frames (`_splice_clips`): 1 outside, fading
+    to 0 over the first `easing` frames, 0, back to 1 over the last `easing` frames. All [B] int tensors.
+
+    Returns:
+        float32 [B, length].
+    """
+    frames = ops.cast(ops.arange(length), "float32")[None, :]
+    start, span, easing = (ops.cast(value, "float32")[:, None] for value in (start, span, easing))
+    relative = frames - start
+    denominator = ops.maximum(easing - 1.0, 1.0)
+    fade_in = 0.5 * (1.0 + ops.cos(math.pi * relative / denominator))
+    fade_out = 1.0 - 0.5 * (1.0 + ops.cos(math.pi * (relative - (span - easing)) / denominator))
+    inside = ops.where(relative < easing, fade_in, ops.where(relative >= span - easing, fade_out, 0.0))
+    return ops.where((relative < 0) | (relative >= span), 1.0, inside)
+
+
+def silence_mask(audio, level=1e-3):
+    """Frames that are not digital silence [B, T]: a frame is silent when every frequency bin sits at the clip's
+    floor (the log-mel of zeros; the official AUDIO_MASK marks the padded samples). A clip with no sounding
+    frame keeps them all (the official code switches one random frame on)."""
+    audio = ops.cast(audio, "float32")
+    floor = ops.min(audio, axis=(1, 2, 3), keepdims=True)
+    sounding = ops.cast(ops.max(audio - floor, axis=(2, 3)) > level, "float32")
+    return ops.where(ops.sum(sounding, axis=1, keepdims=True) > 0, sounding, 1.0)
+
+
+def resize_time_mask(mask, steps, discrete):
+    """Frame mask [B, T] -> [B, steps] by linear interpolation with half-pixel centres (torch's bilinear
+    `interpolate`, as `interpolate_mask`); `discrete` keeps > 0.01 as on."""
+    resized = ops.image.resize(ops.cast(mask, "float32")[:, None, :, None], (1, int(steps)), interpolation="bilinear",
+                               antialias=False)[:, 0, :, 0]
+    return ops.cast(resized > MASK_LEVEL, "float32") if discrete else resized
+
+
+def quad_grid(images, position):
+    """2 x 2 grids of half-size frames: the clip's own at quadrant `position` [B] (0 top left, 1 top right,
+    2 bottom left, 3 bottom right), the next three clips of the batch elsewhere.
+
+    Returns:
+        (grids [B, H, W, 3] (H, W even), own-quadrant mask [B, H, W]).
+    """
+    height, width = images.shape[1], images.shape[2]
+    half = ops.image.resize(images, (height // 2, width // 2), interpolation="bilinear", antialias=False)
+    sources = ops.stack([ops.roll(half, -shift, axis=0) for shift in range(4)])  # [4, B, h, w, 3]
+    quadrants = []
+    for quadrant in range(4):
+        choice = ops.mod(quadrant - ops.cast(position, "int32") + 4, 4)
+        quadrants.append(ops.take_along_axis(
+            ops.transpose(sources, (1, 0, 2, 3, 4)), ops.reshape(choice, (-1, 1, 1, 1, 1)), axis=1)[:, 0])
+    grids = ops.concatenate([ops.concatenate(quadrants[:2], axis=2), ops.concatenate(quadrants[2:], axis=2)], axis=1)
+    rows = ops.arange(2 * (height // 2))[:, None] >= height // 2
+    cols = ops.arange(2 * (width // 2))[None, :] >= width // 2
+    quadrant_of_pixel = ops.cast(rows, "int32") * 2 + ops.cast(cols, "int32")
+    own = ops.cast(quadrant_of_pixel[None] == ops.cast(position, "int32")[:, None, None], "float32")
+    return grids, own
+
+
+# ---------------------------------------------------------------------------------------------------
+# Layers and featurizers.
+
+
+@keras.saving.register_keras_serializable(package="keras_avloc")
+class FrequencyMean(keras.layers.Layer):
+    """[B, T, F, C] -> [B, T, C]: the mean over frequency (`FrequencyAvg`)."""
+
+    def call(self, inputs):
+        return ops.mean(inputs, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[1], input_shape[3])
+
+
+@keras.saving.register_keras_serializable(package="keras_avloc")
+class ClassToken(keras.layers.Layer):
+    """Prepends (`mode="add"`) or removes (`mode="drop"`) one learned token on [B, t, D] sequences."""
+
+    def __init__(self, mode="add", **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def build(self, input_shape):
+        if self.mode == "add":
+            self.token = self.add_weight(shape=(input_shape[-1],), initializer="random_normal", name="token")
+        self.built = True
+
+    def call(self, inputs):
+        if self.mode == "drop":
+            return inputs[:, 1:]
+        token = ops.broadcast_to(ops.cast(self.token, inputs.dtype)[None, None, :],
+                                 (ops.shape(inputs)[0], 1, inputs.shape[-1]))
+        return ops.concatenate([token, inputs], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        steps = None if input_shape[1] is None else input_shape[1] + (1 if self.mode == "add" else -1)
+        return (input_shape[0], steps, input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
+
+def spectrogram_cnn(width=64, name="audio_cnn", dtype=None):
+    """A spectrogram CNN that keeps time resolution: [B, T, F, 1] -> [B, T/4, F/16, 8 * width].
+
+    Four stages of two 3 x 3 conv-BN-ReLU layers (widths `width * (1, 2, 4, 8)`); the first conv of each
+    stage has stride (2, 2), (2, 2), (1, 2), (1, 2): the 5 ms log-mel frames become 20 ms steps.
+    """
+    inputs = keras.Input(shape=(None, None, 1), name="spectrogram")
+    x = inputs
+    for stage, stride in enumerate(((2, 2), (2, 2), (1, 2), (1, 2))):
+        for layer in range(2):
+            x = keras.layers.Conv2D(int(width) * 2**stage, 3, strides=stride if layer == 0 else 1, padding="same",
+                                    use_bias=False, name=f"stage{stage + 1}_conv{layer + 1}", dtype=dtype)(x)
+            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"stage{stage + 1}_bn{layer + 1}",
+                                                dtype=dtype)(x)
+            x = keras.layers.ReLU(name=f"stage{stage + 1}_relu{layer + 1}", dtype=dtype)(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def torch_default_init(fan_in):
+    """torch's default init of Linear / Conv weights and biases, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming uniform
+    with a = sqrt(5)), as keyword arguments of a Keras layer: the official aligners keep it, and the scale of
+    the similarities at the start of training follows from it."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return {"kernel_initializer": keras.initializers.RandomUniform(-bound, bound),
+            "bias_initializer": keras.initializers.RandomUniform(-bound, bound)}
+
+
+def image_aligner(featurizer, code_dim=CODE_DIM, name="image_encoder", dtype=None):
+    """featurizer -> LayerNorm over channels (eps 1e-4) -> 1x1 conv to `code_dim` ("image_linear")."""
+    inputs = keras.Input(shape=(None, None, 3), name="image")
+    features = featurizer(inputs)
+    channels = features.shape[-1]
+    x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="image_channel_norm", dtype=dtype)(features)
+    x = keras.layers.Conv2D(code_dim, 1, name="image_projection", dtype=dtype, **torch_default_init(channels))(x)
+    return keras.Model(inputs, x, name=name)
+
+
+def audio_aligner(featurizer, code_dim=CODE_DIM, attention_heads=ATTENTION_HEADS, name="audio_encoder", dtype=None):
+    """featurizer -> frequency mean -> LayerNorm -> two (1, 3)-stride-3 convs -> self-attention block with a
+    CLS token ("audio_sa_3_3_pool_2"): [B, T, F, 1] -> [B, t, code_dim]."""
+    if code_dim % attention_heads:
+        raise ValueError(f"DenseAV: code_dim {code_dim} must be a multiple of the {attention_heads} attention heads.")
+    inputs = keras.Input(shape=(None, None, 1), name="audio")
+    features = featurizer(inputs)
+    channels = features.shape[-1]
+    x = FrequencyMean(name="frequency_mean", dtype=dtype)(features)
+    x = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="audio_channel_norm", dtype=dtype)(x)
+    x = keras.layers.Conv1D(code_dim, 3, strides=3, name="time_pool_1", dtype=dtype, **torch_default_init(3 * channels))(x)
+    x = keras.layers.Conv1D(code_dim, 3, strides=3, name="time_pool_2", dtype=dtype, **torch_default_init(3 * code_dim))(x)
+    tokens = ClassToken("add", name="class_token", dtype=dtype)(x)
+    normed = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="attention_norm", dtype=dtype)(tokens)
+    attended = keras.layers.MultiHeadAttention(attention_heads, code_dim // attention_heads, name="attention",
+                                               dtype=dtype, **torch_default_init(code_dim))(normed, normed)
+    tokens = keras.layers.Add(name="attention_residual", dtype=dtype)([tokens, attended])
+    normed = keras.layers.LayerNormalization(epsilon=NORM_EPSILON, name="mlp_norm", dtype=dtype)(tokens)
+    hidden = keras.layers.Dense(MLP_RATIO * code_dim, name="mlp_fc1", dtype=dtype, **torch_default_init(code_dim))(normed)
+    hidden = keras.layers.Activation("gelu", name="mlp_gelu", dtype=dtype)(hidden)  # exact (erf) GELU, as torch's
+    hidden = keras.layers.Dense(code_dim, name="mlp_fc2", dtype=dtype, **torch_default_init(MLP_RATIO * code_dim))(hidden)
+    tokens = keras.layers.Add(name="mlp_residual", dtype=dtype)([tokens, hidden])
+    outputs = ClassToken("drop", name="drop_class_token", dtype=dtype)(tokens)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@keras.saving.register_keras_serializable(package="keras_avloc")
+class DenseAVSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """`pretrain_learning_rate` for the first `pretrain_steps` steps, then a linear warm-up over `warmup_steps`
+    to `learning_rate` (the two official phases in one schedule)."""
+
+    def __init__(self, learning_rate=LEARNING_RATE, pretrain_steps=PRETRAIN_STEPS,
+                 pretrain_learning_rate=PRETRAIN_LEARNING_RATE, warmup_steps=WARMUP_STEPS):
+        self.learning_rate = float(learning_rate)
+        self.pretrain_steps = int(pretrain_steps)
+        self.pretrain_learning_rate = float(pretrain_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+
+    def __call__(self, step):
+        step = ops.cast(step, "float32")
+        phase_two = step - float(self.pretrain_steps)
+        ramp = ops.minimum((phase_two + 1.0) / float(max(self.warmup_steps, 1)), 1.0) if self.warmup_steps else 1.0
+        return ops.where(phase_two < 0, self.pretrain_learning_rate, self.learning_rate * ramp)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "pretrain_steps": self.pretrain_steps,
+                "pretrain_learning_rate": self.pretrain_learning_rate, "warmup_steps": self.warmup_steps}
+
+
+@keras.saving.register_keras_serializable(package="keras_avloc")
+class DenseAV(AVLocModel):
+    """DenseAV: multi-head dense audio-visual similarity (see the module docstring).
+
+    Args:
+        code_dim: aligned feature size D (384).
+        num_heads: similarity heads K (2; D must split into K groups).
+        backbone_kwargs: keyword arguments of the default featurizers (e.g. `{"width": 16}`; the image
+            ResNet-18 takes `padding` too).
+        image_layer4_stride: the default image ResNet-18's layer4 stride (1: stride 16 maps).
+        image_featurizer, audio_featurizer: Keras models replacing the defaults (see the module docstring).
+        cal_init: initial calibration weight (1.0).
+        regularizer_weights: overrides of `REGULARIZER_WEIGHTS` ({"mixup": 0.0, ...}).
+        image_pool_width: average pooling of the image features in training (2).
+        quad_mixup: share of training images that become 2 x 2 grids (0.1).
+        negative_audio: splice another clip into every training clip (True).
+        negative_fraction: (low, high) share of the clip the negative fills.
+        extra_audio_masking: half of the training clips keep only a random window (True).
+        pretrain_steps, pretrain_learning_rate, warmup_steps: the two-phase schedule (3000, 5e-5, 1000).
+        attention_heads: heads of the audio aligner's self-attention (6).
+        seed: seed of the in-graph augmentation.
+        name: model name; **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`).
+
+    Example:
+    >>> model = DenseAV(backbone_kwargs={"width": 16}, pretrain_steps=0)
+    >>> model.compile()  # Adam with the two-phase schedule, eps 1e-7, clipnorm 10
+    >>> model.fit(train_ds, epochs=8)  # doctest: +SKIP
+    >>> heads = model.localize_heads(images, spectrograms)  # [B, K, H, W]  # doctest: +SKIP
+    """
+
+    frontend = "csol"
+    default_clip_seconds = 2.0
+    default_split = "train+train_speech"  # sound and speech pairs: what lets the heads specialise
+    default_learning_rate = LEARNING_RATE
+    display_name = "DenseAV"
+    upsample_align_corners = False  # torch `interpolate(..., mode="bilinear")`: half-pixel centres
+    loss_term_names = ("loss", "nce", "nonneg", "silence", "negative_audio", "tv", "cal_balance", "specialization",
+                       "mixup", "temperature")
+    optimizer_options = {"epsilon": ADAM_EPSILON, "clipnorm": GRADIENT_CLIP}
+
+    def __init__(self, code_dim=CODE_DIM, num_heads=NUM_HEADS, backbone_kwargs=None, image_layer4_stride=1,
+                 image_featurizer=None, audio_featurizer=None, cal_init=CAL_INIT, regularizer_weights=None,
+                 image_pool_width=IMAGE_POOL_WIDTH, quad_mixup=QUAD_MIXUP, negative_audio=True,
+                 negative_fraction=(0.25, 0.5), extra_audio_masking=True, pretrain_steps=PRETRAIN_STEPS,
+                 pretrain_learning_rate=PRETRAIN_LEARNING_RATE, warmup_steps=WARMUP_STEPS,
+                 attention_heads=ATTENTION_HEADS, seed=0, name="denseav", **kwargs):
+        super().__init__(name=name, **kwargs)
+        if int(num_heads) < 1 or int(code_dim) % int(num_heads):
+            raise ValueError(f"DenseAV: code_dim ({code_dim}) must be a positive multiple of num_heads ({num_heads}).")
+        unknown = set(regularizer_weights or {}) - set(REGULARIZER_WEIGHTS)
+        if unknown:
+            raise ValueError(f"DenseAV: unknown regularizer_weights {sorted(unknown)}; known: {sorted(REGULARIZER_WEIGHTS)}.")
+        low, high = (float(value) for value in negative_fraction)
+        if not 0.0 < low <= high < 1.0:
+            raise ValueError(f"DenseAV: negative_fraction must be (low, high) with 0 < low <= high < 1, got {negative_fraction}.")
+        self.code_dim, self.num_heads = int(code_dim), int(num_heads)
+        self.backbone_kwargs = dict(backbone_kwargs or {})
+        self.image_layer4_stride = int(image_layer4_stride)
+        self.cal_init = float(cal_init)
+        self.regularizer_weights = dict(regularizer_weights or {})
+        self.image_pool_width = int(image_pool_width)
+        self.quad_mixup = float(quad_mixup)
+        self.negative_audio = bool(negative_audio)
+        self.negative_fraction = (low, high)
+        self.extra_audio_masking = bool(extra_audio_masking)
+        self.pretrain_steps = int(pretrain_steps)
+        self.pretrain_learning_rate = float(pretrain_learning_rate)
+        self.warmup_steps = int(warmup_steps)
+        self.attention_heads = int(attention_heads)
+        self.seed = int(seed)
+        dtype = self.dtype_policy
+        self.custom_featurizers = image_featurizer is not None or audio_featurizer is not None
+        if image_featurizer is None:
+            image_featurizer = encoders.resnet18_backbone(3, self.image_layer4_stride, "image_resnet18", dtype=dtype,
+                                                          **self.backbone_kwargs)
+        if audio_featurizer is None:
+            audio_featurizer = spectrogram_cnn(self.backbone_kwargs.get("width", 64), name="audio_cnn", dtype=dtype)
+        self.image_backbone = as_keras_model(image_featurizer, "DenseAV image_featurizer")
+        self.audio_backbone = as_keras_model(audio_featurizer, "DenseAV audio_featurizer")
+        self.image_encoder = image_aligner(self.image_backbone, self.code_dim, dtype=dtype)
+        self.audio_encoder = audio_aligner(self.audio_backbone, self.code_dim, self.attention_heads, dtype=dtype)
+        self.theta = self.add_weight(shape=(), initializer=keras.initializers.Constant(math.log(self.cal_init)),
+                                     name="calibration_log_weight", dtype="float32")
+        self.seed_generator = keras.random.SeedGenerator(self.seed)
+
+    # ----------------------------------------------------------------- features
+    def call(self, inputs, training=False):
+        """Returns {"image_maps": [B, h, w, D], "audio_maps": [B, t, D]} (aligned, not pooled)."""
+        images, audio = split_inputs(inputs)
+        return {"image_maps": self.image_encoder(images, training=training),
+                "audio_maps": self.audio_encoder(audio, training=training)}
+
+    def time_mask(self, audio, steps):
+        """The silence mask at the aligned time rate [B, steps] (1 = not silent)."""
+        return resize_time_mask(silence_mask(audio), steps, discrete=True)
+
+    def head_maps(self, images, audio):
+        """(matched-pair similarity per head and time step [B, K, h, w, t], silence mask [B, t])."""
+        features = self(images_and_audio(images, audio), training=False)
+        audio_maps = features["audio_maps"]
+        mask = self.time_mask(audio, audio_maps.shape[1] if audio_maps.shape[1] is not None else ops.shape(audio_maps)[1])
+        return paired_similarity(audio_maps, features["image_maps"], self.num_heads), mask
+
+    def similarity_maps(self, images, audio):
+        """The official evaluation heatmap at feature resolution [B, h, w]: max over heads, mean over the
+        non-silent time steps (`eval_utils.prep_heatmap` before its normalisation)."""
+        sims, mask = self.head_maps(images, audio)
+        return masked_time_mean(ops.max(sims, axis=1), mask)
+
+    def pair_scores(self, images, audio):
+        """Each matched pair's "misa" score per head [B, K]: max over space, mean over non-silent time."""
+        sims, mask = self.head_maps(images, audio)
+        return masked_time_mean(ops.max(sims, axis=(2, 3)), mask)
+
+    def _localize_maps(self, images, audio, size):
+        return upsample_maps(self.similarity_maps(images, audio), size, align_corners=self.upsample_align_corners)
+
+    def localize_heads(self, images, audio, image_size=None, over_time=False):
+        """Each head's heatmap, averaged over time [B, K, H, W], or per time step [B, K, t, H, W] (numpy)."""
+        images = ops.convert_to_tensor(images)
+        size = tuple(int(side) for side in (image_size or (images.shape[1], images.shape[2])))
+        maps, mask = self.head_maps(images, ops.convert_to_tensor(audio))  # [B, K, h, w, t], [B, t]
+        if not over_time:
+            maps = masked_time_mean(maps, mask)[..., None]
+        batch, heads, steps = ops.shape(maps)[0], maps.shape[1], ops.shape(maps)[-1]
+        flat = ops.reshape(ops.transpose(maps, (0, 1, 4, 2, 3)), (-1, maps.shape[2], maps.shape[3]))
+        up = ops.reshape(upsample_maps(flat, size), (batch, heads, steps, size[0], size[1]))
+        up = ops.convert_to_numpy(up)
+        return up if over_time else up[:, :, 0]
+
+    # ----------------------------------------------------------------- training
+    def learning_rate_schedule(self, learning_rate=None):
+        """The two-phase schedule (`DenseAVSchedule`); `learning_rate` sets phase 2's rate."""
+        return DenseAVSchedule(learning_rate or self.default_learning_rate, self.pretrain_steps,
+                               self.pretrain_learning_rate, self.warmup_steps)
+
+    def _augment(self, images, audio):
+        """Training batch -> (images, audio, frame mask [B, T], positive frame mask [B, T], pixel mask [B, H, W])."""
+        audio = ops.cast(audio, "float32")
+        silent = silence_mask(audio)
+        batch, frames = ops.shape(audio)[0], audio.shape[1] if audio.shape[1] is not None else ops.shape(audio)[1]
+        frames_f = ops.cast(frames, "float32")
+        floor = ops.min(audio, axis=(1, 2, 3), keepdims=True)
+        positive = ops.ones((batch, frames), "float32")
+        if self.negative_audio:
+            low, high = self.negative_fraction
+            span = ops.floor(keras.random.uniform((batch,), low, high, seed=self.seed_generator) * frames_f)
+            start = ops.floor(keras.random.uniform((batch,), seed=self.seed_generator) * (frames_f - span + 1.0))
+            easing = ops.minimum(ops.maximum(ops.floor(span / 4.0), MIN_WINDOW_SECONDS * FRAMES_PER_SECOND),
+                                 ops.floor(span / 2.0))
+            positive = raised_cosine_weights(frames, start, span, easing)
+            weight = positive[:, :, None, None]
+            audio = weight * audio + (1.0 - weight) * ops.roll(audio, 1, axis=0)
+        mask = silent
+        if self.extra_audio_masking:
+            shortest = ops.minimum(MIN_WINDOW_SECONDS * FRAMES_PER_SECOND, frames_f)
+            window = ops.floor(shortest + keras.random.uniform((batch,), seed=self.seed_generator) * (frames_f - shortest + 1.0))
+            window = ops.minimum(window, frames_f)
+            start = ops.floor(keras.random.uniform((batch,), seed=self.seed_generator) * (frames_f - window + 1.0))
+            index = ops.cast(ops.arange(frames), "float32")[None, :]
+            windowed = ops.cast((index >= start[:, None]) & (index < (start + window)[:, None]), "float32")
+            chosen = ops.cast(keras.random.uniform((batch, 1), seed=self.seed_generator) < 0.5, "float32")
+            mask = mask * (chosen * windowed + (1.0 - chosen))
+            audio = ops.where(mask[:, :, None, None] > 0, audio, floor)
+        pixel_mask = None
+        if self.quad_mixup > 0 and images.shape[1] is not None and images.shape[1] % 2 == 0 and images.shape[2] % 2 == 0:
+            position = ops.cast(keras.random.uniform((batch,), 0, 4, seed=self.seed_generator), "int32")
+            position = ops.minimum(position, 3)
+            grids, own = quad_grid(ops.cast(images, "float32"), position)
+            mixed = keras.random.uniform((batch,), seed=self.seed_generator) < self.quad_mixup
+            images = ops.where(mixed[:, None, None, None], grids, ops.cast(images, "float32"))
+            pixel_mask = ops.where(mixed[:, None, None], own, 1.0)
+        return images, audio, mask, positive, pixel_mask
+
+    def compute_batch_terms(self, x, y, training):
+        images, audio = split_inputs(x)
+        frames = ops.shape(audio)[1]
+        pixel_mask = None
+        if training:
+            images, audio, mask, positive, pixel_mask = self._augment(images, audio)
+        else:
+            mask, positive = silence_mask(audio), ops.ones((ops.shape(audio)[0], frames), "float32")
+        features = self({"image": images, "audio": audio}, training=training)
+        image_maps, audio_maps = features["image_maps"], features["audio_maps"]
+        if training and self.image_pool_width > 1:
+            width = self.image_pool_width
+            image_maps = ops.average_pool(image_maps, width, strides=width, padding="valid")
+        steps = audio_maps.shape[1] if audio_maps.shape[1] is not None else ops.shape(audio_maps)[1]
+        audio_mask = resize_time_mask(mask, steps, discrete=True)
+        positive_mask = resize_time_mask(positive, steps, discrete=False)
+        image_mask = None
+        if pixel_mask is not None:
+            image_mask = ops.image.resize(pixel_mask[..., None], (image_maps.shape[1], image_maps.shape[2]),
+                                          interpolation="area")[..., 0]
+        terms = denseav_loss_terms(audio_maps, image_maps, self.theta, self.num_heads, audio_mask, positive_mask,
+                                   image_mask, self.regularizer_weights, self.cal_init)
+        terms.pop("sims")
+        return terms
+
+    def apply_gradients(self, gradients, variables):
+        """Phase 1 (`pretrain_steps`): the featurizers' gradients are zeroed, so only the aligners and the
+        calibration learn; then everything."""
+        if self.pretrain_steps > 0:
+            featurizers = {id(v) for v in self.image_backbone.trainable_variables + self.audio_backbone.trainable_variables}
+            on = ops.cast(self.optimizer.iterations >= self.pretrain_steps, "float32")
+            gradients = [None if g is None else (g * ops.cast(on, g.dtype) if id(v) in featurizers else g)
+                         for g, v in zip(gradients, variables)]
+        self.optimizer.apply(gradients, variables)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"code_dim": self.code_dim, "num_heads": self.num_heads, "backbone_kwargs": self.backbone_kwargs,
+                       "image_layer4_stride": self.image_layer4_stride, "cal_init": self.cal_init,
+                       "regularizer_weights": self.regularizer_weights, "image_pool_width": self.image_pool_width,
+                       "quad_mixup": self.quad_mixup, "negative_audio": self.negative_audio,
+                       "negative_fraction": list(self.negative_fraction),
+                       "extra_audio_masking": self.extra_audio_masking, "pretrain_steps": self.pretrain_steps,
+                       "pretrain_learning_rate": self.pretrain_learning_rate, "warmup_steps": self.warmup_steps,
+                       "attention_heads": self.attention_heads, "seed": self.seed})
+        if self.custom_featurizers:
+            config["image_featurizer"] = keras.saving.serialize_keras_object(self.image_backbone)
+            config["audio_featurizer"] = keras.saving.serialize_keras_object(self.audio_backbone)
+        return config
