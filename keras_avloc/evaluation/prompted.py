@@ -4,7 +4,7 @@ head disentanglement (protocols "stamps-sound" and "stamps-speech"; official cod
 
 * Prompted segmentation: each scene's heatmap for its own audio (a sounding object's recording on `test`, a
   spoken description of one visible object on `test_speech` / `test_speech_unseen`) against that object's
-  exact mask. A model with `similarity_maps` (DenseAV) gives the official heatmap: max over heads, mean over
+  exact mask. A model with `evaluation_outputs` (DenseAV) gives the official heatmap: max over heads, mean over
   the non-silent time steps; the maps are min-max normalised *globally* over the evaluation set at feature
   resolution and then upsampled bilinearly. Other models give their `localize` map (normalised the same
   way). Per prompt class: the AP of the pooled pixels and the best IoU over 20 thresholds spread over that
@@ -97,7 +97,7 @@ class _Collector:
 
     def __init__(self, model, root, split, batch_size, progress, max_batches, clip_seconds, retrieval_limit):
         self.records = _records(root, split)
-        self.dense = hasattr(model, "similarity_maps")
+        self.dense = hasattr(model, "evaluation_outputs")
         self.maps, self.masks, self.classes, self.positions, self.scores = [], [], [], [], []
         self.retrieval = {"image": [], "audio": [], "mask": []}
         self.figure = []
@@ -110,22 +110,23 @@ class _Collector:
             positions = np.asarray(y["index"]).reshape(-1)
             images, audio = np.asarray(x["image"]), np.asarray(x["audio"])
             if self.dense:
-                self.maps.append(np.asarray(model.similarity_maps(images, audio)))
-                self.scores.append(np.asarray(model.pair_scores(images, audio)))
+                outputs = model.evaluation_outputs(images, audio)  # one forward pass for all three evaluations
+                self.maps.append(np.asarray(outputs["maps"]))
+                self.scores.append(np.asarray(outputs["scores"]))
             else:
                 self.maps.append(np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE))))
             if kept < retrieval_limit:
-                outputs = model({"image": images, "audio": audio}, training=False)
                 take = min(len(positions), retrieval_limit - kept)
+                kept += take
                 if self.dense:
-                    steps = outputs["audio_maps"].shape[1]
                     self.retrieval["image"].append(np.asarray(outputs["image_maps"], np.float32)[:take])
                     self.retrieval["audio"].append(np.asarray(outputs["audio_maps"], np.float32)[:take])
-                    self.retrieval["mask"].append(np.asarray(model.time_mask(audio, steps))[:take])
-                elif "audio_vecs" in outputs and "image_maps" in outputs:
-                    self.retrieval["image"].append(np.asarray(outputs["image_maps"], np.float32)[:take])
-                    self.retrieval["audio"].append(np.asarray(outputs["audio_vecs"], np.float32)[:take])
-                kept += take
+                    self.retrieval["mask"].append(np.asarray(outputs["mask"])[:take])
+                else:
+                    outputs = model({"image": images, "audio": audio}, training=False)
+                    if "audio_vecs" in outputs and "image_maps" in outputs:
+                        self.retrieval["image"].append(np.asarray(outputs["image_maps"], np.float32)[:take])
+                        self.retrieval["audio"].append(np.asarray(outputs["audio_vecs"], np.float32)[:take])
             if self.dense and len(self.figure) < FIGURE_SAMPLES and hasattr(model, "localize_heads"):
                 heads = model.localize_heads(images[:1], audio[:1])
                 self.figure.append((images[0], heads[0], self.records[int(positions[0])]))

@@ -538,10 +538,17 @@ class DenseAV(AVLocModel):
         sims, mask = self.head_maps(images, audio)
         return masked_time_mean(ops.max(sims, axis=1), mask)
 
-    def pair_scores(self, images, audio):
-        """Each matched pair's "misa" score per head [B, K]: max over space, mean over non-silent time."""
-        sims, mask = self.head_maps(images, audio)
-        return masked_time_mean(ops.max(sims, axis=(2, 3)), mask)
+    def evaluation_outputs(self, images, audio):
+        """Everything DenseAV's evaluations read, from one forward pass: "maps" [B, h, w] (`similarity_maps`),
+        "scores" [B, K] (each pair's "misa" score per head: max over space, mean over non-silent time), the
+        aligned "image_maps" and "audio_maps", and the silence "mask" [B, t]."""
+        features = self(images_and_audio(images, audio), training=False)
+        audio_maps = features["audio_maps"]
+        mask = self.time_mask(audio, audio_maps.shape[1])
+        sims = paired_similarity(audio_maps, features["image_maps"], self.num_heads)
+        return {"maps": masked_time_mean(ops.max(sims, axis=1), mask),
+                "scores": masked_time_mean(ops.max(sims, axis=(2, 3)), mask),
+                "image_maps": features["image_maps"], "audio_maps": audio_maps, "mask": mask}
 
     def _localize_maps(self, images, audio, size):
         return upsample_maps(self.similarity_maps(images, audio), size, align_corners=self.upsample_align_corners)
