@@ -303,3 +303,34 @@ def build_reference():
 
     return build_model("ezvsl", backbone_kwargs={"width": 4}, embed_dim=8,
                        eval_settings={"image_size": 64, "clip_seconds": 1.0})
+
+
+def test_image_lora_adapts_a_transformer_featurizer_and_survives_saving(tmp_path):
+    import keras
+
+    from keras_avloc.models import load_model
+
+    def tiny_vit():
+        inputs = keras.Input((32, 32, 3))
+        patches = keras.layers.Conv2D(12, 8, strides=8, name="patches")(inputs)  # [B, 4, 4, 12]
+        tokens = keras.layers.Reshape((16, 12))(patches)
+        attended = keras.layers.MultiHeadAttention(2, 6, name="attention")(tokens, tokens)
+        return keras.Model(inputs, keras.layers.Reshape((4, 4, 12))(keras.layers.Add()([tokens, attended])),
+                           name="tiny_vit")
+
+    with pytest.raises(ValueError, match="no MultiHeadAttention"):
+        denseav.DenseAV(code_dim=12, backbone_kwargs={"width": 4}, image_lora_rank=8)  # the ResNet-18 has none
+    model = denseav.DenseAV(code_dim=12, backbone_kwargs={"width": 4}, image_featurizer=tiny_vit(),
+                            image_lora_rank=2, lora_alpha=4.0)
+    attention = model.image_backbone.get_layer("attention")
+    assert all(dense.lora_enabled and dense.lora_rank == 2 for dense in
+               (attention._query_dense, attention._key_dense, attention._value_dense, attention._output_dense))
+    frozen = {id(attention._query_dense.kernel)}  # the base kernel no longer trains; the LoRA factors do
+    assert not any(id(v) in frozen for v in model.trainable_variables)
+    assert any("lora" in v.path for v in model.trainable_variables)
+    x = {"image": RNG.normal(size=(2, 32, 32, 3)).astype("float32"),
+         "audio": RNG.normal(size=(2, 200, 32, 1)).astype("float32")}
+    before = model.localize(x["image"], x["audio"])
+    model.save(str(tmp_path / "lora.keras"))
+    restored = load_model(str(tmp_path / "lora.keras"), compile=False)
+    np.testing.assert_allclose(restored.localize(x["image"], x["audio"]), before, rtol=1e-5, atol=1e-5)

@@ -204,7 +204,8 @@ def evaluate_prompted(model, root, protocol="stamps-sound", split=None, out_dir=
         protocol: "stamps-sound" (default split "test") or "stamps-speech" (default "test_speech"; also
             "test_speech_unseen" for unseen languages).
         split: the split to score (default: the protocol's).
-        out_dir: write metrics.json (and heads.png for a model with several heads) there.
+        out_dir: write metrics.json there, and for DenseAV heads.png: each head's map for the first scenes (on
+            "stamps-speech" with two heads, two speech and two sound scenes).
         batch_size, progress, max_batches: the evaluation loop.
         seed: random-map seed.
         sound_split: the sound pairs the speech pairs are told apart from (disentanglement).
@@ -228,10 +229,12 @@ def evaluate_prompted(model, root, protocol="stamps-sound", split=None, out_dir=
     scores["retrieval"] = run.recalls(model)
     metrics = {"protocol": protocol, "split": split, "clip_seconds": float(clip_seconds), "model": scores,
                "maps": "similarity_maps (max over heads, silence-masked time mean)" if run.dense else "localize"}
+    figure = run.figure
     if protocol == "stamps-speech" and run.dense and getattr(model, "num_heads", 1) == 2:
         sound = _Collector(model, root, sound_split, batch_size, progress, max_batches,
                            float(settings.get("clip_seconds") or 3.0), 0)
         scores["disentanglement"] = dict(disentanglement(run.scores, sound.scores), sound_split=sound_split)
+        figure = run.figure[:FIGURE_SAMPLES // 2] + sound.figure[:FIGURE_SAMPLES // 2]  # speech and sound rows
     baselines = {}
     count = len(run.positions)
     for name in ("center", "random"):
@@ -241,14 +244,15 @@ def evaluate_prompted(model, root, protocol="stamps-sound", split=None, out_dir=
     metrics["baselines"] = baselines
     if out_dir is not None:
         write_json(os.path.join(out_dir, "metrics.json"), metrics)
-        if run.figure:
-            _heads_figure(run.figure, os.path.join(out_dir, "heads.png"))
+        if figure:
+            _heads_figure(figure, os.path.join(out_dir, "heads.png"))
     return metrics
 
 
 def _heads_figure(samples, path):
     """One row per scene: the image, then each head's map over it."""
-    from keras_avloc.viz.figures import overlay_heatmap, save_figure, _as_image
+    from keras_avloc.io.imagenet import denormalize_images
+    from keras_avloc.viz.figures import overlay_heatmap, save_figure
     import matplotlib
 
     matplotlib.use("Agg")
@@ -257,7 +261,7 @@ def _heads_figure(samples, path):
     heads = samples[0][1].shape[0]
     figure, axes = plt.subplots(len(samples), heads + 1, figsize=(3 * (heads + 1), 3 * len(samples)), squeeze=False)
     for row, (image, maps, record) in enumerate(samples):
-        picture = _as_image(image)
+        picture = denormalize_images(image[None])[0]
         axes[row, 0].imshow(picture)
         label = record.get("prompt") or record.get("class", "")
         axes[row, 0].set_title(f"{record.get('kind', '')}: {label}"[:40], fontsize=8)

@@ -53,7 +53,10 @@ Choices and deviations (each a parameter where it matters):
 * The non-negativity term averages over the whole similarity volume and the silence term over every silent
   frame, where the official code draws 250 random entries (the expectation of its estimate), and the
   silence term is not skipped when a batch has fewer than 250 silent frames.
-* No LoRA: the default ResNet-18 has no attention projections; `enable_lora` applies to a ViT featurizer.
+* LoRA (`image_lora_rank`, official rank 8 and alpha 32 for the ViT featurizer) is off by default: the default
+  ResNet-18 has no attention projections. With a transformer featurizer, Keras' own `enable_lora` is applied to
+  the query, key, value and output projections of its every `MultiHeadAttention` layer, which freezes their
+  kernels (`enable_image_lora`).
 * The silence mask is read from the log-mel: a frame whose every bin sits at the clip's floor is digital
   silence (the official AUDIO_MASK marks the zero-padded samples, which give exactly such frames).
 * The aligners' layers keep torch's default initialisation (U(+-1/sqrt(fan_in)), `torch_default_init`), not
@@ -95,6 +98,8 @@ ATTENTION_HEADS = 6
 MLP_RATIO = 4
 NORM_EPSILON = 1e-4
 MASK_LEVEL = 0.01
+LORA_RANK = 8  # the official image_lora_rank (for its ViT featurizer)
+LORA_ALPHA = 32
 MIN_WINDOW_SECONDS = 0.5
 FRAMES_PER_SECOND = 200.0  # the "csol" log-mel front-end: 16 kHz, hop 80
 
@@ -406,6 +411,26 @@ def audio_aligner(featurizer, code_dim=CODE_DIM, attention_heads=ATTENTION_HEADS
     return keras.Model(inputs, outputs, name=name)
 
 
+def enable_image_lora(featurizer, rank=LORA_RANK, alpha=LORA_ALPHA):
+    """Keras' built-in LoRA on the attention projections (query, key, value, output) of every
+    `keras.layers.MultiHeadAttention` inside `featurizer`; returns how many projections got it.
+
+    Raises:
+        ValueError: the featurizer has no attention layer (e.g. the default ResNet-18).
+    """
+    projections = []
+    for layer in featurizer._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.MultiHeadAttention):
+            projections += [layer._query_dense, layer._key_dense, layer._value_dense, layer._output_dense]
+    if not projections:
+        raise ValueError(f"DenseAV image_lora_rank: {featurizer.name} has no MultiHeadAttention layer to adapt; LoRA "
+                         "applies to transformer featurizers (pass image_lora_rank=0 for a CNN).")
+    for projection in projections:
+        if not projection.lora_enabled:  # a featurizer rebuilt from its config already carries its LoRA weights
+            projection.enable_lora(int(rank), lora_alpha=float(alpha))
+    return len(projections)
+
+
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class DenseAVSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """`pretrain_learning_rate` for the first `pretrain_steps` steps, then a linear warm-up over `warmup_steps`
@@ -449,6 +474,8 @@ class DenseAV(AVLocModel):
         extra_audio_masking: half of the training clips keep only a random window (True).
         pretrain_steps, pretrain_learning_rate, warmup_steps: the two-phase schedule (3000, 5e-5, 1000).
         attention_heads: heads of the audio aligner's self-attention (6).
+        image_lora_rank: LoRA rank on the image featurizer's attention projections (0 = off, the default for
+            the ResNet-18; the official ViT setting is 8, with `lora_alpha` 32).
         seed: seed of the in-graph augmentation.
         name: model name; **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`).
 
@@ -474,7 +501,8 @@ class DenseAV(AVLocModel):
                  image_pool_width=IMAGE_POOL_WIDTH, quad_mixup=QUAD_MIXUP, negative_audio=True,
                  negative_fraction=(0.25, 0.5), extra_audio_masking=True, pretrain_steps=PRETRAIN_STEPS,
                  pretrain_learning_rate=PRETRAIN_LEARNING_RATE, warmup_steps=WARMUP_STEPS,
-                 attention_heads=ATTENTION_HEADS, seed=0, name="denseav", **kwargs):
+                 attention_heads=ATTENTION_HEADS, image_lora_rank=0, lora_alpha=LORA_ALPHA, seed=0, name="denseav",
+                 **kwargs):
         super().__init__(name=name, **kwargs)
         if int(num_heads) < 1 or int(code_dim) % int(num_heads):
             raise ValueError(f"DenseAV: code_dim ({code_dim}) must be a positive multiple of num_heads ({num_heads}).")
@@ -498,6 +526,7 @@ class DenseAV(AVLocModel):
         self.pretrain_learning_rate = float(pretrain_learning_rate)
         self.warmup_steps = int(warmup_steps)
         self.attention_heads = int(attention_heads)
+        self.image_lora_rank, self.lora_alpha = int(image_lora_rank), float(lora_alpha)
         self.seed = int(seed)
         dtype = self.dtype_policy
         self.custom_featurizers = image_featurizer is not None or audio_featurizer is not None
@@ -508,6 +537,8 @@ class DenseAV(AVLocModel):
             audio_featurizer = spectrogram_cnn(self.backbone_kwargs.get("width", 64), name="audio_cnn", dtype=dtype)
         self.image_backbone = as_keras_model(image_featurizer, "DenseAV image_featurizer")
         self.audio_backbone = as_keras_model(audio_featurizer, "DenseAV audio_featurizer")
+        if self.image_lora_rank > 0:
+            enable_image_lora(self.image_backbone, self.image_lora_rank, self.lora_alpha)
         self.image_encoder = image_aligner(self.image_backbone, self.code_dim, dtype=dtype)
         self.audio_encoder = audio_aligner(self.audio_backbone, self.code_dim, self.attention_heads, dtype=dtype)
         self.theta = self.add_weight(shape=(), initializer=keras.initializers.Constant(math.log(self.cal_init)),
@@ -654,7 +685,8 @@ class DenseAV(AVLocModel):
                        "negative_fraction": list(self.negative_fraction),
                        "extra_audio_masking": self.extra_audio_masking, "pretrain_steps": self.pretrain_steps,
                        "pretrain_learning_rate": self.pretrain_learning_rate, "warmup_steps": self.warmup_steps,
-                       "attention_heads": self.attention_heads, "seed": self.seed})
+                       "attention_heads": self.attention_heads, "image_lora_rank": self.image_lora_rank,
+                       "lora_alpha": self.lora_alpha, "seed": self.seed})
         if self.custom_featurizers:
             config["image_featurizer"] = keras.saving.serialize_keras_object(self.image_backbone)
             config["audio_featurizer"] = keras.saving.serialize_keras_object(self.audio_backbone)
