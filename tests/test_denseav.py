@@ -275,6 +275,7 @@ def test_denseav_trains_resumes_evaluates_and_localises_per_head_on_real_media(t
     assert speech["split"] == "test_speech" and speech["model"]["samples"] == 6
     assert 0.0 <= speech["model"]["map"] <= 1.0 and 0.0 <= speech["model"]["miou"] <= 1.0
     assert speech["model"]["retrieval"]["pairs"] == 6 and "pred_dis" in speech["model"]["disentanglement"]
+    assert 0.0 <= speech["model"]["advanced_map"] <= 1.0  # the time mean over the spoken word only
     assert set(speech["baselines"]) == {"center", "random"}
     assert os.path.isfile(tmp_path / "speech" / "heads.png")
     # the references: a class-agnostic model through the same protocol, and the command line
@@ -334,3 +335,20 @@ def test_image_lora_adapts_a_transformer_featurizer_and_survives_saving(tmp_path
     model.save(str(tmp_path / "lora.keras"))
     restored = load_model(str(tmp_path / "lora.keras"), compile=False)
     np.testing.assert_allclose(restored.localize(x["image"], x["audio"]), before, rtol=1e-5, atol=1e-5)
+
+
+def test_word_masks_follow_the_official_timing_rule():
+    """eval_utils: bounds = T * (timing -+ 0.2) / length, floor / ceil; mask = one_hot(bounds).cumsum().sum() == 1."""
+    from keras_avloc.evaluation.prompted import _word_mean
+
+    steps, length = 16, 3.0
+    sims = RNG.normal(size=(2, 3, steps))
+    for span in ((0.5, 1.2), (0.0, 0.3), (2.5, 3.0), (1.0, 1.0)):
+        bounds = [int(np.floor(steps * (span[0] - 0.2) / length)), int(np.ceil(steps * (span[1] + 0.2) / length))]
+        bounds = [min(max(bounds[0], 0), steps - 1), min(max(bounds[1], 1), steps)]  # inside the clip
+        one_hot = np.zeros((2, steps + 1))
+        one_hot[[0, 1], bounds] = 1
+        mask = (one_hot.cumsum(axis=1).sum(axis=0) == 1)[:steps]
+        np.testing.assert_allclose(_word_mean(sims, span, 0.0, length), sims[..., mask].mean(axis=-1))
+    # a 2 s clip centred in the 3 s scene starts 0.5 s in: the span moves with it
+    np.testing.assert_allclose(_word_mean(sims, (1.0, 1.5), 0.5, 2.0), _word_mean(sims, (0.5, 1.0), 0.0, 2.0))

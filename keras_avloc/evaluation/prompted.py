@@ -18,6 +18,9 @@ head disentanglement (protocols "stamps-sound" and "stamps-speech"; official cod
   min-max normalised per head over the speech and the sound pairs together; Pred.Dis = the better pairing of
   (head, modality) of the mean AP of each head's score for "this pair is speech" / "sound"; Act.Dis the same
   with 1 - the head's mean score on that modality (`disentangle_validation`).
+* "Advanced" speech metrics (DenseAV, records with a `speech` span): the same, with the time mean taken only
+  over the aligned steps of the spoken prompt widened by 0.2 s on each side (the official `timing` masks:
+  steps floor(T (start - 0.2) / length) up to ceil(T (end + 0.2) / length), exclusive, clipped to the clip).
 """
 
 import os
@@ -34,6 +37,7 @@ from keras_avloc.metrics.ranking import average_precision, retrieval_recall
 PROTOCOLS = {"stamps-sound": "test", "stamps-speech": "test_speech"}
 """Protocol -> default split."""
 SPEECH_CLIP_SECONDS = 3.0  # the stamps clip: a spoken prompt lies anywhere in it
+TIMING_MARGIN = 0.2  # seconds added before and after the spoken word (official "advanced" masks)
 RETRIEVAL_LIMIT = 1000
 FIGURE_SAMPLES = 4
 
@@ -77,6 +81,15 @@ def _misa_scores(model, image_maps, audio_maps, masks, chunk=16):
     return np.concatenate(rows)
 
 
+def _word_mean(sims, span, offset, clip_seconds):
+    """Mean over the aligned time steps of a spoken prompt (+- TIMING_MARGIN) of sims [h, w, t] -> [h, w]."""
+    steps = sims.shape[-1]
+    start = (float(span[0]) - offset - TIMING_MARGIN) / float(clip_seconds) * steps
+    end = (float(span[1]) - offset + TIMING_MARGIN) / float(clip_seconds) * steps
+    low, high = int(np.clip(np.floor(start), 0, steps - 1)), int(np.clip(np.ceil(end), 1, steps))
+    return sims[..., low:max(high, low + 1)].mean(axis=-1)
+
+
 def _segmentation(heatmaps, masks, classes):
     """mAP / mIoU of heatmaps [N, GT, GT] against each scene's mask, grouped by prompt class."""
     keep = [i for i, mask in enumerate(masks) if mask is not None and mask.any()]
@@ -99,6 +112,8 @@ class _Collector:
         self.records = _records(root, split)
         self.dense = hasattr(model, "evaluation_outputs")
         self.maps, self.masks, self.classes, self.positions, self.scores = [], [], [], [], []
+        self.advanced = []  # DenseAV maps averaged over the spoken word only (None where a record has no span)
+        offset = max(SPEECH_CLIP_SECONDS / 2.0 - float(clip_seconds) / 2.0, 0.0)  # the centred clip's start
         self.retrieval = {"image": [], "audio": [], "mask": []}
         self.figure = []
         dataset = _dataset(model, root, split, self.records, batch_size, clip_seconds)
@@ -113,6 +128,10 @@ class _Collector:
                 outputs = model.evaluation_outputs(images, audio)  # one forward pass for all three evaluations
                 self.maps.append(np.asarray(outputs["maps"]))
                 self.scores.append(np.asarray(outputs["scores"]))
+                sims = np.asarray(outputs["sims"])
+                for row, position in enumerate(positions):
+                    span = self.records[int(position)].get("speech")
+                    self.advanced.append(None if span is None else _word_mean(sims[row], span, offset, clip_seconds))
             else:
                 self.maps.append(np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE))))
             if kept < retrieval_limit:
@@ -141,10 +160,11 @@ class _Collector:
         self.maps = np.concatenate(self.maps)
         self.scores = np.concatenate(self.scores) if self.scores else None
 
-    def heatmaps(self):
-        """Globally min-max normalised heatmaps at GT_SIZE [N, GT, GT]."""
-        low, high = float(self.maps.min()), float(self.maps.max())
-        normalised = (self.maps - low) / (high - low) if high > low else np.zeros_like(self.maps)
+    def heatmaps(self, maps=None):
+        """Globally min-max normalised heatmaps at GT_SIZE [N, GT, GT] (of `maps`, default the scored maps)."""
+        maps = self.maps if maps is None else maps
+        low, high = float(maps.min()), float(maps.max())
+        normalised = (maps - low) / (high - low) if high > low else np.zeros_like(maps)
         if normalised.shape[1:] != (GT_SIZE, GT_SIZE):
             normalised = np.concatenate([_upsample(normalised[i:i + 64], (GT_SIZE, GT_SIZE))
                                          for i in range(0, len(normalised), 64)])
@@ -227,6 +247,9 @@ def evaluate_prompted(model, root, protocol="stamps-sound", split=None, out_dir=
     run = _Collector(model, root, split, batch_size, progress, max_batches, clip_seconds, retrieval_limit)
     scores = run.segmentation(run.heatmaps())
     scores["retrieval"] = run.recalls(model)
+    if run.advanced and all(item is not None for item in run.advanced):
+        advanced = _segmentation(run.heatmaps(np.stack(run.advanced)), run.masks, run.classes)
+        scores["advanced_map"], scores["advanced_miou"] = advanced["map"], advanced["miou"]
     metrics = {"protocol": protocol, "split": split, "clip_seconds": float(clip_seconds), "model": scores,
                "maps": "similarity_maps (max over heads, silence-masked time mean)" if run.dense else "localize"}
     figure = run.figure
@@ -279,6 +302,9 @@ def prompted_table(metrics):
     lines = [f"{metrics['protocol']} on {metrics['split']} ({model['samples']} scenes)",
              f"{'':<10}{'mAP':>8}{'mIoU':>8}"]
     lines.append(f"{'model':<10}{model['map']:>8.3f}{model['miou']:>8.3f}")
+    if "advanced_map" in model:
+        lines.append(f"{'word only':<10}{model['advanced_map']:>8.3f}{model['advanced_miou']:>8.3f}"
+                     "   (time mean over the spoken word +- 0.2 s)")
     for name, row in metrics["baselines"].items():
         lines.append(f"{name:<10}{row['map']:>8.3f}{row['miou']:>8.3f}")
     if model.get("retrieval"):

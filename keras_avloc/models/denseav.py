@@ -571,13 +571,14 @@ class DenseAV(AVLocModel):
 
     def evaluation_outputs(self, images, audio):
         """Everything DenseAV's evaluations read, from one forward pass: "maps" [B, h, w] (`similarity_maps`),
-        "scores" [B, K] (each pair's "misa" score per head: max over space, mean over non-silent time), the
+        "sims" [B, h, w, t] (max over heads, per time step), "scores" [B, K] (each pair's "misa" score per head: max over space, mean over non-silent time), the
         aligned "image_maps" and "audio_maps", and the silence "mask" [B, t]."""
         features = self(images_and_audio(images, audio), training=False)
         audio_maps = features["audio_maps"]
         mask = self.time_mask(audio, audio_maps.shape[1])
         sims = paired_similarity(audio_maps, features["image_maps"], self.num_heads)
-        return {"maps": masked_time_mean(ops.max(sims, axis=1), mask),
+        heads_max = ops.max(sims, axis=1)  # [B, h, w, t]
+        return {"maps": masked_time_mean(heads_max, mask), "sims": heads_max,
                 "scores": masked_time_mean(ops.max(sims, axis=(2, 3)), mask),
                 "image_maps": features["image_maps"], "audio_maps": audio_maps, "mask": mask}
 
