@@ -303,6 +303,7 @@ CASES = [
                                   "--model-options", "[1]"], 2, ["must be a JSON object"]),
     ("denseav-missing-speech-split", ["train", "--method", "denseav", "--data", "{good}", "--out", "{tmp}/t",
                                       "--epochs", "1"], 2, ["train_speech.json: no such split file", "drop it"]),
+    ("sphere-bad-height", ["data", "sphere", "--out", "{tmp}/s", "--height", "8"], 2, ["--height"]),
     ("evaluate-speech-needs-checkpoint", ["evaluate", "--heatmaps", "{base}/a_file", "--data", "{good}",
                                           "--protocol", "stamps-speech", "--out", "{tmp}/e"], 2, ["needs --checkpoint"]),
     # ---- an --out that is an existing file (or a file --out that is a folder)

@@ -4,7 +4,7 @@ import importlib
 
 from keras_avloc.cli import ExampleFormatter
 
-DATA_ACTIONS = ["data_extract", "data_tfrecord", "data_stamps"]
+DATA_ACTIONS = ["data_extract", "data_tfrecord", "data_stamps", "data_sphere"]
 
 
 def register(subparsers):
@@ -13,7 +13,8 @@ def register(subparsers):
         help="build, convert and extract datasets",
         formatter_class=ExampleFormatter,
         epilog="Examples:\n  avloc data extract videos/ datasets/mine\n"
-        "  avloc data to-tfrecord datasets/mine shards/\n  avloc data stamps --out datasets/stamps",
+        "  avloc data to-tfrecord datasets/mine shards/\n  avloc data stamps --out datasets/stamps\n"
+        "  avloc data sphere --out datasets/sphere",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     for name in DATA_ACTIONS:

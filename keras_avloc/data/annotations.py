@@ -28,7 +28,7 @@ from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import write_text
 
 FLICKR_FRAME_SIZE = 256
-KINDS = ("single", "mixture", "silent", "offscreen", "speech", "mosaic", "duet")
+KINDS = ("single", "mixture", "silent", "offscreen", "speech", "mosaic", "duet", "sphere")
 """Scene kinds a split entry may declare ("silent" / "offscreen" have no visible source)."""
 
 
@@ -411,6 +411,20 @@ def _split_record(root, path, position, entry, seen):
     return record
 
 
+def _directions(value, where):
+    """An object's [azimuth, elevation] (radians) at each video frame of a 360° clip, float64 [F, 2], or None."""
+    if value is None:
+        return None
+    try:
+        directions = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        directions = None
+    if directions is None or directions.ndim != 2 or directions.shape[1] != 2 or not np.all(np.isfinite(directions)):
+        raise AnnotationError(f"{where}: 'direction' must be a list of [azimuth, elevation] pairs (radians), got "
+                              f"{value!r:.60}")
+    return directions
+
+
 def _optional_text(entry, key, where):
     value = entry.get(key)
     if value is not None and not isinstance(value, str):
@@ -449,6 +463,7 @@ def _parts(root, entry, where, key, singular, fields):
             if not isinstance(item.get("sounding", False), bool):
                 raise AnnotationError(f"{item_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
             part["sounding"] = bool(item.get("sounding", False))
+            part["direction"] = _directions(item.get("direction"), item_where)
         parts.append(part)
     return parts, clamped
 
@@ -518,6 +533,8 @@ def write_split(records, path):
                            "bbox": np.asarray(item.get("boxes", np.zeros([0, 4]))).reshape(-1, 4).tolist()}
                 if item.get("mask"):
                     written["mask"] = relative(item["mask"], "mask")
+                if item.get("direction") is not None:
+                    written["direction"] = np.asarray(item["direction"]).tolist()
                 entry["objects"].append(written)
         for key in ("prompt", "language"):
             if record.get(key):

@@ -18,6 +18,7 @@ from keras_avloc.spatial.ambisonics import (
     power_map,
     rotate_foa,
     rotation_to_front,
+    srp_direction,
     virtual_microphone,
 )
 from keras_avloc.spatial.geometry import (
@@ -40,6 +41,7 @@ __all__ = [
     "power_map",
     "rotate_foa",
     "rotation_to_front",
+    "srp_direction",
     "unit_vector",
     "virtual_microphone",
 ]

@@ -89,3 +89,12 @@ def power_map(foa, phi, nu):
     gains = foa_gains(phi, nu)  # [..., 4]
     decoded = gains.reshape(-1, 4) @ np.asarray(foa, np.float64)
     return np.sum(decoded ** 2, axis=1).reshape(np.shape(gains)[:-1])
+
+
+def srp_direction(foa, resolution_degrees=2.0):
+    """The direction (phi, nu) of the steered-response power's maximum on a grid of `resolution_degrees`: the
+    classical direction-of-arrival estimate from first-order ambisonics."""
+    step = np.radians(resolution_degrees)
+    phi, nu = np.meshgrid(np.arange(-np.pi, np.pi, step), np.arange(-np.pi / 2, np.pi / 2 + 1e-9, step))
+    best = np.unravel_index(np.argmax(power_map(foa, phi, nu)), phi.shape)
+    return float(phi[best]), float(nu[best])
