@@ -127,12 +127,7 @@ def render_scene(task, info, options, media):
             directions[number].append([round(float(phi), 6), round(float(nu), 6)])
         frames.append(np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8))
         if frame == FRAMES // 2:
-            masks_middle = []
-            for i, alpha in enumerate(alphas):
-                seen = alpha.copy()
-                for later in alphas[i + 1:]:
-                    seen *= 1.0 - later
-                masks_middle.append(seen > 0.5)
+            masks_middle = stamps.visible_masks(alphas)
 
     # Audio: the sounding object's recording from its moving direction, reflections, ambience.
     length = int(AUDIO_RATE * AUDIO_SECONDS)
@@ -234,16 +229,7 @@ def build_sphere(out, n_train=400, n_val=80, n_test=160, size=(256, 512), seed=0
         os.makedirs(os.path.join(out, ".parts", split), exist_ok=True)
     files.write_json(params_path, key)
     media = stamps.MediaCache(info["stamps_dir"], info["scratch"])
-    records = {split: [None] * counts[split] for split in SPLITS}
-    todo = []
-    for split in SPLITS:
-        for index in range(counts[split]):
-            part = os.path.join(out, ".parts", split, f"sphere_{split}_{index:05d}.json")
-            try:
-                with open(part, encoding="utf-8") as handle:
-                    records[split][index] = json.load(handle)
-            except (OSError, ValueError):
-                todo.append((split, index))
+    records, todo = stamps.finished_scenes(out, counts, "sphere_{split}_{index:05d}")
     for task in tqdm(todo, desc="sphere scenes", unit="scene", disable=not progress):
         records[task[0]][task[1]] = render_scene(task, info, options, media)
     for split in SPLITS:

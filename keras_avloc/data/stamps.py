@@ -489,6 +489,17 @@ def _fit_fractions(fractions, sounding, budget, floor):
     return fractions
 
 
+def visible_masks(alphas):
+    """Boolean masks of what stays visible of each object (drawn in order) once the later ones cover it."""
+    masks = []
+    for i, alpha in enumerate(alphas):
+        visible = alpha.copy()
+        for later in alphas[i + 1:]:
+            visible *= 1.0 - later
+        masks.append(visible > 0.5)
+    return masks
+
+
 def _compose(media, background, objects, size, rng, sounding=None, max_tries=200):
     """Pastes `objects` (list of stamp names, drawn in order) on `background`.
 
@@ -519,12 +530,7 @@ def _compose(media, background, objects, size, rng, sounding=None, max_tries=200
             alpha[y: y + h, x: x + w] = patch[..., 3]
             canvas[y: y + h, x: x + w] = patch[..., :3] + canvas[y: y + h, x: x + w] * (1 - patch[..., 3:4])
             alphas.append(alpha)
-        masks = []
-        for i, alpha in enumerate(alphas):
-            visible = alpha.copy()
-            for later in alphas[i + 1:]:
-                visible *= 1.0 - later
-            masks.append(visible > 0.5)
+        masks = visible_masks(alphas)
         if all(mask.sum() >= 0.5 * max((alpha > 0.5).sum(), 1) and mask.any()
                for mask, alpha in zip(masks, alphas)):
             return canvas, masks
@@ -809,6 +815,25 @@ def _remove_stale_temp_files(out, splits):
         files.remove_stale_temp_files(folder)
 
 
+def finished_scenes(out, counts, id_format="{split}_{index:05d}"):
+    """The records of the scenes already built in `out/.parts/<split>/` and the (split, index) tasks still to do.
+
+    Returns:
+        ({split: [record or None] * count}, [(split, index), ...]).
+    """
+    records = {split: [None] * count for split, count in counts.items()}
+    todo = []
+    for split, count in counts.items():
+        for index in range(count):
+            part = os.path.join(out, ".parts", split, id_format.format(split=split, index=index) + ".json")
+            try:
+                with open(part, encoding="utf-8") as handle:
+                    records[split][index] = json.load(handle)
+            except (OSError, ValueError):
+                todo.append((split, index))
+    return records, todo
+
+
 def restrict_classes(info, classes):
     """The catalog `info` with only `classes` sounding (the other classes become distractor classes)."""
     if classes is None:
@@ -912,16 +937,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
     _write_json(params_path, {"fingerprint": fingerprint, "settings": key})
     _remove_stale_temp_files(out, splits)
 
-    records = {split: [None] * counts[split] for split in splits}
-    todo = []
-    for split in splits:
-        for index in range(counts[split]):
-            part = os.path.join(out, ".parts", split, f"{split}_{index:05d}.json")
-            try:
-                with open(part, encoding="utf-8") as handle:
-                    records[split][index] = json.load(handle)
-            except (OSError, ValueError):
-                todo.append((split, index))
+    records, todo = finished_scenes(out, {split: counts[split] for split in splits})
     skipped = sum(counts[s] for s in splits) - len(todo)
 
     bar = tqdm(total=len(todo), desc="stamps scenes", unit="scene", disable=not progress)
