@@ -97,3 +97,48 @@ def test_object_directions_are_validated_when_a_split_is_read(tmp_path):
     (tmp_path / "test.json").write_text(json.dumps([{"file": "a", "class": "dog", "kind": "sphere", "objects": [
         {"class": "dog", "sounding": True, "direction": [[0.1, 0.2], [0.15, 0.2]]}]}]))
     assert load_split(str(tmp_path), "test")[0]["objects"][0]["direction"].shape == (2, 2)
+
+
+def test_viewpoints_follow_the_official_sampling_rule():
+    from keras_avloc.data.viewpoints import sample_viewpoints
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        centres, fovs = sample_viewpoints(rng)
+        assert centres.shape == (4, 2) and fovs.shape == (4, 2)
+        assert ((centres[:, 1] >= 0.33) & (centres[:, 1] <= 0.66)).all()
+        assert ((fovs[:, 0] >= 0.0707) & (fovs[:, 0] <= 0.25)).all()
+        aspect = fovs[:, 1] / (2.0 * fovs[:, 0])
+        assert ((aspect >= 0.75 - 1e-9) & (aspect <= 4 / 3 + 1e-9)).all()
+        for i in range(4):
+            for j in range(i):
+                dx = abs(centres[i, 0] - centres[j, 0])
+                dx = min(dx, 1.0 - dx)  # across the seam
+                assert np.hypot(2 * dx, centres[i, 1] - centres[j, 1]) > 0.2
+    with pytest.raises(ValueError, match="apart"):
+        sample_viewpoints(rng, count=40, max_tries=50)
+
+
+def test_a_viewpoint_on_the_sounding_object_sees_it_and_hears_it_in_front(dry_sphere):
+    import cv2
+    import soundfile
+
+    from keras_avloc.data.viewpoints import viewpoint_clip
+    from keras_avloc.io.media import read_frames
+    from keras_avloc.spatial import intensity_vector, perspective_crop
+
+    root, _ = dry_sphere
+    record = load_split(root, "test")[0]
+    sounding = [o for o in record["objects"] if o["sounding"]][0]
+    frames, _ = read_frames(os.path.join(root, "video", record["file"] + ".mp4"))
+    audio, _ = soundfile.read(record["audio"])
+    centre = direction_to_equirect(*sounding["direction"][sphere.FRAMES // 2])
+    crops, rotated = viewpoint_clip(frames[:8], audio.T, centre, (0.2, 0.4), size=(32, 32))
+    assert crops.shape == (8, 32, 32, 3)
+    # the object's mask, seen through the same crop, covers the crop's centre
+    mask = (cv2.imread(sounding["mask"], cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)[..., None]
+    seen = np.asarray(perspective_crop(mask, centre, (0.2, 0.4), (32, 32)))[..., 0]
+    assert seen[12:20, 12:20].mean() > 0.5
+    # and the rotated sound field comes from the front (within the object's drift over the clip)
+    front = intensity_vector(rotated)
+    assert np.degrees(np.arccos(np.clip(front[0], -1, 1))) < 12.0
