@@ -34,3 +34,9 @@ def test_denseav_heads_notebook_runs(tmp_path, monkeypatch):
     outputs, images = _run("denseav_heads.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
     assert "DenseAV with 2 heads" in outputs and "per-head max over space" in outputs and "done: heads over time" in outputs
     assert images >= 3
+
+
+def test_sphere_explorer_runs(tmp_path, monkeypatch):
+    outputs, images = _run("sphere_explorer.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
+    assert "AVSA (width 4" in outputs and "cardioid beam energy" in outputs and "done: sweep map (3, 24)" in outputs
+    assert images >= 2

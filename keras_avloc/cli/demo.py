@@ -37,6 +37,14 @@ def run(args):
     unknown = sorted(set(methods) - set(method_names()))
     if unknown or not methods:
         raise CliError(f"--methods: unknown {unknown or args.methods!r}; choose from {', '.join(method_names())}.")
+    from keras_avloc.models.registry import get_method_class
+
+    spherical = [method for method in methods if get_method_class(method).data_kind == "sphere"]
+    if spherical:
+        raise CliError(f"--methods {','.join(spherical)}: AVC / AVSA learn from 360° clips, not the demo's stamps frames; "
+                       "run them on the synthetic 360° benchmark: `avloc data sphere --out datasets/sphere`, "
+                       "`avloc train --method avc --data datasets/sphere --out runs/avc`, then `avloc train --method "
+                       "avsa --init-from runs/avc/model.keras ...` and `avloc evaluate --protocol sphere` (README).")
     check_output_folder(args.out)
     check_output_folder(args.data, "--data")
     from keras_avloc.demo import run_demo

@@ -13,10 +13,17 @@ DOWNLOAD_EPILOG = """Examples:
   avloc download vggss.json datasets/vggss --workers 4
   avloc download vggss_test.csv datasets/vggss --keep-video --limit 100
   avloc download vggsound.csv datasets/vggsound --url-template 'http://127.0.0.1:8000/{id}.mp4'
+  avloc download segments.txt datasets/yt360 --spatial --split train     # YouTube-360 (AVC / AVSA)
 
 Ids are <11-character YouTube id>_<6-digit start>; each clip is the section [start, start+10 s].
 Re-run the same command to resume: finished clips are skipped, unavailable ones are listed in
-OUT_ROOT/missing.json (use --retry-missing to try those again)."""
+OUT_ROOT/missing.json (use --retry-missing to try those again).
+
+--spatial fetches 360° clips: the equirectangular video (kept as OUT_ROOT/video/<id>.mp4) and the 4-channel
+first-order ambisonic track where YouTube offers one (OUT_ROOT/audio/<id>.wav, ambiX at 24 kHz; clips without
+it are listed as missing), and writes OUT_ROOT/<--split>.json for `avloc train --method avc|avsa`. The official
+YouTube-360 list (AVSpatialAlignment datasets/assets/yt360/segments.txt, "<ytid> <start>,<start>,...") is read
+as is; keep the lines of the videos in its train.txt / test.txt for the official splits."""
 
 
 def add_download_arguments(parser):
@@ -28,6 +35,9 @@ def add_download_arguments(parser):
                         help="URL per clip with {ytid} (also {id}, {start}, {end}); default: %(default)s")
     parser.add_argument("--workers", type=types.WORKERS, default=4, help="parallel downloads (default: %(default)s)")
     parser.add_argument("--keep-video", action="store_true", help="also keep OUT_ROOT/video/<id>.mp4")
+    parser.add_argument("--spatial", action="store_true",
+                        help="360° clips with their 4-channel ambiX track (AVC / AVSA); implies --keep-video")
+    parser.add_argument("--split", default="train", help="with --spatial: the split file to write (default train)")
     parser.add_argument("--limit", type=types.integer(1), default=None, help="only the first N ids")
     parser.add_argument("--retries", type=types.integer(0, 100), default=3,
                         help="retries per clip for transient errors (default: 3)")
@@ -63,6 +73,7 @@ def run(args, stream=None):
         args.annotations, args.out_root, url_template=args.url_template, workers=args.workers,
         keep_video=args.keep_video, limit=args.limit, retries=args.retries, backoff=args.backoff,
         retry_missing=args.retry_missing, format_selector=args.format, progress=not args.no_progress,
+        spatial=args.spatial, split=args.split,
     )
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "
@@ -71,6 +82,7 @@ def run(args, stream=None):
         file=stream or sys.stdout,
     )
     if summary.get("split_path"):
-        print(f"wrote {summary['split_path']} (the annotated boxes; evaluate with --data {args.out_root})",
-              file=stream or sys.stdout)
+        what = ("the downloaded 360° clips; train with --data " if args.spatial else
+                "the annotated boxes; evaluate with --data ")
+        print(f"wrote {summary['split_path']} ({what}{args.out_root})", file=stream or sys.stdout)
     return 0

@@ -6,7 +6,7 @@ from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
-                    "stamps-speech"]
+                    "stamps-speech", "sphere"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -30,6 +30,10 @@ EPILOG = """Examples:
   avloc evaluate --checkpoint runs/denseav/model.keras --data data/stamps --protocol stamps-sound --out runs/da_sound
   avloc evaluate --checkpoint runs/denseav/model.keras --data data/stamps --protocol stamps-speech \
       --split test_speech_unseen --out runs/da_speech_unseen
+
+  # AVC / AVSA on 360° clips: direction-of-arrival error and panorama cIoU of the sweep map beside the
+  # steered-response power, the intensity vector and the priors; --probes adds AVC-Bin / AVSA-Bin
+  avloc evaluate --checkpoint runs/avsa/model.keras --data data/sphere --protocol sphere --probes --out runs/sph
 
 Outputs in --out: metrics.json (model + baselines), per_sample.json, success_curve.png, best_worst.png.
 Unreadable clips and records whose ground truth cannot be built are skipped, counted and named in
@@ -93,6 +97,11 @@ def register(subparsers):
                         "from its object feature (nearest dictionary entry)")
     parser.add_argument("--sound-split", default="test",
                         help="stamps-speech: the sound pairs a two-head model's heads are told apart from")
+    parser.add_argument("--probes", action="store_true",
+                        help="sphere: also train and score the AVC-Bin / AVSA-Bin probes on frozen features")
+    parser.add_argument("--probe-split", default="train", help="sphere: the split the probes train on (default train)")
+    parser.add_argument("--probe-clips", type=types.integer(2, 10_000_000), default=None,
+                        help="sphere: train the probes on the first N clips of --probe-split (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -110,6 +119,8 @@ def run(args):
         return _run_classes(args)
     if args.protocol in ("stamps-sound", "stamps-speech"):
         return _run_prompted(args)
+    if args.protocol == "sphere":
+        return _run_sphere(args)
     if args.heatmaps:
         encoder = _objectness_encoder(args.objectness_weights) if args.baselines else None
         metrics = report.evaluate_heatmaps(
@@ -168,6 +179,27 @@ def _run_prompted(args):
                                 batch_size=args.batch_size, progress=not args.no_progress,
                                 sound_split=args.sound_split, clip_seconds=args.clip_seconds)
     print(prompted_table(metrics))
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_sphere(args):
+    from keras_avloc.evaluation.sphere import run_sphere_protocol
+    from keras_avloc.models import load_model
+
+    if not args.checkpoint:
+        raise CliError("--protocol sphere needs --checkpoint (an AVC / AVSA model); the signal-processing baselines "
+                       "are scored beside it.")
+    model = load_model(args.checkpoint, compile=False)
+    if getattr(model, "data_kind", "frames") != "sphere":
+        raise CliError(f"--protocol sphere scores models of 360° clips (AVC, AVSA); {args.checkpoint} holds a "
+                       f"{type(model).__name__}.")
+    metrics = run_sphere_protocol(model, args.data, split=args.split, out_dir=args.out, probes=args.probes,
+                                  probe_split=args.probe_split, progress=not args.no_progress,
+                                  probe_clips=args.probe_clips)
+    print(f"{args.split}: {metrics['rows'][next(iter(metrics['rows']))]['clips']} clips, sweep grid "
+          f"{metrics['grid'][0]} x {metrics['grid'][1]}")
+    print(metrics["table"])
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 

@@ -11,12 +11,16 @@ EPILOG = """Examples:
   avloc localize --checkpoint runs/lvs/model.keras --video clip.mp4 --out overlay.mp4
   avloc localize --checkpoint runs/ezvsl/model.keras --video clip.mp4 --out overlay.mp4 --heatmap-fps 10
   avloc localize --checkpoint runs/denseav/model.keras --video talk.mp4 --out talk.mp4 --heads
+  avloc localize --checkpoint runs/avsa/model.keras --video pano.mp4 --audio pano_ambix.wav --out pano.png
 
 An image gives the four-panel figure (image, heatmap, strongly positive region, clipped positive image).
 A video gives an mp4 of the heatmaps blended on its frames, with its audio; each heatmap uses the
 --clip-seconds of audio centred on its time. --heads (DenseAV) writes one figure or video per head
 (OUT_head0.mp4, OUT_head1.mp4, ...): the map of the head that hears speech follows the spoken word, the other
-the sound, as they happen.
+the sound, as they happen. An AVC / AVSA model takes a 360° clip (equirectangular video with a 4-channel ambiX
+track, or --audio with one) and draws where the sound comes from over the panorama: a .png of the middle
+window (the model's map and the steered-response power, with their directions of arrival) or a .mp4 with a map
+for each --heatmap-fps window.
 """
 
 
@@ -106,8 +110,6 @@ def run(args):
     extension = os.path.splitext(args.out)[1].lower()
     if args.image and extension not in (".png", ".jpg", ".pdf", ".svg"):
         raise CliError(f"--out {args.out}: an image input writes a figure; use a .png name.")
-    if args.video and extension != ".mp4":
-        raise CliError(f"--out {args.out}: a video input writes a video; use a .mp4 name.")
 
     import inspect
 
@@ -117,6 +119,12 @@ def run(args):
     from keras_avloc.models import load_model
 
     model = load_model(args.checkpoint, compile=False)
+    if getattr(model, "data_kind", "frames") == "sphere":
+        if extension not in (".mp4", ".png", ".jpg", ".pdf", ".svg"):
+            raise CliError(f"--out {args.out}: a 360° clip writes a figure (.png) or a video (.mp4).")
+        return _run_sphere(args, model, extension)
+    if args.video and extension != ".mp4":
+        raise CliError(f"--out {args.out}: a video input writes a video; use a .mp4 name.")
     if args.ogl is not None and "ogl_alpha" not in inspect.signature(model.localize).parameters:
         raise CliError(f"--ogl is only supported by EZ-VSL models; {args.checkpoint} is {type(model).__name__}.")
     if args.heads and not hasattr(model, "localize_heads"):
@@ -176,4 +184,61 @@ def run(args):
         else:
             write_overlay_video(args.out, frames, maps, fps, audio=wave, sample_rate=16000)
     print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _run_sphere(args, model, extension):
+    """`localize` for AVC / AVSA: sweep maps over a 360° clip (see the epilog)."""
+    import numpy as np
+
+    from keras_avloc.evaluation.sphere import grid_to_panorama, srp_grid, sweep_map
+    from keras_avloc.io.media import MediaError, read_frames, read_multichannel_audio
+
+    if not args.video:
+        raise CliError("an AVC / AVSA model localises in 360° clips: pass --video PANORAMA.mp4 (equirectangular), "
+                       "with --audio AMBIX.wav unless the video's own track is 4-channel ambiX.")
+    if args.heads or args.ogl is not None:
+        raise CliError("--heads and --ogl do not apply to AVC / AVSA models; drop them.")
+    rate, length = 24000, 24000
+    frames, fps = read_frames(args.video, fps=16)
+    if frames.shape[2] != 2 * frames.shape[1]:
+        print(f"note: {args.video} is {frames.shape[2]} x {frames.shape[1]}, not 2:1; it is read as an "
+              "equirectangular panorama anyway")
+    try:
+        foa = read_multichannel_audio(args.audio or args.video, rate, 4)
+    except MediaError as err:
+        hint = "" if args.audio else "; pass --audio AMBIX.wav (a 4-channel ambiX file) with it"
+        raise CliError(f"{err}{hint}") from err
+    duration = len(frames) / 16.0
+    count = 1 if extension != ".mp4" else max(1, int(round(duration * args.heatmap_fps)))
+    centres = (np.arange(count) + 0.5) * duration / count
+    maps = []
+    for centre in centres:
+        middle = min(len(frames) - 1, int(centre * 16))
+        start = int(np.clip(middle - model.frames // 2, 0, max(0, len(frames) - model.frames)))
+        window = frames[start:start + model.frames]
+        if len(window) < model.frames:
+            window = np.concatenate([window, np.repeat(window[-1:], model.frames - len(window), axis=0)])
+        first = int(np.clip(round(centre * rate) - length // 2, 0, max(0, foa.shape[1] - length)))
+        field = foa[:, first:first + length]
+        field = np.pad(field, ((0, 0), (0, length - field.shape[1])))
+        maps.append((sweep_map(model, window, field), field, middle))
+    size = frames.shape[1:3]
+    if extension != ".mp4":
+        from keras_avloc.evaluation.sphere import SWEEP_LATITUDES, SWEEP_LONGITUDES, _direction_of
+        from keras_avloc.spatial import direction_to_equirect, srp_direction
+        from keras_avloc.viz.figures import sphere_figure
+
+        grid, field, middle = maps[0]
+        name = model.display_name or model.name
+        sphere_figure(frames[middle], {name: grid_to_panorama(grid, size), "SRP": grid_to_panorama(srp_grid(field), size)},
+                      {name: direction_to_equirect(*_direction_of(grid, SWEEP_LONGITUDES, SWEEP_LATITUDES)),
+                       "SRP": direction_to_equirect(*srp_direction(field, 2.0))},
+                      path=args.out, title=os.path.basename(args.video))
+    else:
+        from keras_avloc.viz import write_overlay_video
+
+        panoramas = np.stack([grid_to_panorama(grid, size) for grid, _, _ in maps])
+        write_overlay_video(args.out, frames, panoramas, 16.0, audio=np.clip(foa[0], -1, 1), sample_rate=rate)
+    print(f"wrote {args.out}")
     return 0

@@ -63,7 +63,8 @@ def register(subparsers):
     parser.add_argument("--val-split", default=None, help="validation split evaluated every epoch")
     parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=None,
                         help="Adam learning rate (default 1e-4)")
-    parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=224, help="image side (default 224)")
+    parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=None,
+                        help="image side (default: the method's, 224; AVC / AVSA: 112-pixel viewpoint crops)")
     parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
                         help="audio clip length (default 3.0; csol: 1.0 as its paper)")
     parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
@@ -124,6 +125,7 @@ def run(args):
         raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 
     from keras_avloc.data.augment import get_augmentation
+    from keras_avloc.models.registry import get_method_class
     from keras_avloc.training import train
 
     augment = args.augment
@@ -136,7 +138,8 @@ def run(args):
         augment = get_augmentation(augment)
     except (ValueError, TypeError) as err:
         raise CliError(f"--augment: {err}") from None
-    model_kwargs = {"backbone_kwargs": {"width": args.width}} if args.width != 64 else {}
+    sphere = get_method_class(args.method).data_kind == "sphere"
+    model_kwargs = {} if args.width == 64 else {"width": args.width} if sphere else {"backbone_kwargs": {"width": args.width}}
     if args.embed_dim is not None:
         model_kwargs["embed_dim"] = args.embed_dim
     if args.depth is not None:

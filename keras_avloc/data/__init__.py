@@ -29,6 +29,7 @@ _LAZY = {
     "get_frontend": "keras_avloc.data.audio",
     "write_tfrecords": "keras_avloc.data.tfrecord",
     "make_tfrecord_dataset": "keras_avloc.data.tfrecord",
+    "make_sphere_dataset": "keras_avloc.data.sphere_dataset",
 }
 
 

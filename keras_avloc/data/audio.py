@@ -199,7 +199,9 @@ def csol_logmel(wave):
 
 def avsa_logmel(wave):
     """AVSA log-mel for (multichannel, e.g. first-order ambisonic) audio: 24 kHz, n_fft 512, hop 240
-    (100 frames/s), Hann, centred, 128 Slaney mel bands, `power_to_db(top_db=100)` per example and channel.
+    (100 frames/s), Hann, centred, 128 Slaney mel bands of the *magnitude* spectrum (the official
+    `librosa.feature.melspectrogram(power=1.0)`, `datasets/preprocessing.py LogMelSpectrogram`), then
+    `power_to_db(top_db=100)` per example and channel (as the official code, dB of a magnitude).
 
     Args:
         wave: float32 [B, C, T] at 24 kHz ([B, T] is treated as one channel).
@@ -220,8 +222,8 @@ def avsa_logmel(wave):
         wave = wave[:, None]
     batch, channels = tf.shape(wave)[0], tf.shape(wave)[1]
     flat = tf.reshape(wave, [batch * channels, tf.shape(wave)[2]])
-    power = _centered_power_stft(flat, AVSA_N_FFT, AVSA_HOP)
-    mel = tf.matmul(power, tf.constant(mel_filterbank(AVSA_SAMPLE_RATE, AVSA_N_FFT, AVSA_N_MELS).T))
+    magnitude = tf.sqrt(_centered_power_stft(flat, AVSA_N_FFT, AVSA_HOP))
+    mel = tf.matmul(magnitude, tf.constant(mel_filterbank(AVSA_SAMPLE_RATE, AVSA_N_FFT, AVSA_N_MELS).T))
     db = power_to_db(mel, top_db=AVSA_TOP_DB)  # per (example, channel)
     db = tf.reshape(db, [batch, channels, tf.shape(db)[1], AVSA_N_MELS])
     return tf.transpose(db, [0, 2, 3, 1])

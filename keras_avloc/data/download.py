@@ -33,9 +33,13 @@ from keras_avloc.io.files import pid_alive, remove_stale_temp_files, write_json
 
 DEFAULT_URL_TEMPLATE = "https://www.youtube.com/watch?v={ytid}"
 DEFAULT_FORMAT = "bv*[height<=?480]+ba/b[height<=?480]/bv*+ba/b"
+SPATIAL_FORMAT = "bv*[height<=?1440]+ba[audio_channels>=4]/bv*[height<=?1440]+ba/bv*+ba/b"
+"""360° clips (`--spatial`): the equirectangular video and, where YouTube offers one, the 4-channel spatial
+(first-order ambisonic) audio track; a clip that comes without it is reported missing (4 channels expected)."""
 YOUTUBE_ID_PATTERN = r"[A-Za-z0-9_-]{11}"
 CLIP_ID = re.compile(rf"({YOUTUBE_ID_PATTERN})_(\d{{6}})")  # always used with fullmatch
 YOUTUBE_ID = re.compile(YOUTUBE_ID_PATTERN)
+SEGMENTS_ROW = re.compile(rf"({YOUTUBE_ID_PATTERN})\s+(\d+(?:,\d+)*)")  # official YouTube-360 segments.txt
 CLIP_SECONDS = 10.0
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".flv")
 PARTIAL_DIR = ".partial"
@@ -62,6 +66,7 @@ PERMANENT_ERRORS = (
     "has no audio stream",
     "has no video stream",
     "beyond the end of the video",
+    "4 expected",
 )
 
 
@@ -116,7 +121,8 @@ def read_clip_ids(path):
 
     Accepts a VGG-SS style JSON list (`[{"file": "<ytid>_<start6>", ...}]`), a CSV/TXT with one id per
     row (VGG-SS test lists, VGGSound duet lists `id,class,id,class`) or VGGSound's
-    `ytid,start_seconds,label,split` rows. A header row is ignored.
+    `ytid,start_seconds,label,split` rows, or the official YouTube-360 `segments.txt` (`<ytid> <start>,<start>`
+    per video, one clip per start). A header row is ignored.
 
     Args:
         path: annotation file.
@@ -152,6 +158,11 @@ def read_clip_ids(path):
                 ids.append(file_id)
             else:
                 invalid.append((file_id, INVALID_ID.format(file_id)))
+    elif all(SEGMENTS_ROW.fullmatch(line.strip()) for line in text.splitlines()[:50] if line.strip()):
+        for line in text.splitlines():  # YouTube-360 `segments.txt`: "<ytid> <start>,<start>,..." (seconds)
+            match = SEGMENTS_ROW.fullmatch(line.strip())
+            if match:
+                ids.extend(f"{match.group(1)}_{int(start):06d}" for start in match.group(2).split(","))
     else:
         lines = text.splitlines()
         comma_separated = any("," in line for line in lines[:50])
@@ -290,6 +301,7 @@ def download_clip(
     backoff=2.0,
     format_selector=DEFAULT_FORMAT,
     sample_rate=16000,
+    channels=1,
 ):
     """Fetches one clip and writes it into the layout, retrying transient failures with backoff.
 
@@ -302,6 +314,7 @@ def download_clip(
         backoff: seconds before the first retry; doubles on every retry (with jitter).
         format_selector: yt-dlp format string.
         sample_rate: audio rate written to ROOT/audio.
+        channels: 1 (mono) or 4 (a 360° clip's ambiX track, `spatial=True` of `download_clips`).
 
     Returns:
         dict {"file", "status": "done"|"missing", "reason", "permanent", "attempts", "url"}.
@@ -321,7 +334,7 @@ def download_clip(
         try:
             path, info = fetch_section(url, start, start + CLIP_SECONDS, workdir, format_selector)
             check_section_complete(path, info, url, start, start + CLIP_SECONDS)
-            media.extract_clip(path, root, file_id, keep_video=keep_video, sample_rate=sample_rate)
+            media.extract_clip(path, root, file_id, keep_video=keep_video, sample_rate=sample_rate, channels=channels)
             return {"file": file_id, "status": "done", "attempts": attempt, "url": url}
         except Exception as err:  # noqa: BLE001 - one bad clip must not stop the run; it is reported
             reason = _clean_error(err if isinstance(err, (RuntimeError, media.MediaError)) else repr(err))
@@ -391,6 +404,8 @@ def download_clips(
     retry_missing=False,
     format_selector=DEFAULT_FORMAT,
     progress=True,
+    spatial=False,
+    split="train",
 ):
     """Downloads every clip of an annotation file into `root`, resumably and in parallel.
 
@@ -408,12 +423,20 @@ def download_clips(
         retry_missing: try again clips already reported as permanently missing.
         format_selector: yt-dlp format string.
         progress: show a tqdm bar.
+        spatial: 360° clips (YouTube-360, AVC / AVSA): keep the equirectangular video, write the 4-channel ambiX
+            track at 24 kHz (`SPATIAL_FORMAT` unless another `format_selector` is given; clips without a
+            spatial track are reported missing), and list the finished clips in ROOT/<split>.json.
+        split: the split file a spatial download writes.
 
     Returns:
         dict with counts "done", "skipped" (already present), "missing" (this run, incl. invalid ids),
         "invalid", "total", and "missing_path".
     """
     ids, invalid = read_clip_ids(annotations)
+    sample_rate, channels = (24000, 4) if spatial else (16000, 1)
+    if spatial:
+        keep_video = True
+        format_selector = SPATIAL_FORMAT if format_selector == DEFAULT_FORMAT else format_selector
     if limit is not None:
         ids = ids[: max(0, int(limit))]
     if "{ytid}" not in url_template and "{id}" not in url_template:
@@ -448,7 +471,7 @@ def download_clips(
     try:
         futures = {
             executor.submit(download_clip, file_id, root, url_template, keep_video, retries, backoff,
-                            format_selector): file_id
+                            format_selector, sample_rate, channels): file_id
             for file_id in pending
         }
         for future in concurrent.futures.as_completed(futures):
@@ -482,8 +505,18 @@ def download_clips(
         "invalid": len(invalid),
         "total": len(ids) + len(invalid),
         "missing_path": missing_path,
-        "split_path": write_annotated_split(annotations, root),
+        "split_path": (write_sphere_split(ids, root, split) if spatial else write_annotated_split(annotations, root)),
     }
+
+
+def write_sphere_split(ids, root, split="train"):
+    """Writes ROOT/<split>.json listing the downloaded 360° clips among `ids` (kind "sphere"); returns its path."""
+    from keras_avloc.data.annotations import split_path
+
+    done = [file_id for file_id in ids if media.clip_is_complete(root, file_id, keep_video=True)]
+    path = split_path(root, split)
+    write_json(path, [{"file": file_id, "kind": "sphere"} for file_id in done])
+    return path
 
 
 def write_annotated_split(annotations, root, split="test"):

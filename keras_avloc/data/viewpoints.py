@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from keras_avloc.spatial.ambisonics import rotate_foa
-from keras_avloc.spatial.geometry import equirect_to_direction, perspective_crop
+from keras_avloc.spatial.geometry import equirect_to_direction, perspective_crops
 
 HFOV_LIMITS = (0.0707, 0.25)
 ASPECT_LIMITS = (3.0 / 4.0, 4.0 / 3.0)
@@ -69,5 +69,5 @@ def viewpoint_clip(frames, foa, centre, fov, size=CROP_SIZE):
     Returns:
         (float32 [F, height, width, 3] crops, float64 [4, T] rotated ambiX).
     """
-    crops = np.stack([np.asarray(perspective_crop(frame, centre, fov, size)) for frame in frames])
+    crops = perspective_crops(frames, centre, fov, size)
     return crops, rotate_foa(foa, *equirect_to_direction(*centre))

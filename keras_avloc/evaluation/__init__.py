@@ -17,12 +17,15 @@ from keras_avloc.evaluation.report import (
     results_table,
 )
 from keras_avloc.evaluation.prompted import disentanglement, evaluate_prompted, prompted_table
+from keras_avloc.evaluation.sphere import evaluate_probes, evaluate_sphere, sphere_table, sweep_map
 
 __all__ = [
     "EvaluationError",
     "disentanglement",
+    "evaluate_probes",
     "evaluate_heatmaps",
     "evaluate_prompted",
+    "evaluate_sphere",
     "evaluate_model",
     "load_heatmaps_npz",
     "match_predicted_sources",
@@ -30,4 +33,6 @@ __all__ = [
     "prompted_table",
     "record_ground_truth",
     "results_table",
+    "sphere_table",
+    "sweep_map",
 ]

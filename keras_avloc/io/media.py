@@ -220,6 +220,38 @@ def read_audio(path, sample_rate=16000, clip_seconds=None):
     return wave if clip_seconds is None else centre_clip(wave, sample_rate, clip_seconds)
 
 
+def read_multichannel_audio(path, sample_rate, channels):
+    """Reads every channel of an audio file or a video's audio track (e.g. 4-channel ambiX) at `sample_rate`.
+
+    Args:
+        path: audio or video file (soundfile formats directly, anything else with PyAV).
+        sample_rate: output rate in Hz (other rates are resampled with libsoxr, channel by channel).
+        channels: the channel count the file must have (4 for first-order ambisonics).
+
+    Returns:
+        np.float32 [channels, T].
+
+    Raises:
+        MediaError: as `read_audio`, or the file has another number of channels.
+    """
+    path = os.fspath(path)
+    _check_readable(path)
+    if os.path.splitext(path)[1].lower() in SOUNDFILE_EXTENSIONS:
+        wave, rate = _read_with_soundfile(path)
+    else:
+        wave, rate = _read_with_pyav(path)
+    if wave.shape[0] != int(channels):
+        raise MediaError(f"{path}: has {wave.shape[0]} audio channels, {int(channels)} expected (first-order "
+                         "ambisonics are 4 channels, ambiX W, Y, Z, X); use the spatial-audio track of the clip")
+    if wave.shape[1] == 0:
+        raise MediaError(f"{path}: contains no audio samples (empty); re-extract it")
+    if not np.all(np.isfinite(wave)):
+        raise MediaError(f"{path}: audio contains NaN or infinite samples")
+    if int(rate) != int(sample_rate):
+        wave = np.stack([resample_audio(channel, rate, sample_rate) for channel in wave])
+    return np.asarray(wave, np.float32)
+
+
 def write_wav(path, wave, sample_rate=16000):
     """Writes a mono (or [T, C]) float wave in [-1, 1] as PCM16 WAV, atomically.
 
@@ -645,7 +677,7 @@ def _store_as_mp4(source, target):
             raise MediaError(f"{source}: cannot re-mux to mp4 ({result.stderr.strip()[-300:]})")
 
 
-def extract_clip(video_path, root, file_id, keep_video=False, sample_rate=16000):
+def extract_clip(video_path, root, file_id, keep_video=False, sample_rate=16000, channels=1):
     """Writes one clip into the dataset layout: middle frame, whole-clip audio and optionally the video.
 
     Everything is decoded before anything is written, so a bad file leaves no outputs; the jpg is
@@ -657,7 +689,9 @@ def extract_clip(video_path, root, file_id, keep_video=False, sample_rate=16000)
         file_id: output name stem, e.g. "zpWuikVorYg_000032".
         keep_video: also store the source as ROOT/video/<file_id>.mp4 (copied; other containers are
             re-muxed to mp4 with ffmpeg).
-        sample_rate: audio rate in Hz (16000 for the dataset layout).
+        sample_rate: audio rate in Hz (16000 for the dataset layout; 24000 for 360° clips).
+        channels: 1 (mono, downmixed) or the channel count to keep (4: a first-order ambiX track, which the
+            file must have).
 
     Returns:
         dict of written paths {"frame", "audio"[, "video"]}.
@@ -668,7 +702,10 @@ def extract_clip(video_path, root, file_id, keep_video=False, sample_rate=16000)
     video_path = os.fspath(video_path)
     paths = clip_output_paths(root, file_id, keep_video)
     frame = middle_frame(video_path)
-    wave = read_audio(video_path, sample_rate=sample_rate)
+    if int(channels) > 1:
+        wave = read_multichannel_audio(video_path, sample_rate, channels).T
+    else:
+        wave = read_audio(video_path, sample_rate=sample_rate)
     if keep_video and os.path.abspath(video_path) != os.path.abspath(paths["video"]):
         _store_as_mp4(video_path, paths["video"])
     write_wav(paths["audio"], wave, sample_rate=sample_rate)

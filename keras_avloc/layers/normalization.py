@@ -5,7 +5,7 @@ import keras
 
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` running TensorFlow's fused kernel on 4-D channels-last input.
+    """`keras.layers.BatchNormalization` running TensorFlow's fused kernel on 4-D or 5-D channels-last input.
 
     Same weights, names, config and results as the Keras layer (biased batch variance in the moving
     average, like Keras), but one `FusedBatchNormV3` op forward and one gradient op backward instead
@@ -25,7 +25,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             keras.backend.backend() == "tensorflow"
             and mask is None
             and not self.renorm
-            and len(inputs.shape) == 4
+            and len(inputs.shape) in (4, 5)
             and axis in (-1, 3)
         )
 
@@ -38,6 +38,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if x.dtype not in (tf.float32, tf.bfloat16):
             x = tf.cast(x, tf.float32)
         channels = x.shape[-1]
+        data_format = "NHWC" if len(x.shape) == 4 else "NDHWC"
         gamma = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels], tf.float32)
         beta = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels], tf.float32)
         if training and self.trainable:
@@ -49,7 +50,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 variance=tf.constant([], tf.float32),
                 epsilon=self.epsilon,
                 exponential_avg_factor=1.0,
-                data_format="NHWC",
+                data_format=data_format,
                 is_training=True,
             )
             # The fused op returns the unbiased (n - 1) batch variance; Keras averages the biased one.
@@ -68,7 +69,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 mean=tf.cast(self.moving_mean, tf.float32),
                 variance=tf.cast(self.moving_variance, tf.float32),
                 epsilon=self.epsilon,
-                data_format="NHWC",
+                data_format=data_format,
                 is_training=False,
             )
         return tf.cast(outputs, self.compute_dtype)

@@ -17,6 +17,10 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     needs_feature_pass    `train` also builds the training split in order, unaugmented, for `training_callbacks`
     init_from_method      the method whose trained model must initialise this one (`train(init_from=...)`)
     optimizer_options     extra `keras.optimizers.Adam` arguments ({}; DenseAV: epsilon, clipnorm)
+    data_kind             "frames" (`keras_avloc.data.make_dataset`) or "sphere" (viewpoints of 360° clips,
+                          `keras_avloc.data.sphere_dataset.make_sphere_dataset`; AVC / AVSA)
+    draws_heatmaps        `train` draws the heatmaps of a fixed batch after each epoch (False for AVC / AVSA)
+    default_image_size    training image (crop) side when none is given (224; AVC / AVSA: 112)
 """
 
 import numpy as np
@@ -130,6 +134,9 @@ class AVLocModel(keras.Model):
     needs_feature_pass = False
     init_from_method = None
     optimizer_options = {}
+    data_kind = "frames"
+    draws_heatmaps = True
+    default_image_size = 224
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)
@@ -264,8 +271,14 @@ class AVLocModel(keras.Model):
         return None
 
     def apply_gradients(self, gradients, variables):
-        """The optimizer update of `train_step` (hook: CSOL adds torch-style coupled weight decay here)."""
-        self.optimizer.apply(gradients, variables)
+        """The optimizer update of `train_step` (hook: DenseAV's two phases). A model with a non-zero
+        `weight_decay` attribute (CSOL, AVC / AVSA) gets torch's coupled L2 decay (`Adam(weight_decay=...)`:
+        gradient + decay * weight); variables without a gradient are left alone."""
+        decay = float(getattr(self, "weight_decay", 0.0) or 0.0)
+        pairs = [(g + decay * ops.cast(v, g.dtype) if decay else g, v)
+                 for g, v in zip(gradients, variables) if g is not None]
+        if pairs:
+            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
 
     def training_callbacks(self, dataset, feature_dataset, out_dir, seed=None):
         """Callbacks `keras_avloc.training.train` runs first at every epoch end, before the checkpoints (hook:
@@ -361,7 +374,7 @@ def batch_weight(images):
     # Computed from the data, not the static shape: with a static batch size the weight would be a
     # constant, and in graph mode its tracker update would run even on the final exhausted-iterator
     # call (the data-dependent ops are cancelled, the constant ones are not), skewing epoch means.
-    first_values = images[:, 0, 0, 0]
+    first_values = ops.reshape(images, (ops.shape(images)[0], -1))[:, 0]  # any rank (sphere videos are 6-D)
     return ops.sum(ops.where(ops.isnan(first_values), 1.0, 1.0))
 
 

@@ -349,14 +349,6 @@ class _CSOLBase(AVLocModel):
         scores = ops.matmul(features, ops.transpose(l2_normalize(self.dictionary, axis=-1)))
         return ops.convert_to_numpy(ops.argmax(scores, axis=-1)).astype(np.int64)
 
-    def apply_gradients(self, gradients, variables):
-        """Coupled L2 weight decay (torch `Adam(weight_decay=...)`): gradient + wd * weight; unconnected
-        variables (no gradient) are left alone."""
-        pairs = [(g + self.weight_decay * ops.cast(v, g.dtype) if self.weight_decay else g, v)
-                 for g, v in zip(gradients, variables) if g is not None]
-        if pairs:
-            self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
-
     def get_config(self):
         config = super().get_config()
         config.update({"num_clusters": self.num_clusters, "embed_dim": self.embed_dim,

@@ -30,6 +30,8 @@ _BUILTIN = {
     "csol": "keras_avloc.models.csol:CSOLStageOne",
     "csolstage2": "keras_avloc.models.csol:CSOLStageTwo",
     "denseav": "keras_avloc.models.denseav:DenseAV",
+    "avc": "keras_avloc.models.avsa:AVC",
+    "avsa": "keras_avloc.models.avsa:AVSA",
 }
 _REGISTERED = {}
 

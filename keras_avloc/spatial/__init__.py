@@ -22,15 +22,18 @@ from keras_avloc.spatial.ambisonics import (
     virtual_microphone,
 )
 from keras_avloc.spatial.geometry import (
+    crop_taps,
     direction_to_equirect,
     equirect_to_direction,
     gnomonic_coordinates,
     perspective_crop,
+    perspective_crops,
     unit_vector,
 )
 
 __all__ = [
     "BEAM_PATTERNS",
+    "crop_taps",
     "direction_to_equirect",
     "equirect_to_direction",
     "foa_encode",
@@ -38,6 +41,7 @@ __all__ = [
     "gnomonic_coordinates",
     "intensity_vector",
     "perspective_crop",
+    "perspective_crops",
     "power_map",
     "rotate_foa",
     "rotation_to_front",

@@ -87,8 +87,10 @@ def power_map(foa, phi, nu):
     """Steered-response power of the official projection decoder: for each direction (phi, nu [...]), the energy of
     Y(direction) . foa over time (`video360.AmbiPower`). Returns [...]."""
     gains = foa_gains(phi, nu)  # [..., 4]
-    decoded = gains.reshape(-1, 4) @ np.asarray(foa, np.float64)
-    return np.sum(decoded ** 2, axis=1).reshape(np.shape(gains)[:-1])
+    foa = np.asarray(foa, np.float64)
+    covariance = foa @ foa.T  # sum_t (g . foa_t)^2 = g^T (foa foa^T) g: one 4 x 4 matrix instead of every sample
+    flat = gains.reshape(-1, 4)
+    return np.einsum("ni,ij,nj->n", flat, covariance, flat).reshape(np.shape(gains)[:-1])
 
 
 def srp_direction(foa, resolution_degrees=2.0):

@@ -68,6 +68,49 @@ def gnomonic_coordinates(center, fov, size):
     return np.stack([u, v], axis=-1)
 
 
+def crop_taps(center, fov, size, panorama_shape):
+    """The bilinear taps of a perspective crop: for each crop pixel, four panorama pixels and their weights.
+
+    Args:
+        center, fov, size: see `gnomonic_coordinates`.
+        panorama_shape: (H, W) of the equirectangular panorama.
+
+    Returns:
+        (int64 [4, height * width] flat panorama indices (row * W + column), float32 [4, height * width] weights).
+    """
+    coords = gnomonic_coordinates(center, fov, size)
+    frame_height, frame_width = int(panorama_shape[0]), int(panorama_shape[1])
+    uf = np.mod(coords[..., 0], 1.0) * frame_width
+    vf = np.mod(coords[..., 1], 1.0) * frame_height
+    x0, y0 = np.floor(uf).astype(np.int64), np.floor(vf).astype(np.int64)
+    x2, y2 = np.mod(x0 + 1, frame_width), np.minimum(y0 + 1, frame_height - 1)
+    y0 = np.minimum(y0, frame_height - 1)
+    # weights from the unwrapped neighbours, as the official code (x0 + 1, y0 + 1 before wrapping / clamping)
+    weights = np.stack([(x0 + 1 - uf) * (y0 + 1 - vf), (x0 + 1 - uf) * (vf - y0), (uf - x0) * (y0 + 1 - vf),
+                        (uf - x0) * (vf - y0)]).reshape(4, -1)
+    indices = np.stack([y0 * frame_width + x0, y2 * frame_width + x0, y0 * frame_width + x2,
+                        y2 * frame_width + x2]).reshape(4, -1)
+    return indices, weights.astype(np.float32)
+
+
+def perspective_crops(frames, center, fov, size):
+    """Perspective crops of a stack of panoramas at one viewpoint (numpy, for data pipelines).
+
+    Args:
+        frames: [F, H, W, C] equirectangular frames.
+        center, fov, size: see `gnomonic_coordinates`.
+
+    Returns:
+        float32 [F, height, width, C].
+    """
+    frames = np.asarray(frames)
+    count, height, width, channels = frames.shape
+    indices, weights = crop_taps(center, fov, size, (height, width))
+    flat = frames.reshape(count, height * width, channels)
+    out = sum(flat[:, indices[k]].astype(np.float32) * weights[k][None, :, None] for k in range(4))
+    return out.reshape(count, int(size[0]), int(size[1]), channels)
+
+
 def perspective_crop(panorama, center, fov, size):
     """A perspective view of an equirectangular panorama, by bilinear sampling (TF ops: runs in a graph).
 
@@ -81,23 +124,8 @@ def perspective_crop(panorama, center, fov, size):
     Example:
     >>> crop = perspective_crop(panorama, center=(0.5, 0.5), fov=(0.25, 0.25), size=(112, 112))  # doctest: +SKIP
     """
-    coords = gnomonic_coordinates(center, fov, size)
     panorama = ops.cast(ops.convert_to_tensor(panorama), "float32")
-    frame_height, frame_width = int(panorama.shape[0]), int(panorama.shape[1])
-    uf = np.mod(coords[..., 0], 1.0) * frame_width
-    vf = np.mod(coords[..., 1], 1.0) * frame_height
-    x0, y0 = np.floor(uf).astype(np.int64), np.floor(vf).astype(np.int64)
-    x2, y2 = np.mod(x0 + 1, frame_width), np.minimum(y0 + 1, frame_height - 1)
-    # weights from the unwrapped neighbours, as the official code (x0 + 1, y0 + 1 before wrapping / clamping)
-    wa = ((x0 + 1 - uf) * (y0 + 1 - vf))[..., None]
-    wb = ((x0 + 1 - uf) * (vf - y0))[..., None]
-    wc = ((uf - x0) * (y0 + 1 - vf))[..., None]
-    wd = ((uf - x0) * (vf - y0))[..., None]
-    flat = ops.reshape(panorama, (frame_height * frame_width, -1))
-
-    def pick(rows, cols):
-        return ops.take(flat, ops.convert_to_tensor((rows * frame_width + cols).reshape(-1)), axis=0)
-
-    out = (pick(y0, x0) * wa.reshape(-1, 1).astype(np.float32) + pick(y2, x0) * wb.reshape(-1, 1).astype(np.float32)
-           + pick(y0, x2) * wc.reshape(-1, 1).astype(np.float32) + pick(y2, x2) * wd.reshape(-1, 1).astype(np.float32))
+    indices, weights = crop_taps(center, fov, size, (int(panorama.shape[0]), int(panorama.shape[1])))
+    flat = ops.reshape(panorama, (int(panorama.shape[0]) * int(panorama.shape[1]), -1))
+    out = sum(ops.take(flat, ops.convert_to_tensor(indices[k]), axis=0) * weights[k][:, None] for k in range(4))
     return ops.reshape(out, (int(size[0]), int(size[1]), -1))

@@ -205,7 +205,7 @@ def _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate
 
 
 def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16, split=None, val_split=None,
-          learning_rate=None, image_size=224, clip_seconds=None, mixed_precision=None, init_image_weights=None,
+          learning_rate=None, image_size=None, clip_seconds=None, mixed_precision=None, init_image_weights=None,
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
           verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
           augment=None, cache=False, warmup_epochs=0, init_from=None):
@@ -221,7 +221,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
             CSOL stage two: "train_mosaic").
         val_split: optional validation split (evaluated each epoch, its first batch drawn to TensorBoard).
         learning_rate: Adam learning rate (default 1e-4 as the papers).
-        image_size: square image side (224 in the papers; any multiple of 32 works).
+        image_size: square image side; default the method's `default_image_size` (224 as the papers; AVC / AVSA:
+            their 112-pixel viewpoint crops).
         clip_seconds: audio length; default the method's `default_clip_seconds` (3 s -> 257 x 200 LVS
             spectrograms; CSOL: 1 s).
         mixed_precision: None or "bf16".
@@ -242,7 +243,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         overwrite: delete a previous run in `out_dir` (only the files `train` writes) instead of resuming it.
         augment: training augmentation (`keras_avloc.data.augment`): None / "official" (the published random
             crop and flip), "strong", a dict of fields, or an `Augmentation`.
-        cache: decode the training split once into memory and augment in graph (small datasets, much faster).
+        cache: decode the training split once into memory and augment in graph (small datasets, much faster);
+            AVC / AVSA keep the decoded 360° clips in memory after their first epoch.
         warmup_epochs: linear learning-rate warm-up over this many epochs (0 = the papers' constant rate).
         init_from: a `.keras` model of the method's `init_from_method` that initialises this one (required by
             CSOL stage two: the stage-one model, `model.initialize_from(loaded)`).
@@ -269,6 +271,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     except ValueError as err:
         raise TrainingError(str(err)) from None
     split = split or model_class.default_split
+    image_size = model_class.default_image_size if image_size is None else image_size
     clip_seconds = model_class.default_clip_seconds if clip_seconds is None else clip_seconds
     _check_arguments(epochs, batch_size, image_size, clip_seconds, learning_rate)
     init_model = _initial_model(model_class, method, init_from)
@@ -325,7 +328,11 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
     feature_dataset = None
-    if dataset is None:
+    model_kwargs = dict(model_kwargs or {})
+    if dataset is None and model_class.data_kind == "sphere":
+        dataset, val_dataset = _sphere_datasets(model_class, data_root, split, val_split, val_dataset, batch_size,
+                                                image_size, model_kwargs, seed, augment, on_error, cache)
+    elif dataset is None:
         from keras_avloc.data import make_dataset
 
         common = dict(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
@@ -339,6 +346,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
             val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
                                        **common)
     model_kwargs = _with_class_names(model_class, method, model_kwargs, dataset)
+    if model_class.data_kind == "sphere" and "mel_stats" not in model_kwargs and data_root is not None:
+        from keras_avloc.data.sphere_dataset import mel_statistics
+
+        model_kwargs["mel_stats"] = mel_statistics(data_root, split)
     model_kwargs.setdefault("eval_settings", {"image_size": int(image_size), "clip_seconds": float(clip_seconds)})
 
     if continue_from:
@@ -375,11 +386,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     else:
         print("note: the tensorboard package is not installed; heatmaps go to "
               f"{os.path.join(out_dir, 'heatmaps')} only (pip install tensorboard for {log_dir}).")
-    callbacks += [
-        HeatmapImages(os.path.join(out_dir, "heatmaps"), sample_images, sample_audio, log_dir=log_dir,
-                      every=heatmap_every),
-        state_callback,
-    ]
+    if model_class.draws_heatmaps:
+        callbacks.append(HeatmapImages(os.path.join(out_dir, "heatmaps"), sample_images, sample_audio, log_dir=log_dir,
+                                       every=heatmap_every))
+    callbacks.append(state_callback)
     history = model.fit(dataset, epochs=int(epochs), initial_epoch=continue_from, validation_data=val_dataset,
                         callbacks=callbacks, verbose=verbose)
     if getattr(model, "stop_training", False) and any(
@@ -387,6 +397,24 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     ):
         raise TrainingError(f"training stopped on a NaN/inf loss; lower --lr or check the data. Last model: {model_path}")
     return model, history
+
+
+def _sphere_datasets(model_class, data_root, split, val_split, val_dataset, batch_size, image_size, model_kwargs,
+                     seed, augment, on_error, cache=False):
+    """Viewpoint datasets of 360° clips (AVC / AVSA): `viewpoints_per_clip` viewpoints of `frames` frames."""
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+
+    if get_augmentation(augment) != get_augmentation(None):
+        raise TrainingError(f"{model_class.__name__} has its own augmentation (flip with the mirrored sound field, "
+                            f"colour jitter, gain); --augment {augment!r} does not apply to it.")
+    common = dict(batch_size=batch_size, viewpoints=model_class.viewpoints_per_clip, crop_size=image_size,
+                  frames=int(model_kwargs.get("frames", 8)), seed=seed, on_error=on_error)
+    model_kwargs.setdefault("crop_size", int(image_size))
+    dataset = make_sphere_dataset(data_root, split, training=True, cache=cache, **common)
+    if val_split and val_dataset is None:
+        val_dataset = make_sphere_dataset(data_root, val_split, training=False, drop_remainder=True, cache=cache,
+                                          **common)
+    return dataset, val_dataset
 
 
 def _initial_model(model_class, method, init_from):

@@ -9,6 +9,7 @@ from keras_avloc.viz.figures import (
     overlay_heatmap,
     per_source_figure,
     save_figure,
+    sphere_figure,
     success_curve_figure,
     trimap_overlay,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "overlay_video_file",
     "per_source_figure",
     "save_figure",
+    "sphere_figure",
     "success_curve_figure",
     "trimap_overlay",
     "write_overlay_video",

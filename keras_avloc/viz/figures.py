@@ -309,3 +309,34 @@ def heatmap_grid(images, heatmaps, scores, names=None, path=None, title=None, co
     if path is not None:
         save_figure(figure, path)
     return figure
+
+
+def sphere_figure(panorama_uint8, maps, directions=None, truth=None, path=None, title=None):
+    """Panorama maps of where a sound comes from, one panel per map, with the estimated directions marked.
+
+    Args:
+        panorama_uint8: [H, W, 3] equirectangular frame.
+        maps: {name: [H, W] panorama map} (e.g. the model's sweep map and the steered-response power).
+        directions: optional {name: (x, y)} panorama coordinates in [0, 1] of each map's direction of arrival
+            (a white cross).
+        truth: optional (x, y) of the true direction (a green circle).
+        path: save here (png / pdf / svg) when given.
+        title: figure title.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    image = _as_image(panorama_uint8)
+    height, width = image.shape[:2]
+    figure, axes = plt.subplots(len(maps), 1, figsize=(8, 4.2 * len(maps)), squeeze=False)
+    for axis, (name, heatmap) in zip(axes[:, 0], maps.items()):
+        axis.imshow(overlay_heatmap(image, heatmap))
+        if truth is not None:
+            axis.plot(truth[0] * width, truth[1] * height, "o", markersize=14, markerfacecolor="none",
+                      markeredgecolor="lime", markeredgewidth=2)
+        if directions and name in directions:
+            x, y = directions[name]
+            axis.plot(x * width, y * height, "x", markersize=12, color="white", markeredgewidth=3)
+        axis.set_title(name)
+    _finish_panels(figure, axes[:, 0], title, path)
+    return figure

@@ -1,0 +1,276 @@
+"""AVC / AVSA: the losses against numpy references written from the paper and the official criteria, the networks'
+shapes and parameter counts, the viewpoint pipeline, training (AVC then AVSA from it), saving and bf16."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_avloc.data import sphere
+from keras_avloc.data import stamps as stamps_module
+
+
+def _normalise(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _cross_entropy(logits, label):
+    logits = np.asarray(logits, np.float64)
+    return float(np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[label])
+
+
+def reference_avc(video, audio, temperature):
+    """Cross-modal InfoNCE, both directions averaged: for video i the candidates are every clip's audio."""
+    v, a = _normalise(video[:, 0]), _normalise(audio[:, 0])
+    batch = len(v)
+    v2a = np.mean([_cross_entropy([v[i] @ a[c] / temperature for c in range(batch)], i) for i in range(batch)])
+    a2v = np.mean([_cross_entropy([a[i] @ v[c] / temperature for c in range(batch)], i) for i in range(batch)])
+    return 0.5 * (v2a + a2v)
+
+
+def reference_avsa(pred, target, temperature):
+    """Viewpoint-level contrast: viewpoint j of clip i against clip i's V targets and viewpoint j of the others."""
+    p, t = _normalise(pred), _normalise(target)
+    batch, views = p.shape[:2]
+    losses, avc_hits, avsa_hits = [], [], []
+    for i in range(batch):
+        for j in range(views):
+            hard = [p[i, j] @ t[i, k] / temperature for k in range(views)]
+            easy = [p[i, j] @ t[c, j] / temperature for c in range(batch) if c != i]
+            losses.append(_cross_entropy(hard + easy, j))
+            avc_hits.append(all(hard[j] > e for e in easy))
+            avsa_hits.append(all(hard[j] >= h for h in hard))
+    return np.mean(losses), np.mean(avc_hits), np.mean(avsa_hits)
+
+
+def test_avc_loss_matches_the_reference():
+    from keras_avloc.models.avsa import avc_loss_terms
+
+    rng = np.random.default_rng(0)
+    video, audio = rng.normal(size=(6, 1, 16)), rng.normal(size=(6, 1, 16))
+    terms = avc_loss_terms(video, audio, temperature=0.07)
+    np.testing.assert_allclose(float(terms["loss"]), reference_avc(video, audio, 0.07), rtol=1e-4)
+    matched = avc_loss_terms(video, video, temperature=0.07)  # every clip is its own best match
+    assert float(matched["avc_accuracy"]) == 1.0
+
+
+def test_avsa_contrast_matches_the_reference_with_hard_and_easy_negatives():
+    from keras_avloc.models.avsa import avsa_contrast_terms
+
+    rng = np.random.default_rng(1)
+    pred, target = rng.normal(size=(5, 4, 12)), rng.normal(size=(5, 4, 12))
+    terms = avsa_contrast_terms(pred, target, temperature=0.07)
+    loss, avc_accuracy, avsa_accuracy = reference_avsa(pred, target, 0.07)
+    np.testing.assert_allclose(float(terms["loss"]), loss, rtol=1e-4)
+    np.testing.assert_allclose(float(terms["avc_accuracy"]), avc_accuracy, atol=1e-6)
+    np.testing.assert_allclose(float(terms["avsa_accuracy"]), avsa_accuracy, atol=1e-6)
+    # a prediction equal to its own target, with targets spread apart, is right against both kinds of negatives
+    spread = _normalise(rng.normal(size=(5, 4, 64)))
+    assert float(avsa_contrast_terms(spread, spread)["avsa_accuracy"]) == 1.0
+
+
+def test_simplified_attention_matches_the_formula():
+    from keras_avloc.models.avsa import SimplifiedAttention
+
+    rng = np.random.default_rng(2)
+    hidden = rng.normal(size=(2, 4, 8)).astype(np.float32)
+    layer = SimplifiedAttention(8)
+    out = np.asarray(layer(hidden))
+    (wq, bq), (wk, bk), (wv, bv), (wd, bd) = [
+        (np.asarray(l.kernel), np.asarray(l.bias)) for l in (layer.query, layer.key, layer.value, layer.dense)]
+    q, k, v = hidden @ wq + bq, hidden @ wk + bk, hidden @ wv + bv
+    scores = q @ k.transpose(0, 2, 1) / math.sqrt(8)
+    probabilities = np.exp(scores - scores.max(-1, keepdims=True))
+    probabilities /= probabilities.sum(-1, keepdims=True)
+    np.testing.assert_allclose(out, probabilities @ v @ wd + bd, rtol=1e-4, atol=1e-5)
+
+
+def _trainable(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_r2plus1d_shapes_and_parameter_counts():
+    from keras_avloc.models.avsa import audio_conv2d, r2plus1d_backbone
+
+    small = r2plus1d_backbone(width=8)
+    assert tuple(small(np.zeros((2, 8, 56, 56, 3), np.float32)).shape) == (2, 64)
+    assert tuple(r2plus1d_backbone(width=8, block="r2plus1d")(np.zeros((1, 4, 32, 32, 3), np.float32)).shape) == (1, 64)
+    # Tran et al.'s R(2+1)D-18 (torchvision r2plus1d_18: 31,505,325 parameters with its 400-class classifier)
+    full = r2plus1d_backbone(width=64, block="r2plus1d")
+    assert abs(_trainable(full) + 512 * 400 + 400 - 31_505_325) / 31_505_325 < 0.002
+    # the official AVSA network keeps the block's output width inside: counted from its layer list
+    def block(n_in, n_out, res):
+        return n_in * n_out * 9 + n_out * n_out * 3 + n_out * n_out * 9 + n_out * n_out * 3 + (n_in * n_out if res else 0) \
+            + 2 * n_out * 4
+    expected = 3 * 64 * 3 * 49 + 2 * 64 + sum([
+        block(64, 64, False), block(64, 64, False), block(64, 128, True), block(128, 128, False),
+        block(128, 256, True), block(256, 256, False), block(256, 512, True), block(512, 512, False)])
+    assert _trainable(r2plus1d_backbone(width=64)) == expected
+    audio = audio_conv2d(width=8)
+    assert tuple(audio(np.zeros((2, 101, 128, 4), np.float32)).shape) == (2, 64)
+
+
+@pytest.fixture(scope="module")
+def tiny_sphere(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("sphere"))
+    try:
+        sphere.build_sphere(root, n_train=4, n_val=0, n_test=2, size=(64, 128), seed=3, reflections=False,
+                            ambience=False, classes=["cow", "dog", "duck"], progress=False)
+    except stamps_module.MediaMissingError as err:
+        pytest.fail(f"stamps media missing, run `bash tools/setup.sh`: {err}")
+    return root
+
+
+def test_viewpoint_batches_have_the_official_shapes_and_fixed_evaluation_viewpoints(tiny_sphere):
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+
+    ds = make_sphere_dataset(tiny_sphere, "test", batch_size=2, viewpoints=4, frames=8, crop_size=32, seed=5)
+    (x, y), = list(ds)
+    assert tuple(x["image"].shape) == (2, 4, 8, 32, 32, 3)
+    assert tuple(x["audio"].shape) == (2, 4, 101, 128, 4)
+    (x2, y2), = list(ds)
+    np.testing.assert_array_equal(y["centres"].numpy(), y2["centres"].numpy())  # evaluation: the same viewpoints
+    centres = y["centres"].numpy().reshape(-1, 2)
+    assert ((centres[:, 1] >= 0.33) & (centres[:, 1] <= 0.66)).all()
+    train = make_sphere_dataset(tiny_sphere, "train", training=True, batch_size=2, viewpoints=4, crop_size=32, seed=5)
+    first = np.concatenate([b[1]["centres"].numpy() for b in train])
+    second = np.concatenate([b[1]["centres"].numpy() for b in train])
+    assert not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))  # new viewpoints every epoch
+    assert train.skipped == [0]
+
+
+def test_flipped_views_hear_a_mirrored_field_and_misaligned_fields_are_turned():
+    from keras_avloc.data.sphere_dataset import clip_viewpoints, mirror_foa
+    from keras_avloc.spatial import foa_encode, intensity_vector
+
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=2400)
+    field = foa_encode(source, math.radians(40.0), 0.0)  # from 40° to the left
+    assert intensity_vector(mirror_foa(field))[1] < -0.5  # now from the right
+    frames = np.zeros((8, 32, 64, 3), np.uint8)
+    turned = [clip_viewpoints(frames, field, np.random.default_rng(s), 1, 8, 16, misalign=1.0)["rotated"]
+              for s in range(3)]
+    kept = [clip_viewpoints(frames, field, np.random.default_rng(s), 1, 8, 16, misalign=0.0)["rotated"]
+            for s in range(3)]
+    assert all(turned) and not any(kept)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_sphere, tmp_path_factory):
+    """AVC trained with the command line, then AVSA from it with the Python API (1 epoch each, tiny)."""
+    from keras_avloc.cli import main
+    from keras_avloc.training import train
+
+    out = tmp_path_factory.mktemp("runs")
+    assert main(["train", "--method", "avc", "--data", tiny_sphere, "--out", str(out / "avc"), "--epochs", "1",
+                 "--batch-size", "2", "--width", "4", "--image-size", "32", "--model-options", '{"frames": 4}',
+                 "--seed", "0", "--eager", "--quiet"]) == 0
+    avsa, history = train("avsa", tiny_sphere, str(out / "avsa"), epochs=1, batch_size=2, image_size=32, seed=0,
+                          verbose=0, run_eagerly=True, init_from=str(out / "avc" / "model.keras"))
+    return {"root": tiny_sphere, "out": out, "avsa": avsa, "history": history.history}
+
+
+def test_avc_then_avsa_train_save_load_and_run_in_bf16(trained, tmp_path):
+    import keras
+
+    from keras_avloc.models import load_model
+    from keras_avloc.models.avsa import AVSA
+    from keras_avloc.training import train
+
+    avc = load_model(str(trained["out"] / "avc" / "model.keras"))
+    assert avc.width == 4 and avc.crop_size == 32
+    assert len(avc.mel_stats["mean"]) == 128 and float(np.mean(avc.mel_stats["std"])) > 1.0  # from the data
+    avsa, history = trained["avsa"], trained["history"]
+    assert avsa.width == 4 and avsa.frames == 4 and avsa.mel_stats == avc.mel_stats  # inherited from AVC
+    assert set(history) >= {"loss", "avsa_accuracy", "audio_to_video", "video_to_audio"}
+    assert np.isfinite(history["loss"]).all()
+    with pytest.raises(Exception, match="init-from"):
+        train("avsa", trained["root"], str(tmp_path / "nope"), epochs=1, batch_size=2)
+    rng = np.random.default_rng(0)
+    x = {"image": rng.normal(size=(2, 4, 4, 32, 32, 3)).astype(np.float32),
+         "audio": rng.normal(size=(2, 4, 101, 128, 4)).astype(np.float32) * 10}
+    loaded = load_model(str(trained["out"] / "avsa" / "model.keras"))
+    np.testing.assert_allclose(np.asarray(loaded.viewpoint_scores(x)), np.asarray(avsa.viewpoint_scores(x)), atol=1e-5)
+    half = AVSA.from_config({**avsa.get_config(), "dtype": "mixed_bfloat16"})
+    assert half.dtype_policy.name == "mixed_bfloat16"
+    assert np.isfinite(np.asarray(half.viewpoint_scores(x))).all()
+    with pytest.raises(NotImplementedError, match="sweep_map"):
+        avsa.localize(x["image"], x["audio"])
+    assert keras.saving.get_registered_object("keras_avloc>AVSA") is AVSA
+
+
+def test_angular_error_and_the_panorama_interpolation():
+    from keras_avloc.evaluation.sphere import angular_error, grid_to_panorama
+
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(-1.5, 1.5, size=(50, 2)), rng.uniform(-1.5, 1.5, size=(50, 2))
+    # haversine, written separately
+    haversine = 2 * np.arcsin(np.sqrt(np.sin((b[:, 1] - a[:, 1]) / 2) ** 2 + np.cos(a[:, 1]) * np.cos(b[:, 1])
+                                      * np.sin((b[:, 0] - a[:, 0]) / 2) ** 2))
+    np.testing.assert_allclose(angular_error(a, b), np.degrees(haversine), atol=1e-6)
+    grid = np.zeros((3, 8))
+    grid[1, 5] = 1.0  # longitude 5/8 of latitude 0.5
+    panorama = grid_to_panorama(grid, (40, 80), latitudes=(0.25, 0.5, 0.75))
+    assert np.unravel_index(np.argmax(panorama), panorama.shape) in {(19, 49), (20, 49), (19, 50), (20, 50)}
+    assert panorama[:10].max() == 0 and np.allclose(panorama[20, :30], 0)
+    grid = np.zeros((3, 8))
+    grid[1, 0] = 1.0  # the first longitude: the panorama's last columns interpolate towards it across the seam
+    panorama = grid_to_panorama(grid, (40, 80), latitudes=(0.25, 0.5, 0.75))
+    assert panorama[20, 79] > 0.9 and panorama[20, 0] > 0.9 and np.allclose(panorama[20, 20:60], 0)
+
+
+def test_sphere_protocol_scores_the_model_and_the_signal_processing_baselines(trained, capsys):
+    from keras_avloc.cli import main
+
+    out = trained["out"] / "eval"
+    assert main(["evaluate", "--checkpoint", str(trained["out"] / "avsa" / "model.keras"), "--data", trained["root"],
+                 "--protocol", "sphere", "--probes", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "| AVSA |" in printed and "| SRP (2° grid) |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = metrics["rows"]
+    assert set(rows) >= {"AVSA", "SRP (2° grid)", "SRP (sweep grid)", "intensity vector", "front prior", "random",
+                         "objectness (video only)"}
+    assert rows["SRP (2° grid)"]["doa_median"] < 10.0  # dry scenes: the classical estimate is right
+    assert all(0.0 <= row.get("ciou", 0.0) <= 1.0 for row in rows.values())
+    assert len(list(out.glob("sphere_*.png"))) == 2
+    probes = metrics["probes"]
+    assert 0.0 <= probes["avc_bin"] <= 1.0 and 0.0 <= probes["avsa_bin"] <= 1.0 and probes["train_clips"] == 4
+
+
+def test_probes_learn_separable_features_and_pair_other_clips():
+    from keras_avloc.evaluation.sphere import _avc_pairs, probe_accuracy, train_probe
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=200)
+    video = rng.normal(size=(200, 4, 8)).astype(np.float32)
+    audio = rng.normal(size=(200, 4, 8)).astype(np.float32) + 3.0 * labels[:, None, None]
+    probe = train_probe(video, audio, labels, epochs=20, learning_rate=1e-3)
+    assert probe_accuracy(probe, video, audio, labels) > 0.95
+    v, a, y = _avc_pairs(video, audio, np.random.default_rng(1))
+    assert y.tolist() == [0] * 200 + [1] * 200
+    assert not any(np.array_equal(a[200 + i], audio[i]) for i in range(200))  # a negative is another clip's audio
+
+
+def test_localize_draws_where_a_360_clip_sounds(trained, tmp_path, capsys):
+    from keras_avloc.cli import main
+
+    record = json.loads((Path(trained["root"]) / "test.json").read_text())[0]
+    video = os.path.join(trained["root"], "video", record["file"] + ".mp4")
+    audio = os.path.join(trained["root"], "audio", record["file"] + ".wav")
+    checkpoint = str(trained["out"] / "avsa" / "model.keras")
+    assert main(["localize", "--checkpoint", checkpoint, "--video", video, "--audio", audio,
+                 "--out", str(tmp_path / "p.png")]) == 0
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert main(["localize", "--checkpoint", checkpoint, "--video", video, "--audio", audio,
+                 "--out", str(tmp_path / "p.mp4"), "--heatmap-fps", "2"]) == 0
+    from keras_avloc.io.media import read_frames
+
+    frames, _ = read_frames(str(tmp_path / "p.mp4"))
+    assert frames.shape[1:3] == (64, 128)
+    # the synthetic clips keep their ambiX apart from the (silent) mp4: without --audio, a clear error
+    assert main(["localize", "--checkpoint", checkpoint, "--video", video, "--out", str(tmp_path / "q.png")]) == 2
+    assert "pass --audio" in capsys.readouterr().err
