@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tiny_av_data import write_quad_mp4
+
 from keras_avloc.data import sphere
 from keras_avloc.data import stamps as stamps_module
 
@@ -140,6 +142,17 @@ def test_viewpoint_batches_have_the_official_shapes_and_fixed_evaluation_viewpoi
     second = np.concatenate([b[1]["centres"].numpy() for b in train])
     assert not np.allclose(np.sort(first.ravel()), np.sort(second.ravel()))  # new viewpoints every epoch
     assert train.skipped == [0]
+
+
+def test_a_360_clip_without_a_wav_is_read_from_its_own_4_channel_track(tmp_path):
+    from keras_avloc.data.sphere_dataset import load_clip
+    from keras_avloc.spatial import intensity_vector
+
+    os.makedirs(tmp_path / "video")
+    write_quad_mp4(tmp_path / "video" / "pano.mp4", seconds=2, fps=16, size=(32, 64))
+    frames, foa = load_clip(str(tmp_path), {"file": "pano"})
+    assert frames.shape == (32, 32, 64, 3) and foa.shape == (4, 24000)  # 16 fps, 1 s of 24 kHz ambiX
+    assert intensity_vector(foa)[1] > 0.9  # the plane wave from the left survives the AAC round trip
 
 
 def test_flipped_views_hear_a_mirrored_field_and_misaligned_fields_are_turned():

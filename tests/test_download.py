@@ -24,6 +24,7 @@ from keras_avloc.io import files, media
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback_server import LoopbackServer  # noqa: E402
+from tiny_av_data import write_quad_mp4  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -282,39 +283,12 @@ def test_a_vggss_style_json_also_writes_the_split_with_its_boxes(tmp_path):
     assert again["split_path"] is None and (tmp_path / "root" / "test.json").read_text() == "[]"
 
 
-def _quad_mp4(path, seconds=12):
-    """An mp4 with a 4-channel AAC track (W, Y, Z, X of a 440 Hz plane wave from the left), as YouTube's
-    spatial-audio 360° videos."""
-    import av
-
-    with av.open(str(path), "w") as container:
-        video = container.add_stream("libx264", rate=FPS)
-        video.width, video.height, video.pix_fmt = 64, 32, "yuv420p"
-        audio = container.add_stream("aac", rate=24000, layout="quad")
-        for index in range(FPS * seconds):
-            frame = av.VideoFrame.from_ndarray(np.full((32, 64, 3), 2 * index, np.uint8), format="rgb24")
-            for packet in video.encode(frame):
-                container.mux(packet)
-        t = np.arange(seconds * 24000) / 24000
-        wave = np.stack([0.5 * np.sin(2 * np.pi * 440 * t) * gain for gain in (1.0, 1.0, 0.0, 0.0)]).astype(np.float32)
-        for start in range(0, wave.shape[1], 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 1024]), format="fltp",
-                                               layout="quad")
-            chunk.sample_rate, chunk.pts = 24000, start
-            for packet in audio.encode(chunk):
-                container.mux(packet)
-        for stream in (video, audio):
-            for packet in stream.encode():
-                container.mux(packet)
-    return str(path)
-
-
 def test_spatial_downloads_keep_the_ambix_track_and_list_the_clips(source_mp4, tmp_path):
     segments = tmp_path / "segments.txt"
     segments.write_text("ok-aaaaaaaa 1\nok-bbbbbbbb 1,3\n")  # the official YouTube-360 format
     ids, invalid = download.read_clip_ids(segments)
     assert ids == ["ok-aaaaaaaa_000001", "ok-bbbbbbbb_000001", "ok-bbbbbbbb_000003"] and not invalid
-    quad = _quad_mp4(tmp_path / "quad.mp4")
+    quad = write_quad_mp4(tmp_path / "quad.mp4", fps=FPS)
     root = tmp_path / "yt360"
     with LoopbackServer(quad) as server:
         summary = download.download_clips(segments, root, url_template=server.url + "/auto/{ytid}.mp4", workers=1,

@@ -54,3 +54,31 @@ def write_colour_tone_split(root, classes=("red", "blue"), count=8, size=64, sec
     with open(os.path.join(root, f"{split}.json"), "w") as handle:
         json.dump(entries, handle)
     return entries
+
+
+def write_quad_mp4(path, seconds=12, fps=10, size=(32, 64), gains=(1.0, 1.0, 0.0, 0.0)):
+    """An mp4 with a 4-channel AAC track, as YouTube's spatial-audio 360° videos: frames of brightness 2 * index,
+    and a 440 Hz tone with the ambiX gains `gains` (W, Y, Z, X; the default is a plane wave from the left)."""
+    import av
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.height, video.width = size
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=24000, layout="quad")
+        for index in range(fps * seconds):
+            frame = av.VideoFrame.from_ndarray(np.full(size + (3,), 2 * index % 256, np.uint8), format="rgb24")
+            for packet in video.encode(frame):
+                container.mux(packet)
+        t = np.arange(seconds * 24000) / 24000
+        wave = np.stack([0.5 * np.sin(2 * np.pi * 440 * t) * gain for gain in gains]).astype(np.float32)
+        for start in range(0, wave.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, start:start + 1024]), format="fltp",
+                                               layout="quad")
+            chunk.sample_rate, chunk.pts = 24000, start
+            for packet in audio.encode(chunk):
+                container.mux(packet)
+        for stream in (video, audio):
+            for packet in stream.encode():
+                container.mux(packet)
+    return str(path)

@@ -24,6 +24,9 @@ EPILOG = """Examples:
   # --n-train-speech ...`), two heads, 2 s clips
   avloc train --method denseav --data datasets/stamps --out runs/denseav --epochs 8 --lr 3e-4 \
       --model-options '{"pretrain_steps": 0}'       # from-scratch audio: no frozen-featurizer phase
+  # AVC on viewpoints of 360° clips (`avloc data sphere`), then AVSA from it (the official curriculum)
+  avloc train --method avc --data datasets/sphere --out runs/avc --width 16 --image-size 64 --cache
+  avloc train --method avsa --init-from runs/avc/model.keras --data datasets/sphere --out runs/avsa
   # a killed run resumes from its last finished epoch: re-run the same command
   # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
@@ -72,7 +75,8 @@ def register(subparsers):
                         help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
     parser.add_argument("--width", type=types.integer(1, 1024), default=64,
-                        help="ResNet-18 base width (64 = the papers; small values for quick experiments)")
+                        help="ResNet-18 base width (AVC / AVSA: the R(2+1)D-18 and audio CNN width); 64 = the papers, "
+                        "small values for quick experiments")
     parser.add_argument("--mix-sources", type=int, choices=[0, 2], default=None,
                         help="sources mixed into each training clip (default: 2 for avgn, 0 otherwise)")
     parser.add_argument("--embed-dim", type=types.integer(1, 65536), default=None,

@@ -29,6 +29,11 @@ Both methods see *viewpoints* of a 360° clip (`keras_avloc.data.viewpoints`): a
 The tracked accuracies are the official ones: AVC-Acc (the positive beats every easy negative) and AVSA-Acc
 (the positive is at least every hard negative).
 
+Official bugs not reproduced (each is fixed where it lives): the training flip mirrors the video but not the sound
+field (`keras_avloc.data.sphere_dataset` mirrors both); `utils/video360.py rotate_ambix` rotates in an order that
+brings a viewpoint to the front only at elevation 0 (`keras_avloc.spatial.ambisonics.rotation_to_front`); the NFOV
+bilinear weights turn negative on the panorama's seam (`keras_avloc.spatial.geometry`).
+
 Beyond the paper, `viewpoint_scores` says how well a viewpoint's audio matches its video; sweeping viewpoints over
 the sphere gives the "where does this sound come from" map of `keras_avloc.evaluation.sphere`.
 """
