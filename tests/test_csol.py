@@ -14,9 +14,9 @@ import os
 import numpy as np
 import pytest
 
-from keras_avloc.data import stamps as stamps_module
 from keras_avloc.metrics import match_clusters, ratio_ciou
 from keras_avloc.models import csol
+from tiny_av_data import STAMPS_CLASSES, build_tiny_stamps
 
 RNG = np.random.default_rng(11)
 
@@ -244,19 +244,12 @@ def test_the_stage_two_objective_learns_to_separate_two_sources_and_filter_a_sil
 
 
 # ---- data and the two-stage run --------------------------------------------------------------------
-CLASSES = ["cello", "frog", "zebra", "duck"]
+CLASSES = STAMPS_CLASSES
 
 
 @pytest.fixture(scope="module")
 def csol_data(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("csol_stamps"))
-    try:
-        stamps_module.build_stamps(root, n_train=16, n_val=8, n_test=0, n_test_mix=0, n_test_ext=0,
-                                   n_train_mosaic=4, n_test_mosaic=4, n_test_duet=4, size=64, seed=5,
-                                   classes=CLASSES, progress=False)
-    except stamps_module.MediaMissingError as err:
-        pytest.fail(f"stamps media missing, run `bash tools/setup.sh`: {err}")
-    return root
+    return build_tiny_stamps(tmp_path_factory, "csol_stamps", n_train_mosaic=4, n_test_mosaic=4, n_test_duet=4)
 
 
 def test_mosaics_and_duets_list_every_object_with_its_mask(csol_data):

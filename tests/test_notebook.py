@@ -40,3 +40,10 @@ def test_sphere_explorer_runs(tmp_path, monkeypatch):
     outputs, images = _run("sphere_explorer.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
     assert "AVSA (width 4" in outputs and "cardioid beam energy" in outputs and "done: sweep map (3, 24)" in outputs
     assert images >= 2
+
+
+def test_interference_explorer_runs(tmp_path, monkeypatch):
+    outputs, images = _run("interference_explorer.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
+    assert "IErStageTwo (4 clusters, mask image_max)" in outputs and "(combined): sounding" in outputs
+    assert "p^av" in outputs and "done: class maps (4, 224, 224) for 5 filter settings" in outputs
+    assert images >= 3

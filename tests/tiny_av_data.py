@@ -82,3 +82,22 @@ def write_quad_mp4(path, seconds=12, fps=10, size=(32, 64), gains=(1.0, 1.0, 0.0
             for packet in stream.encode():
                 container.mux(packet)
     return str(path)
+
+
+STAMPS_CLASSES = ["cello", "frog", "zebra", "duck"]
+
+
+def build_tiny_stamps(tmp_path_factory, name, **counts):
+    """A 64-px stamps build of STAMPS_CLASSES (16 train, 8 val scenes plus `counts`) in a fresh temporary folder;
+    fails the test with the setup command when the Debian media are missing."""
+    import pytest
+
+    from keras_avloc.data import stamps
+
+    root = str(tmp_path_factory.mktemp(name))
+    try:
+        stamps.build_stamps(root, **{"n_train": 16, "n_val": 8, "n_test": 0, "n_test_mix": 0, "n_test_ext": 0,
+                                     "size": 64, "seed": 5, "classes": STAMPS_CLASSES, "progress": False, **counts})
+    except stamps.MediaMissingError as err:
+        pytest.fail(f"stamps media missing, run `bash tools/setup.sh`: {err}")
+    return root

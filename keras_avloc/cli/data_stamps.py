@@ -9,6 +9,7 @@ EPILOG = """Examples:
   avloc data stamps --out /tmp/tiny --n-train 6 --n-val 2 --n-test 4 --n-mix 2 --size 64
   avloc data stamps --out datasets/stamps --speech --ambience
   avloc data stamps --out datasets/stamps --n-train-mosaic 1000 --n-test-mosaic 300 --n-test-duet 300
+  avloc data stamps --out datasets/stamps --n-val-interf 140 --n-test-interf 280   # IEr's interferences
   avloc data stamps --out datasets/stamps8 --classes "cello,drum kit,frog,zebra"
   avloc data stamps --out datasets/stamps --n-train-speech 1600 --n-val-speech 160 --speech \
       --n-test-speech-unseen 160                       # DenseAV: sound and speech pairs
@@ -47,6 +48,10 @@ def register(subparsers):
     parser.add_argument("--n-test-mosaic", type=types.integer(0, 1_000_000), default=0, help="test_mosaic.json scenes")
     parser.add_argument("--n-test-duet", type=types.integer(0, 1_000_000), default=0,
                         help="test_duet.json scenes: two sounding objects and 1-2 silent ones in one frame")
+    parser.add_argument("--n-val-interf", type=types.integer(0, 1_000_000), default=0,
+                        help="val_interf.json: IEr's interference scenes (level differences, off-screen sound, "
+                        "silent objects, combined)")
+    parser.add_argument("--n-test-interf", type=types.integer(0, 1_000_000), default=0, help="test_interf.json scenes")
     parser.add_argument("--speech", action="store_true", help="also write test_speech.json")
     parser.add_argument("--n-speech", type=types.integer(0, 1_000_000), default=100, help="spoken-prompt scenes with --speech")
     parser.add_argument("--n-train-speech", type=types.integer(0, 1_000_000), default=0,
@@ -82,7 +87,8 @@ def run(args):
         media_dir=args.media, n_val_unseen=args.n_val_unseen, n_test_unseen=args.n_test_unseen,
         n_train_mosaic=args.n_train_mosaic, n_val_mosaic=args.n_val_mosaic, n_test_mosaic=args.n_test_mosaic,
         n_test_duet=args.n_test_duet, n_train_speech=args.n_train_speech, n_val_speech=args.n_val_speech,
-        n_test_speech_unseen=args.n_test_speech_unseen,
+        n_test_speech_unseen=args.n_test_speech_unseen, n_val_interf=args.n_val_interf,
+        n_test_interf=args.n_test_interf,
         classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")

@@ -6,7 +6,7 @@ from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
-                    "stamps-speech", "sphere"]
+                    "stamps-speech", "sphere", "stamps-interference"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -25,6 +25,11 @@ EPILOG = """Examples:
   # class-aware (CSOL): which object sounds, per class, on 2x2 mosaics or duets with silent objects
   avloc evaluate --checkpoint runs/csol2/model.keras --data data/stamps --split test_mosaic \
       --protocol stamps-classes --assign-split val --out runs/csol_mosaic
+
+  # IEr's interferences: class-aware AUC / NSA per scenario (level differences, off-screen sound, silent
+  # objects, combined); --no-silent-filter / --no-offscreen-filter / --mask-variant inspect IEr's filters
+  avloc evaluate --checkpoint runs/ier2/model.keras --data data/stamps --protocol stamps-interference \
+      --split test_interf --out runs/ier_interf
 
   # DenseAV: sound- and speech-prompted segmentation (mAP, mIoU), retrieval recall@k, head disentanglement
   avloc evaluate --checkpoint runs/denseav/model.keras --data data/stamps --protocol stamps-sound --out runs/da_sound
@@ -89,12 +94,23 @@ def register(subparsers):
                         help="AVGN: localise the ground-truth class of each clip (or of each source of a mixture), "
                         "the paper's test protocol, instead of the classes predicted from the audio")
     parser.add_argument("--assign-split", default="val",
-                        help="stamps-classes: labelled single-source split that fits the cluster -> class assignment")
+                        help="stamps-classes / stamps-interference: labelled single-source split that fits the "
+                        "cluster -> class assignment")
     parser.add_argument("--assignment", choices=["hungarian", "many-to-one"], default="hungarian",
-                        help="stamps-classes: one-to-one Hungarian matching (default) or the official many-to-one")
+                        help="stamps-classes / -interference: one-to-one Hungarian matching (default) or the official "
+                        "many-to-one")
     parser.add_argument("--assign-by", choices=["audio", "visual"], default="audio",
-                        help="stamps-classes: a clip's cluster from the stage-one audio classifier (default) or "
+                        help="stamps-classes / -interference: a clip's cluster from the stage-one audio classifier "
+                        "(default) or "
                         "from its object feature (nearest dictionary entry)")
+    parser.add_argument("--no-silent-filter", action="store_true",
+                        help="IEr: class-agnostic audio-visual map for every class (switches the silent-object "
+                        "filter off)")
+    parser.add_argument("--no-offscreen-filter", action="store_true",
+                        help="IEr: class weights from the audio alone (switches the off-screen filter off)")
+    parser.add_argument("--mask-variant", default=None,
+                        choices=["fixed", "batch_max", "image_max", "gap", "batch_mean"],
+                        help="IEr: the visual-mask threshold of the off-screen filter (default: the model's)")
     parser.add_argument("--sound-split", default="test",
                         help="stamps-speech: the sound pairs a two-head model's heads are told apart from")
     parser.add_argument("--probes", action="store_true",
@@ -111,11 +127,11 @@ def run(args):
     from keras_avloc.io.files import check_output_folder
 
     if args.split is None:
-        args.split = "test_speech" if args.protocol == "stamps-speech" else "test"
+        args.split = {"stamps-speech": "test_speech", "stamps-interference": "test_interf"}.get(args.protocol, "test")
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
     check_output_folder(args.out)
-    if args.protocol == "stamps-classes":
+    if args.protocol in ("stamps-classes", "stamps-interference"):
         return _run_classes(args)
     if args.protocol in ("stamps-sound", "stamps-speech"):
         return _run_prompted(args)
@@ -153,17 +169,31 @@ def run(args):
 
 
 def _run_classes(args):
-    from keras_avloc.evaluation.classes import classes_table, evaluate_classes
+    from keras_avloc.evaluation.classes import (classes_table, evaluate_classes, evaluate_interference,
+                                                interference_table)
     from keras_avloc.models import load_model
 
     if not args.checkpoint:
-        raise CliError("--protocol stamps-classes needs --checkpoint (class maps come from the model).")
+        raise CliError(f"--protocol {args.protocol} needs --checkpoint (class maps come from the model).")
     model = load_model(args.checkpoint, compile=False)
-    metrics = evaluate_classes(model, args.data, split=args.split, assign_split=args.assign_split,
-                               rule=args.assignment, out_dir=args.out, batch_size=args.batch_size,
-                               baselines=True, progress=not args.no_progress, assign_by=args.assign_by)
+    options = {}
+    if args.no_silent_filter or args.no_offscreen_filter or args.mask_variant:
+        if not hasattr(model, "offscreen_filter"):
+            raise CliError("--no-silent-filter / --no-offscreen-filter / --mask-variant apply to IEr stage-two "
+                           f"models; {args.checkpoint} holds a {type(model).__name__}.")
+        options = {"silent_filter": not args.no_silent_filter, "offscreen_filter": not args.no_offscreen_filter,
+                   "mask_variant": args.mask_variant}
+    common = dict(assign_split=args.assign_split, rule=args.assignment, out_dir=args.out, batch_size=args.batch_size,
+                  baselines=True, progress=not args.no_progress, assign_by=args.assign_by,
+                  class_maps_options=options or None)
+    if args.protocol == "stamps-interference":
+        metrics = evaluate_interference(model, args.data, split=args.split, **common)
+    else:
+        metrics = evaluate_classes(model, args.data, split=args.split, **common)
     print(f"{metrics['split']}: {metrics['maps']}")
     print(classes_table(metrics))
+    if "groups" in metrics:
+        print(interference_table(metrics))
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 

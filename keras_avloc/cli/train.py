@@ -20,6 +20,10 @@ EPILOG = """Examples:
   avloc train --method csol --data datasets/stamps --out runs/csol1 --epochs 15 --clusters 11
   avloc train --method csol --stage 2 --init-from runs/csol1/model.keras --data datasets/stamps \
       --split train_mosaic --out runs/csol2 --epochs 5
+  # IEr: stage one (CSOL's plus the audio instance identifier), then the cross-modal referrer on mosaics
+  avloc train --method ier --data datasets/stamps --out runs/ier1 --epochs 15 --clusters 11
+  avloc train --method ier --stage 2 --init-from runs/ier1/model.keras --data datasets/stamps --out runs/ier2 \
+      --epochs 5 --model-options '{"mask_variant": "image_max"}'
   # DenseAV: sound and speech pairs (train+train_speech by default; build them with `avloc data stamps
   # --n-train-speech ...`), two heads, 2 s clips
   avloc train --method denseav --data datasets/stamps --out runs/denseav --epochs 8 --lr 3e-4 \
@@ -84,11 +88,12 @@ def register(subparsers):
     parser.add_argument("--depth", type=types.integer(1, 64), default=None,
                         help="avgn: attention blocks per modality (default 3)")
     parser.add_argument("--stage", type=int, choices=[1, 2], default=1,
-                        help="csol: 1 = localisation + clustering (default), 2 = class-aware stage on mixtures")
+                        help="csol / ier: 1 = localisation + clustering (default), 2 = class-aware stage on mixtures")
     parser.add_argument("--init-from", default=None, metavar="MODEL.keras",
-                        help="csol --stage 2: the stage-one model.keras it starts from")
+                        help="csol / ier --stage 2: the stage-one model.keras it starts from (ier stage one: optionally a "
+                        "csol stage one)")
     parser.add_argument("--clusters", type=types.integer(2, 100000), default=None,
-                        help="csol: number of clusters K (default 11)")
+                        help="csol / ier: number of clusters K (default 11)")
     parser.add_argument("--model-options", default=None, metavar="JSON",
                         help="more constructor arguments of the method, as a JSON object, e.g. DenseAV's "
                         "'{\"pretrain_steps\": 0, \"num_heads\": 1}' (see the model class's docstring)")
@@ -119,12 +124,13 @@ def run(args):
                        "`avloc port-weights`.")
     if args.depth is not None and args.method != "avgn":
         raise CliError(f"--depth applies to --method avgn only (got --method {args.method}); drop it.")
+    two_stage = ("csol", "ier")
     if args.stage == 2:
-        if args.method != "csol":
-            raise CliError(f"--stage 2 applies to --method csol only (got --method {args.method}); drop it.")
-        args.method = "csolstage2"
-    if args.clusters is not None and not args.method.startswith("csol"):
-        raise CliError(f"--clusters applies to --method csol only (got --method {args.method}); drop it.")
+        if args.method not in two_stage:
+            raise CliError(f"--stage 2 applies to --method csol or ier only (got --method {args.method}); drop it.")
+        args.method = args.method + "stage2"
+    if args.clusters is not None and not args.method.startswith(two_stage):
+        raise CliError(f"--clusters applies to --method csol or ier only (got --method {args.method}); drop it.")
     if args.embed_dim is not None and args.method == "lvs":
         raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 

@@ -28,7 +28,7 @@ from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import write_text
 
 FLICKR_FRAME_SIZE = 256
-KINDS = ("single", "mixture", "silent", "offscreen", "speech", "mosaic", "duet", "sphere")
+KINDS = ("single", "mixture", "silent", "offscreen", "speech", "mosaic", "duet", "sphere", "interference")
 """Scene kinds a split entry may declare ("silent" / "offscreen" have no visible source)."""
 
 
@@ -406,6 +406,8 @@ def _split_record(root, path, position, entry, seen):
         "prompt": _optional_text(entry, "prompt", where),
         "language": _optional_text(entry, "language", where),
         "speech": _speech_span(entry.get("speech"), where),
+        "scenario": _optional_text(entry, "scenario", where),
+        "interference": _interference(entry.get("interference"), where),
     }
     record.update(_media_paths(root, file_id))
     return record
@@ -459,6 +461,7 @@ def _parts(root, entry, where, key, singular, fields):
                 "mask": _inside(root, item.get("mask"), "mask", item_where)}
         if key == "sources":
             part["audio"] = _inside(root, item.get("audio"), "audio", item_where)
+            part["offscreen"] = bool(item.get("offscreen", False))
         else:
             if not isinstance(item.get("sounding", False), bool):
                 raise AnnotationError(f"{item_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
@@ -466,6 +469,24 @@ def _parts(root, entry, where, key, singular, fields):
             part["direction"] = _directions(item.get("direction"), item_where)
         parts.append(part)
     return parts, clamped
+
+
+def _interference(value, where):
+    """An interference scene's {"level_db": float or None, "offscreen": [classes], "silent": [classes]}, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise AnnotationError(f"{where}: 'interference' must be an object with level_db / offscreen / silent")
+    level = value.get("level_db")
+    if level is not None and (isinstance(level, bool) or not isinstance(level, (int, float))):
+        raise AnnotationError(f"{where}: interference 'level_db' must be a number or null, got {level!r:.40}")
+    lists = {}
+    for key in ("offscreen", "silent"):
+        names = value.get(key) or []
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise AnnotationError(f"{where}: interference '{key}' must be a list of class names")
+        lists[key] = list(names)
+    return {"level_db": None if level is None else float(level), **lists}
 
 
 def _class_name(value, where):

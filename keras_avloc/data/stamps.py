@@ -27,8 +27,14 @@ Splits written under `out` (standard layout: frames/, audio/, masks/, <split>.js
   train_mosaic, val_mosaic,    CSOL's "synthetic" protocol: 2 x 2 mosaics of four solo frames (four classes),
   test_mosaic                  two of which sound (audio = their two recordings at +-5 dB), two visible but silent
   test_duet                    CSOL's realistic protocol: two sounding objects and 1-2 silent ones in one frame
+  val_interf, test_interf      IEr's interferences, one scenario per scene (INTERFERENCE_SCENARIOS, in turn): two
+                               sounding objects at a source-level difference of 0, +-6, +-12 or +-20 dB; an
+                               audible class that is not in the frame; visible but silent objects of sounding
+                               classes; and all three combined
 Speech records carry "prompt" (the text), "language" and "speech" ([start, end] seconds of the prompt).
-Mosaic and duet records list every visible object in "objects" (class, bbox, mask, sounding); their silent
+Interference records carry "scenario" and "interference" {"level_db", "offscreen", "silent"}, with
+"level_db" on each source's provenance; their "sources" include the off-screen one ("offscreen": true, no box).
+Mosaic, duet and interference records list every visible object in "objects" (class, bbox, mask, sounding); their silent
 objects are of sounding classes (heard in other scenes), so a class-aware model has a map to keep quiet.
 Backgrounds of train, val and test* are disjoint. A class with several distinct recordings keeps some of
 them "unseen" (`assign_unseen_recordings`: a third of them, at least one, preferring the scratch package's
@@ -64,17 +70,18 @@ SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
     "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
     "train_speech": "train", "val_speech": "val", "test_speech_unseen": "test", "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
+    "val_interf": "val", "test_interf": "test",
 }
 SPLIT_AUDIO_PART = {
     "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
     "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
     "test_unseen": "unseen", "train_speech": "train", "val_speech": "heldout", "test_speech_unseen": "heldout",
     "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
-    "test_duet": "heldout",
+    "test_duet": "heldout", "val_interf": "heldout", "test_interf": "heldout",
 }
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
                "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet", "train_speech", "val_speech",
-               "test_speech_unseen")
+               "test_speech_unseen", "val_interf", "test_interf")
 SEEN_LANGUAGES = ("be", "bg", "ca", "el", "es", "fr", "ru")
 """Languages of the real spoken descriptions in train_speech / val_speech (with espeak-ng English)."""
 UNSEEN_LANGUAGES = ("da", "nl", "ro")
@@ -83,7 +90,12 @@ TRAIN_VOICES = (("en-us", 130), ("en-us", 165), ("en-gb-scotland", 145), ("en-gb
 """espeak-ng (voice, words per minute) of the training prompts; test_speech's espeak prompts use the default voice."""
 SPLIT_LANGUAGES = {"train_speech": "seen", "val_speech": "seen", "test_speech": "english",
                    "test_speech_unseen": "unseen"}
-MULTI_OBJECT_KINDS = ("mosaic", "duet")
+MULTI_OBJECT_KINDS = ("mosaic", "duet", "interference")
+INTERFERENCE_SCENARIOS = ("volume_0db", "volume_6db", "volume_12db", "volume_20db", "offscreen", "silent", "combined")
+"""Scene `index` of an interference split shows scenario `index % 7`. volume_Xdb: two visible sounding objects, the
+second X dB above or below the first (the sign alternates); offscreen: one visible sounding object and an audible
+class not in the frame (0 dB); silent: one sounding object and 1-2 visible silent objects of sounding classes;
+combined: two sounding objects at 0/6/12/20 dB, an off-screen source and one silent object."""
 
 
 class StampsError(AvlocError, ValueError):
@@ -410,7 +422,23 @@ def _scene_kind(split, index):
         return "mosaic"
     if split.endswith("_duet"):
         return "duet"
+    if split.endswith("_interf"):
+        return "interference"
     return "single"
+
+
+def interference_plan(index, rng):
+    """(scenario, level_db of the second on-screen source or None, on-screen sounding count, off-screen count,
+    silent count) of interference scene `index` (see INTERFERENCE_SCENARIOS)."""
+    scenario = INTERFERENCE_SCENARIOS[int(index) % len(INTERFERENCE_SCENARIOS)]
+    sign = 1.0 if (int(index) // len(INTERFERENCE_SCENARIOS)) % 2 == 0 else -1.0
+    if scenario.startswith("volume_"):
+        return scenario, sign * float(scenario[len("volume_"):-2]) + 0.0, 2, 0, 0  # + 0.0: no "-0.0"
+    if scenario == "offscreen":
+        return scenario, None, 1, 1, 0
+    if scenario == "silent":
+        return scenario, None, 1, 0, int(rng.integers(1, 3))
+    return scenario, sign * float((0, 6, 12, 20)[int(rng.integers(0, 4))]) + 0.0, 2, 1, 1
 
 
 def _colour_jitter(rgb, rng, strength, weight=None):
@@ -673,7 +701,14 @@ def render_scene(task):
 
     main_class = balanced_class(unseen_classes(info) if part == "unseen" else classes, seed, split, index)
     pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
-    if kind == "mixture":
+    plan = None
+    if kind == "interference":
+        plan = interference_plan(index, rng)
+        _, _, n_sounding, n_offscreen, n_silent = plan
+        sounding = [main_class] + _other_classes(classes, [main_class], n_sounding - 1, rng)
+        visible = sounding + _other_classes(classes, sounding, n_silent, rng)
+        offscreen_classes = _other_classes(classes, visible, n_offscreen, rng)
+    elif kind == "mixture":
         sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
         visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(0, 2)), rng)
     elif kind == "silent":
@@ -708,6 +743,8 @@ def render_scene(task):
         audio_classes = [main_class]
     elif kind == "offscreen":
         audio_classes = audio_classes + _other_classes(classes, visible, 1, rng)
+    elif kind == "interference":
+        audio_classes = audio_classes + offscreen_classes
     provenance, clips = [], []
     if kind == "speech":
         wave, prompt, prompt_source, language = _spoken_prompt(media, stamps[main_class], main_class,
@@ -725,7 +762,13 @@ def render_scene(task):
             clip, meta = _recording_clip(media, recording, part, length, rng)
             clips.append(clip)
             provenance.append(meta)
-    if len(clips) == 2:
+    if kind == "interference":
+        # The second on-screen source at the scenario's level, an off-screen one at 0 dB, relative to the first.
+        levels = ([plan[1]] if plan[2] == 2 else []) + [0.0] * plan[3]
+        for number, level_db in enumerate(levels, start=1):
+            clips[number] = clips[number] * (_rms(clips[0]) / _rms(clips[number])) * 10 ** (level_db / 20.0)
+            provenance[number]["level_db"] = round(level_db, 3)
+    elif len(clips) == 2:
         level_db = float(rng.uniform(-5.0, 5.0))
         clips[1] = clips[1] * (_rms(clips[0]) / _rms(clips[1])) * 10 ** (level_db / 20.0)
         provenance[1]["level_db"] = round(level_db, 3)
@@ -766,7 +809,7 @@ def render_scene(task):
         record["mask"] = f"masks/{file_id}.png"
         record["sources"] = sources
         if kind in MULTI_OBJECT_KINDS:
-            source_mask = {source["class"]: source["mask"] for source in sources}
+            source_mask = {source["class"]: source["mask"] for source in sources if "mask" in source}
             objects = []
             for number, class_name in enumerate(draw_order):
                 if class_name in source_mask:
@@ -782,6 +825,10 @@ def render_scene(task):
         record["bbox"] = [mask_box(mask_of[main_class])]
         record["mask"] = f"masks/{file_id}.png"
     record["kind"] = kind
+    if kind == "interference":
+        record["scenario"] = plan[0]
+        record["interference"] = {"level_db": plan[1], "offscreen": list(offscreen_classes),
+                                  "silent": [c for c in visible if c not in sounding]}
     if kind == "speech":
         record["prompt"] = provenance[0]["prompt"]
         record["language"] = provenance[0]["language"]
@@ -861,7 +908,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
                  overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None, n_val_unseen=0,
                  n_test_unseen=0, n_train_mosaic=0, n_val_mosaic=0, n_test_mosaic=0, n_test_duet=0, n_train_speech=0,
-                 n_val_speech=0, n_test_speech_unseen=0):
+                 n_val_speech=0, n_test_speech_unseen=0, n_val_interf=0, n_test_interf=0):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -888,6 +935,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         n_test_duet: CSOL's realistic duets (two sounding objects, 1-2 silent ones; at least 4 classes).
         n_train_speech, n_val_speech, n_test_speech_unseen: spoken-prompt scenes for training, validation and
             the unseen-language test (DenseAV; see the module docstring).
+        n_val_interf, n_test_interf: IEr's interference scenes (`INTERFERENCE_SCENARIOS`; at least 4 classes).
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -921,11 +969,13 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
               "test_mix": n_test_mix, "test_ext": n_test_ext, "test_speech": n_speech,
               "val_unseen": n_val_unseen, "test_unseen": n_test_unseen, "train_mosaic": n_train_mosaic,
               "val_mosaic": n_val_mosaic, "test_mosaic": n_test_mosaic, "test_duet": n_test_duet,
-              "train_speech": n_train_speech, "val_speech": n_val_speech, "test_speech_unseen": n_test_speech_unseen}
-    if (n_train_mosaic or n_val_mosaic or n_test_mosaic or n_test_duet) and len(info["classes"]) < 4:
-        raise StampsError(f"mosaic and duet scenes show four (duets up to four) objects of distinct sounding "
+              "train_speech": n_train_speech, "val_speech": n_val_speech, "test_speech_unseen": n_test_speech_unseen,
+              "val_interf": n_val_interf, "test_interf": n_test_interf}
+    if (n_train_mosaic or n_val_mosaic or n_test_mosaic or n_test_duet or n_val_interf or n_test_interf) \
+            and len(info["classes"]) < 4:
+        raise StampsError(f"mosaic, duet and interference scenes show up to four objects of distinct sounding "
                           f"classes, and only {len(info['classes'])} classes sound ({', '.join(info['classes'])}); "
-                          "choose at least 4 with --classes, or pass 0 mosaic / duet scenes.")
+                          "choose at least 4 with --classes, or pass 0 mosaic / duet / interference scenes.")
     if (n_val_unseen or n_test_unseen) and not unseen_classes(info):
         raise StampsError(f"none of the classes {', '.join(info['classes'])} has a second recording, so "
                           "val_unseen / test_unseen cannot be built; choose classes with several recordings "

@@ -15,6 +15,8 @@
    visible or not). Every sample is scored (the official test loop stops after one batch).
 3. Models without class maps (LVS, EZ-VSL) and the baselines use one min-max normalised map for every class;
    a model with `localize(..., class_ids=...)` (AVGN) gives each object's class its own map.
+4. IEr's interference protocol ("stamps-interference", `evaluate_interference`) scores the interference scenes per
+   scenario and adds off-screen NSA, the same share for the classes that are heard but not in the frame.
 """
 
 import os
@@ -29,7 +31,7 @@ from keras_avloc.metrics.localization import success_curve, success_curve_area
 from keras_avloc.metrics.multisource import match_clusters, ratio_ciou
 
 PROTOCOL = "stamps-classes"
-KIND_RATIOS = {"mosaic": 0.5, "duet": 0.2, "mixture": 0.2}
+KIND_RATIOS = {"mosaic": 0.5, "duet": 0.2, "mixture": 0.2, "interference": 0.2}
 """Binarisation ratio of each scene kind (official: `eval.py` synthetic 0.5, `eval_duet.py` real duets 0.2)."""
 SILENT_LEVEL = 0.2
 FIGURE_SAMPLES = 4
@@ -103,13 +105,21 @@ def _object_truth(item):
     return box, (None if mask is None else np.asarray(mask, np.float64) > 0.5)
 
 
+def _scored_classes(record):
+    """The classes whose maps a scene scores: its visible objects', then those heard off screen."""
+    names = [item["class"] for item in record.get("objects") or []]
+    return names + [source["class"] for source in record.get("sources") or []
+                    if source.get("offscreen") and source["class"] not in names]
+
+
 class _Scores:
     def __init__(self):
-        self.box, self.mask, self.silent, self.names = [], [], [], []
+        self.box, self.mask, self.silent, self.offscreen, self.names = [], [], [], [], []
 
-    def add(self, name, kind, maps_of, objects, truths):
+    def add(self, name, kind, maps_of, objects, truths, offscreen=()):
         ratio = KIND_RATIOS.get(kind, 0.5)
         box_values, mask_values, silent_values = [], [], []
+        offscreen_values = [float(np.mean(maps_of(class_name) <= SILENT_LEVEL)) for class_name in offscreen]
         for item, (box, mask) in zip(objects, truths):
             class_map = maps_of(item["class"])
             if item["sounding"]:
@@ -124,6 +134,7 @@ class _Scores:
         self.box.append(float(np.mean(box_values)))
         self.mask.append(float(np.mean(mask_values)) if mask_values else np.nan)
         self.silent.append(float(np.mean(silent_values)) if silent_values else np.nan)
+        self.offscreen.append(float(np.mean(offscreen_values)) if offscreen_values else np.nan)
 
     def result(self):
         box = np.asarray(self.box)
@@ -131,16 +142,20 @@ class _Scores:
         mask = mask[~np.isnan(mask)]
         silent = np.asarray(self.silent)
         silent = silent[~np.isnan(silent)]
+        offscreen = np.asarray(self.offscreen)
+        offscreen = offscreen[~np.isnan(offscreen)]
         curve = success_curve(box) if len(box) else np.zeros(21)
         return {"samples": int(len(box)), "class_ciou_auc": success_curve_area(box) if len(box) else float("nan"),
                 "class_ciou@0.3": float(curve[6]), "class_ciou@0.5": float(curve[10]),
                 "mean_class_ciou": float(box.mean()) if len(box) else float("nan"),
                 "mask_class_ciou_auc": success_curve_area(mask) if len(mask) else float("nan"),
-                "nsa": float(silent.mean()) if len(silent) else float("nan")}
+                "nsa": float(silent.mean()) if len(silent) else float("nan"),
+                "offscreen_nsa": float(offscreen.mean()) if len(offscreen) else float("nan")}
 
 
 def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule="hungarian", out_dir=None,
-                     batch_size=16, baselines=True, progress=True, max_batches=None, seed=0, assign_by="audio"):
+                     batch_size=16, baselines=True, progress=True, max_batches=None, seed=0, assign_by="audio",
+                     group_by=None, protocol=PROTOCOL, class_maps_options=None):
     """Scores class-aware localisation (the "stamps-classes" protocol of the module docstring).
 
     Args:
@@ -155,6 +170,10 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
         batch_size, progress, max_batches: the evaluation loop.
         baselines: also score the centre prior and random maps (one map for every class).
         seed: random-map seed.
+        group_by: also score each value of this record field apart ("scenario": the interference protocol),
+            under metrics["groups"][value].
+        protocol: the protocol name written to the metrics.
+        class_maps_options: keyword arguments of the model's `localize_classes` (IEr's filter switches).
 
     Returns:
         dict {"protocol", "split", "classes", "model": scores, "center": ..., "random": ..., "assignment": ...};
@@ -182,6 +201,7 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
     runs = {"model": _Scores()}
     if baselines:
         runs.update(center=_Scores(), random=_Scores())
+    groups = {}
     dataset = _dataset(model, root, split, records, batch_size)
     total = -(-len(records) // batch_size)
     size = (GT_SIZE, GT_SIZE)
@@ -193,17 +213,17 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
         batch = [records[int(i)] for i in positions]
         images, audio = np.asarray(x["image"]), np.asarray(x["audio"])
         if class_aware:
-            cluster_maps = np.asarray(model.localize_classes(images, audio, image_size=size), np.float64)
+            cluster_maps = np.asarray(model.localize_classes(images, audio, image_size=size,
+                                                             **(class_maps_options or {})), np.float64)
             class_maps = np.einsum("ck,bkhw->bchw", assignment["assignment"].astype(np.float64), cluster_maps)
         else:
             agnostic = _minmax(model.localize(images, audio, image_size=size))
         per_slot = {}
         if conditioned and not class_aware:
-            slots = max(len(record["objects"]) for record in batch)
+            scored = [_scored_classes(record) for record in batch]
             vocab = {name: position for position, name in enumerate(vocabulary)}
-            for slot in range(slots):
-                ids = np.array([vocab.get(r["objects"][slot]["class"], -1) if slot < len(r["objects"]) else -1
-                                for r in batch], np.int32)
+            for slot in range(max(len(names) for names in scored)):
+                ids = np.array([vocab.get(names[slot], -1) if slot < len(names) else -1 for names in scored], np.int32)
                 maps = model.localize(images, audio, image_size=size, class_ids=np.maximum(ids, 0))
                 per_slot[slot] = np.where((ids >= 0)[:, None, None], _minmax(maps), agnostic)
         baseline = {name: _baseline_maps(name, len(batch), positions, seed) for name in runs if name != "model"}
@@ -217,14 +237,22 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
                     position = index.get(name)
                     return class_maps[row, position] if position is not None else np.zeros(size)
             elif per_slot:
-                slot_of = {item["class"]: slot for slot, item in enumerate(objects)}
+                slot_of = {name: slot for slot, name in enumerate(_scored_classes(record))}
 
                 def model_map(name, row=row, slot_of=slot_of):
                     return per_slot[slot_of[name]][row]
             else:
                 def model_map(name, row=row):
                     return agnostic[row]
-            runs["model"].add(record["file"], record.get("kind"), model_map, objects, truths)
+            offscreen = [source["class"] for source in record.get("sources") or [] if source.get("offscreen")]
+            targets = [runs]
+            if group_by is not None:
+                key = str(record.get(group_by))
+                if key not in groups:
+                    groups[key] = {name: _Scores() for name in runs}
+                targets.append(groups[key])
+            for target in targets:
+                target["model"].add(record["file"], record.get("kind"), model_map, objects, truths, offscreen)
             if out_dir is not None and len(figure_samples) < FIGURE_SAMPLES:
                 sounding = [item for item in objects if item["sounding"]]
                 figure_samples.append((images[row], np.stack([model_map(item["class"]) for item in sounding]),
@@ -233,12 +261,17 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
                                         if not item["sounding"] and len(item["boxes"])]))
             for name, maps in baseline.items():
                 normalised = _minmax(maps[row])
-                runs[name].add(record["file"], record.get("kind"), lambda _c, m=normalised: m, objects, truths)
-    metrics = {"protocol": PROTOCOL, "split": split, "classes": class_list,
+                for target in targets:
+                    target[name].add(record["file"], record.get("kind"), lambda _c, m=normalised: m, objects, truths,
+                                     offscreen)
+    metrics = {"protocol": protocol, "split": split, "classes": class_list,
                "maps": ("class maps (clusters assigned on %s, %s)" % (assign_split, rule)) if class_aware else
                ("class-conditioned maps" if per_slot or conditioned else "one class-agnostic map for every class")}
     for name, scores in runs.items():
         metrics[name] = scores.result()
+    if group_by is not None:
+        metrics["groups"] = {key: {name: scores.result() for name, scores in value.items()}
+                             for key, value in sorted(groups.items())}
     if assignment is not None:
         metrics["assignment"] = {"rule": rule, "split": assign_split, "by": assign_by, "purity": assignment["purity"],
                                  "nmi": assignment["nmi"], "clips": assignment["clips"],
@@ -274,4 +307,48 @@ def classes_table(metrics):
         lines.append(f"clusters -> classes: {a['rule']} on {a['split']} by {a.get('by', 'audio')} clusters "
                      f"({a['clips']} clips): purity {a['purity']:.3f}, "
                      f"NMI {a['nmi']:.3f}")
+    return "\n".join(lines)
+
+
+INTERFERENCE_PROTOCOL = "stamps-interference"
+
+
+def evaluate_interference(model, root, split="test_interf", assign_split="val", **kwargs):
+    """IEr's interference protocol ("stamps-interference"): `evaluate_classes` on the interference scenes
+    (`avloc data stamps --n-test-interf`), scored per scenario (volume_0db ... volume_20db, offscreen,
+    silent, combined; `keras_avloc.data.stamps.INTERFERENCE_SCENARIOS`) and over all of them.
+
+    Beside the class-aware AUC / cIoU and NSA (visible but silent objects), "offscreen_nsa" is the share of
+    pixels <= 0.2 in the maps of the classes that are heard but not in the frame (higher is better).
+
+    Args:
+        model, root, split, assign_split: as `evaluate_classes`; **kwargs: its other arguments.
+
+    Returns:
+        The `evaluate_classes` metrics with "groups" {scenario: {"model": ..., "center": ..., "random": ...}}.
+    """
+    records = _records(root, split)
+    if not any(record.get("scenario") for record in records):
+        raise EvaluationError(f"{os.path.join(root, split + '.json')} has no interference scenes (records with "
+                              "'scenario'); build them with `avloc data stamps --n-val-interf 140 --n-test-interf "
+                              "280` (same --out, the other splits are kept).")
+    return evaluate_classes(model, root, split, assign_split, group_by="scenario", protocol=INTERFERENCE_PROTOCOL,
+                            **kwargs)
+
+
+def interference_table(metrics, columns=("class_ciou_auc", "nsa", "offscreen_nsa")):
+    """Per-scenario rows (model, centre, random) of `evaluate_interference` metrics as a text table."""
+    names = [name for name in ("model", "center", "random") if name in metrics]
+    header = f"{'scenario':<14}" + "".join(f"{name + ' ' + short:>16}" for name in names
+                                            for short in ("AUC", "NSA", "offNSA"))
+    lines = [header]
+    groups = dict(metrics.get("groups", {}))
+    groups["all"] = {name: metrics[name] for name in names}
+    for key, rows in groups.items():
+        cells = []
+        for name in names:
+            for column in columns:
+                value = rows[name].get(column, float("nan"))
+                cells.append(f"{value:>16.3f}")
+        lines.append(f"{key:<14}" + "".join(cells))
     return "\n".join(lines)

@@ -26,6 +26,7 @@ _LAZY = {
     "CSOLStageOne": "csol", "CSOLStageTwo": "csol", "csol_stage_one_loss_terms": "csol",
     "csol_stage_two_loss_terms": "csol", "csol_class_loss_terms": "csol",
     "DenseAV": "denseav", "denseav_loss_terms": "denseav",
+    "IErStageOne": "ier", "IErStageTwo": "ier", "aii_loss_terms": "ier", "ier_stage_two_loss_terms": "ier",
     "AVC": "avsa", "AVSA": "avsa", "avc_loss_terms": "avsa", "avsa_contrast_terms": "avsa",
     "AVLocModel": "base", "cosine_similarity_map": "base", "minmax_normalize": "base", "objectness_map": "base",
     "upsample_maps": "base",

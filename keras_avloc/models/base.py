@@ -16,6 +16,7 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     default_split         training split when none is given ("train"; CSOL stage two: "train_mosaic")
     needs_feature_pass    `train` also builds the training split in order, unaugmented, for `training_callbacks`
     init_from_method      the method whose trained model must initialise this one (`train(init_from=...)`)
+    init_from_optional    `init_from_method` may initialise it but need not (IEr stage one from CSOL's)
     optimizer_options     extra `keras.optimizers.Adam` arguments ({}; DenseAV: epsilon, clipnorm)
     data_kind             "frames" (`keras_avloc.data.make_dataset`) or "sphere" (viewpoints of 360° clips,
                           `keras_avloc.data.sphere_dataset.make_sphere_dataset`; AVC / AVSA)
@@ -133,6 +134,7 @@ class AVLocModel(keras.Model):
     default_split = "train"
     needs_feature_pass = False
     init_from_method = None
+    init_from_optional = False
     optimizer_options = {}
     data_kind = "frames"
     draws_heatmaps = True

@@ -334,6 +334,31 @@ class _CSOLBase(AVLocModel):
         return {"image_features": image_features, "image_maps": self.visual_head(image_features, training=training),
                 "audio_features": audio_features, "audio_vecs": self.audio_head(audio_features, training=training)}
 
+    def copy_parts(self, source, source_class, what, parts, fields=("num_clusters", "embed_dim", "feature_channels"),
+                   needs_clustering=True):
+        """Initialises this model from a trained one: checks its class, its `fields` and (if `needs_clustering`)
+        that it has clustered, copies the weights of each (mine, theirs) attribute pair, the av scale and the
+        dictionary.
+
+        Raises:
+            ValueError: another class, other settings, or no clustering yet.
+        """
+        if not isinstance(source, source_class):
+            raise ValueError(f"{what} starts from a {source_class.display_name} model ({source_class.__name__}), got "
+                             f"{type(source).__name__}.")
+        mine = tuple(getattr(self, field) for field in fields)
+        theirs = tuple(getattr(source, field) for field in fields)
+        if mine != theirs:
+            raise ValueError(f"the {source_class.display_name} model has ({', '.join(fields)}) = {theirs}, {what} "
+                             f"{mine}; build {what} with the same settings.")
+        if needs_clustering and float(ops.convert_to_numpy(source.clusterings)) < 1:
+            raise ValueError(f"the {source_class.display_name} model has not clustered yet (no object dictionary): "
+                             f"train it for more than warmup_epochs = {source.warmup_epochs} epochs.")
+        for mine_part, theirs_part in parts:
+            getattr(self, mine_part).set_weights(getattr(source, theirs_part).get_weights())
+        self.av_scale.assign(source.av_scale)
+        self.dictionary.assign(source.dictionary)
+
     def similarity_map(self, image_maps, audio_vecs):
         """av_map = sigmoid(w * cos) [B, h, w] of matched pairs."""
         return ops.sigmoid(av_logits(image_maps, audio_vecs, self.av_scale))
@@ -422,6 +447,23 @@ class CSOLStageOne(_CSOLBase):
         av_map = self.similarity_map(outputs["image_maps"], outputs["audio_vecs"])
         return object_features(outputs["image_features"], av_map, self.mask_threshold)
 
+    # Hooks of the clustering callback (`CSOLClustering`); IEr extends them.
+    clustering_log_keys = ()
+    class_step_terms = ()
+
+    def clustering_features(self, images, audio):
+        """Per-clip features of the feature pass: {"object": object features [B, C]} (k-means runs on these)."""
+        return {"object": self.extract_object_features(images, audio)}
+
+    def after_clustering(self, labels, features, epoch):
+        """Called after each clustering with the pseudo-labels [N] and the feature pass's arrays; returns extra
+        epoch logs. CSOL: nothing more to do."""
+        return {}
+
+    def class_step_options(self, rng):
+        """Keyword tensors for the next `class_step` (CSOL: none)."""
+        return {}
+
     def head_variables(self):
         return self.image_class_head.trainable_variables + self.audio_class_head.trainable_variables
 
@@ -440,18 +482,24 @@ class CSOLStageOne(_CSOLBase):
         for variable in optimizer.variables:
             variable.assign(ops.zeros(variable.shape, variable.dtype))
 
-    def class_step(self, x, labels):
-        """One classification step on pseudo-labels: heads with their own Adam, the rest with the model's."""
+    def class_step_loss_terms(self, x, labels):
+        """The terms of one classification step (CSOL: `csol_class_loss_terms`); "step_loss" (if given, else
+        "class_loss") is minimised."""
+        outputs = self(x, training=True)
+        image_logits, audio_logits = self.class_logits(outputs)
+        return csol_class_loss_terms(image_logits, audio_logits, labels)
+
+    def class_step(self, x, labels, **options):
+        """One classification step on pseudo-labels: heads with their own Adam, the rest with the model's;
+        `options` (`class_step_options`) go to `class_step_loss_terms`."""
         import tensorflow as tf
 
         heads = self.head_variables()
         head_ids = {id(v) for v in heads}
         others = [v for v in self.trainable_variables if id(v) not in head_ids]
         with tf.GradientTape() as tape:
-            outputs = self(x, training=True)
-            image_logits, audio_logits = self.class_logits(outputs)
-            terms = csol_class_loss_terms(image_logits, audio_logits, labels)
-        gradients = tape.gradient(terms["class_loss"], heads + others)
+            terms = self.class_step_loss_terms(x, labels, **options)
+        gradients = tape.gradient(terms.get("step_loss", terms["class_loss"]), heads + others)
         head_gradients = [g + self.weight_decay * v for g, v in zip(gradients[: len(heads)], heads)]
         self.__dict__["_head_optimizer"].apply(head_gradients, heads)
         self.apply_gradients(gradients[len(heads):], others)
@@ -501,12 +549,12 @@ class CSOLClustering(keras.callbacks.Callback):
         import tensorflow as tf
 
         if self._feature_fn is None:
-            self._feature_fn = tf.function(model.extract_object_features)
+            self._feature_fn = tf.function(model.clustering_features)
 
-            def step(x, index):
+            def step(x, index, options):
                 labels = tf.gather(self._table, tf.clip_by_value(index, 0, tf.shape(self._table)[0] - 1))
                 labels = tf.where((index >= 0) & (index < tf.shape(self._table)[0]), labels, -1)
-                return model.class_step(x, labels)
+                return model.class_step(x, labels, **options)
 
             self._class_fn = tf.function(step)
         return self._feature_fn, self._class_fn
@@ -516,19 +564,21 @@ class CSOLClustering(keras.callbacks.Callback):
         from tqdm.auto import tqdm
 
         logs = logs if logs is not None else {}
-        for key in self.LOG_KEYS:
-            logs[key] = float("nan")
         model = self.model
+        for key in self.LOG_KEYS + tuple(model.clustering_log_keys) + tuple(model.class_step_terms):
+            logs[key] = float("nan")
         if epoch + 1 <= model.warmup_epochs:
             return
         features_fn, class_fn = self._functions(model)
-        features, indices, true_labels = [], [], []
-        for x, y in tqdm(self.feature_dataset, desc="csol: object features", unit="batch", leave=False,
+        parts, indices, true_labels = {}, [], []
+        for x, y in tqdm(self.feature_dataset, desc=f"{model.name}: clip features", unit="batch", leave=False,
                          disable=not self.progress):
-            features.append(features_fn(x["image"], x["audio"]).numpy())
+            for key, value in features_fn(x["image"], x["audio"]).items():
+                parts.setdefault(key, []).append(value.numpy())
             indices.append(np.asarray(y["index"]).reshape(-1))
             true_labels.append(np.asarray(y["label"]).reshape(-1))
-        features, indices, true_labels = np.concatenate(features), np.concatenate(indices), np.concatenate(true_labels)
+        parts = {key: np.concatenate(value) for key, value in parts.items()}
+        features, indices, true_labels = parts["object"], np.concatenate(indices), np.concatenate(true_labels)
         labels, dictionary, sizes = cluster_objects(features, model.num_clusters, seed=self.seed + epoch,
                                                     n_init=model.kmeans_restarts)
         known = true_labels >= 0
@@ -552,20 +602,22 @@ class CSOLClustering(keras.callbacks.Callback):
 
             write_npz(os.path.join(self.out_dir, "dictionary.npz"), dictionary=dictionary, pseudo_labels=table,
                       cluster_sizes=sizes, epoch=np.int32(epoch + 1), nmi=np.float32(nmi))
+        logs.update(model.after_clustering(labels, parts, epoch))
         model.reset_class_heads(self.seed + epoch)
-        totals = {key: 0.0 for key in self.LOG_KEYS[1:]}
+        totals = {key: 0.0 for key in self.LOG_KEYS[1:] + tuple(model.class_step_terms)}
         steps = 0
+        rng = np.random.default_rng([self.seed, epoch, 11])
         for _ in range(model.class_passes):
-            for x, y in tqdm(self.dataset, desc="csol: class heads", unit="batch", leave=False,
+            for x, y in tqdm(self.dataset, desc=f"{model.name}: class heads", unit="batch", leave=False,
                              disable=not self.progress):
-                terms = class_fn(x, tf.cast(tf.reshape(y["index"], [-1]), tf.int32))
+                terms = class_fn(x, tf.cast(tf.reshape(y["index"], [-1]), tf.int32), model.class_step_options(rng))
                 for key in totals:
                     totals[key] += float(terms[key])
                 steps += 1
         logs["cluster_nmi"] = nmi
         for key in totals:
             logs[key] = totals[key] / max(steps, 1)
-        print(f"csol clustering (epoch {epoch + 1}): cluster sizes {sizes.tolist()}, NMI {nmi:.3f}, class loss "
+        print(f"{model.name} clustering (epoch {epoch + 1}): cluster sizes {sizes.tolist()}, NMI {nmi:.3f}, class loss "
               f"{logs['class_loss']:.3f}, image / audio accuracy {logs['image_class_accuracy']:.3f} / "
               f"{logs['audio_class_accuracy']:.3f}")
 
@@ -621,25 +673,9 @@ class CSOLStageTwo(_CSOLBase):
         Raises:
             ValueError: the stage-one model does not match (K, widths) or has not clustered yet.
         """
-        if not isinstance(stage_one, CSOLStageOne):
-            raise ValueError(f"CSOL stage two starts from a CSOL stage-one model, got {type(stage_one).__name__}.")
-        mine = (self.num_clusters, self.embed_dim, self.feature_channels)
-        theirs = (stage_one.num_clusters, stage_one.embed_dim, stage_one.feature_channels)
-        if mine != theirs:
-            raise ValueError(f"stage one has (num_clusters, embed_dim, channels) = {theirs}, stage two {mine}; "
-                             "build stage two with the same settings.")
-        if float(ops.convert_to_numpy(stage_one.clusterings)) < 1:
-            raise ValueError("the stage-one model has not clustered yet (no object dictionary): train it for more "
-                             f"than warmup_epochs = {stage_one.warmup_epochs} epochs.")
-        for mine_part, theirs_part in ((self.image_backbone, stage_one.image_backbone),
-                                       (self.visual_head, stage_one.visual_head),
-                                       (self.audio_features, stage_one.audio_features),
-                                       (self.audio_head, stage_one.audio_head),
-                                       (self.teacher_audio, stage_one.audio_features),
-                                       (self.teacher_head, stage_one.audio_class_head)):
-            mine_part.set_weights(theirs_part.get_weights())
-        self.av_scale.assign(stage_one.av_scale)
-        self.dictionary.assign(stage_one.dictionary)
+        self.copy_parts(stage_one, CSOLStageOne, "CSOL stage two", (
+            ("image_backbone", "image_backbone"), ("visual_head", "visual_head"), ("audio_features", "audio_features"),
+            ("audio_head", "audio_head"), ("teacher_audio", "audio_features"), ("teacher_head", "audio_class_head")))
 
     def teacher_logits(self, audio):
         """Audio class logits [B, K] of the frozen stage-one network."""

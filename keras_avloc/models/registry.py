@@ -29,6 +29,8 @@ _BUILTIN = {
     "avgn": "keras_avloc.models.avgn:AVGN",
     "csol": "keras_avloc.models.csol:CSOLStageOne",
     "csolstage2": "keras_avloc.models.csol:CSOLStageTwo",
+    "ier": "keras_avloc.models.ier:IErStageOne",
+    "ierstage2": "keras_avloc.models.ier:IErStageTwo",
     "denseav": "keras_avloc.models.denseav:DenseAV",
     "avc": "keras_avloc.models.avsa:AVC",
     "avsa": "keras_avloc.models.avsa:AVSA",

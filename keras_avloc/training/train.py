@@ -425,6 +425,8 @@ def _initial_model(model_class, method, init_from):
             raise TrainingError(f"--init-from applies to methods that start from another trained model (CSOL stage "
                                 f"two); {method} does not: drop it (use --init-image-weights for backbones).")
         return None
+    if not init_from and getattr(model_class, "init_from_optional", False):
+        return None
     if not init_from:
         raise TrainingError(f"{method} starts from a trained {needed} model: pass --init-from RUN/model.keras "
                             f"(train it first with `avloc train --method {needed} ...`).")
