@@ -116,8 +116,13 @@ def test_each_mask_threshold_on_a_hand_made_batch():
     np.testing.assert_allclose(weights["batch_max"], [[2 / 4, 1 / 4], [0, 0]])            # > 0.4 (0.5 x 0.8)
     np.testing.assert_allclose(weights["image_max"], [[2 / 4, 1 / 4], [0, 3 / 4]])        # > 0.4, > 0.2
     np.testing.assert_allclose(weights["gap"], maps.mean(axis=(1, 2)), rtol=1e-6)
-    mean = maps.mean()
-    np.testing.assert_allclose(weights["batch_mean"], (maps > mean).mean(axis=(1, 2)))
+    # batch_mean, per class: class 0's batch mean is 0.24375 (on: 0.8, 0.5), class 1's 0.2375 (on: 0.3, 0.45, 0.4,
+    # 0.3, 0.25). Over all classes the mean of a softmax map would be the constant 1/K.
+    np.testing.assert_allclose(weights["batch_mean"], [[2 / 4, 2 / 4], [0, 3 / 4]])
+    softmaxed = _softmax(RNG.normal(size=(3, 4, 4, 5)))
+    class_means = softmaxed.mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(np.asarray(ier.visual_mask_weights(softmaxed.astype("float32"), "batch_mean")),
+                               (softmaxed > class_means).mean(axis=(1, 2)))
     with pytest.raises(ValueError, match="image_max"):
         ier.visual_mask_weights(maps, "median")
 
@@ -218,7 +223,7 @@ def _tiny(**extra):
 def test_distinguishing_step_shapes_and_a_class_step_with_mixtures():
     import tensorflow as tf
 
-    model = ier.IErStageOne(**_tiny(), class_passes=1)
+    model = ier.IErStageOne(**_tiny(), class_passes=1, mix_level_db=0.0)
     model.compile()
     x = {"image": RNG.normal(size=(4, 64, 64, 3)).astype("float32"),
          "audio": RNG.uniform(-80, 0, size=(4, 101, 64, 1)).astype("float32")}
@@ -228,11 +233,47 @@ def test_distinguishing_step_shapes_and_a_class_step_with_mixtures():
                                                 False)
     assert tuple(expanded.shape) == (4, 3, 8)
     np.testing.assert_allclose(np.asarray(expanded), np.repeat(np.asarray(audio_vecs)[:, None], 3, axis=1))  # zero init
+    model.audio_prototypes.assign(RNG.normal(size=(3, 8)).astype("float32"))
     model.reset_class_heads(0)
+    labels = np.array([0, 1, 2, -1])
+    # The AII term of a step: BCE of the presence logits of the mixed log-mels against the union of the labels,
+    # over the rows whose members all have a label (3 sources: only row 0 = clips 0, 1, 2).
+    for sources, members, valid in ((1, [[0], [1], [2], [-1]], [1, 1, 1, 0]),
+                                    (3, [[0, 1, 2], [1, 2, -1], [2, -1, 0], [-1, 0, 1]], [1, 0, 0, 0])):
+        mixed = x["audio"] if sources == 1 else np.asarray(ier.mix_logmels(x["audio"], sources, np.zeros((4, 4))))
+        logits = np.asarray(model.presence_logits(mixed, training=True), np.float64)
+        targets = np.array([[float(c in row) for c in range(3)] for row in members])
+        p = _sigmoid(logits)
+        bce = -(targets * np.log(p) + (1 - targets) * np.log(1 - p)).mean(axis=1)
+        terms = model.class_step_loss_terms(x, tf.constant(labels), sources=tf.constant(sources))
+        np.testing.assert_allclose(float(terms["aii_loss"]), bce[np.array(valid, bool)].mean(), rtol=1e-4)
+        np.testing.assert_allclose(float(terms["step_loss"]), float(terms["class_loss"]) + float(terms["aii_loss"]),
+                                   rtol=1e-5)
     before = [np.array(v) for v in model.step_network.trainable_variables]
-    terms = model.class_step(x, tf.constant([0, 1, 2, -1]), sources=tf.constant(3))
-    assert np.isfinite(float(terms["aii_loss"])) and float(terms["step_loss"]) > float(terms["class_loss"])
+    model.class_step(x, tf.constant(labels), sources=tf.constant(3))
     assert any(np.abs(np.array(v) - b).max() > 0 for v, b in zip(model.step_network.trainable_variables, before))
+
+
+def test_after_clustering_sets_prototypes_and_the_curriculum_and_keeps_the_cluster_numbering():
+    model = ier.IErStageOne(**_tiny(), curriculum_epochs=3)
+    audio = _unit(RNG.normal(size=(6, 8))).astype("float32")
+    labels = np.array([0, 0, 2, 2, 2, 0])  # cluster 1 is empty
+    model.clusterings.assign(2.0)  # the callback counts this clustering before the hook: the second one
+    logs = model.after_clustering(labels, {"audio": audio}, epoch=4)
+    prototypes = np.asarray(model.audio_prototypes)
+    np.testing.assert_allclose(prototypes[0], audio[[0, 1, 5]].mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(prototypes[2], audio[[2, 3, 4]].mean(axis=0), rtol=1e-6)
+    assert not prototypes[1].any() and logs == {"mix_proportion": 0.7, "mix_sources": 3.0}
+
+    dictionary = RNG.uniform(size=(3, 64)).astype("float32")
+    fresh = ier.IErStageOne(**_tiny())
+    same = fresh.align_clusters(labels, dictionary, np.array([3, 0, 3]))
+    assert same[0] is labels  # no dictionary yet: k-means' numbering stands
+    fresh.dictionary.assign(dictionary)
+    permutation = np.array([2, 0, 1])  # new cluster n is old entry permutation[n]
+    aligned_labels, aligned, sizes = fresh.align_clusters(labels, dictionary[permutation] * 1.1, np.array([3, 0, 3]))
+    np.testing.assert_allclose(aligned, dictionary * 1.1, rtol=1e-6)
+    assert aligned_labels.tolist() == permutation[labels].tolist() and sizes.tolist() == [0, 3, 3]
 
 
 def test_stage_two_saves_and_reloads_exactly_in_bf16(tmp_path):
@@ -292,6 +333,10 @@ def test_interference_scenes_carry_their_scenario_with_exact_levels(ier_data):
             first, second = (soundfile.read(os.path.join(ier_data, s["audio"]))[0] for s in record["sources"][:2])
             level = 20 * np.log10(np.sqrt(np.mean(second ** 2)) / np.sqrt(np.mean(first ** 2)))
             np.testing.assert_allclose(level, info["level_db"], atol=0.05)
+            if scenario == "combined":  # the off-screen source at 0 dB relative to the first
+                first, third = (soundfile.read(os.path.join(ier_data, record["sources"][n]["audio"]))[0] for n in (0, 2))
+                np.testing.assert_allclose(20 * np.log10(np.sqrt(np.mean(third ** 2) / np.mean(first ** 2))), 0.0,
+                                           atol=0.05)
             if scenario.startswith("volume_"):
                 assert abs(info["level_db"]) == float(scenario[7:-2])
                 if info["level_db"]:
@@ -378,16 +423,26 @@ def test_stage_one_can_continue_a_csol_stage_one():
 
 def test_bad_interference_records_and_too_few_classes_get_clear_errors(tmp_path):
     from keras_avloc.data import load_split
-    from keras_avloc.data.annotations import AnnotationError
+    from keras_avloc.data.annotations import AnnotationError, write_split
 
     entry = {"file": "a", "class": "cow", "bbox": [], "kind": "interference", "scenario": "silent"}
     for bad, message in (({"level_db": "loud"}, "level_db"), ({"offscreen": "pig"}, "offscreen"), ([1], "object")):
         (tmp_path / "test_interf.json").write_text(json.dumps([dict(entry, interference=bad)]))
         with pytest.raises(AnnotationError, match=f"test_interf.json entry 0.*{message}"):
             load_split(str(tmp_path), "test_interf")
-    (tmp_path / "test_interf.json").write_text(json.dumps([dict(entry, interference={"level_db": -6, "silent": ["dog"]})]))
+    good = dict(entry, interference={"level_db": -6, "silent": ["dog"]},
+                sources=[{"class": "pig", "bbox": [], "audio": "audio/a_s0.wav", "offscreen": True}])
+    (tmp_path / "test_interf.json").write_text(json.dumps([good]))
     record = load_split(str(tmp_path), "test_interf")[0]
     assert record["scenario"] == "silent" and record["interference"] == {"level_db": -6.0, "offscreen": [], "silent": ["dog"]}
+    assert record["sources"][0]["offscreen"] is True
+    write_split([record], str(tmp_path / "copy.json"))  # a round trip keeps the interference fields
+    again = load_split(str(tmp_path), "copy")[0]
+    assert again["scenario"] == "silent" and again["interference"] == record["interference"]
+    assert again["sources"][0]["offscreen"] is True
+    (tmp_path / "test_interf.json").write_text(json.dumps([dict(good, sources=[dict(good["sources"][0], offscreen="no")])]))
+    with pytest.raises(AnnotationError, match="'offscreen' must be true or false"):
+        load_split(str(tmp_path), "test_interf")
     with pytest.raises(stamps_module.StampsError, match="interference"):
         stamps_module.build_stamps(str(tmp_path / "three"), n_train=0, n_val=0, n_test=0, n_test_mix=0, n_test_ext=0,
                                    n_test_interf=7, classes=STAMPS_CLASSES[:3], progress=False)

@@ -181,8 +181,9 @@ def _run_classes(args):
         if not hasattr(model, "offscreen_filter"):
             raise CliError("--no-silent-filter / --no-offscreen-filter / --mask-variant apply to IEr stage-two "
                            f"models; {args.checkpoint} holds a {type(model).__name__}.")
-        options = {"silent_filter": not args.no_silent_filter, "offscreen_filter": not args.no_offscreen_filter,
-                   "mask_variant": args.mask_variant}
+        # An unset flag keeps the model's own setting (None).
+        options = {"silent_filter": False if args.no_silent_filter else None,
+                   "offscreen_filter": False if args.no_offscreen_filter else None, "mask_variant": args.mask_variant}
     common = dict(assign_split=args.assign_split, rule=args.assignment, out_dir=args.out, batch_size=args.batch_size,
                   baselines=True, progress=not args.no_progress, assign_by=args.assign_by,
                   class_maps_options=options or None)

@@ -461,7 +461,9 @@ def _parts(root, entry, where, key, singular, fields):
                 "mask": _inside(root, item.get("mask"), "mask", item_where)}
         if key == "sources":
             part["audio"] = _inside(root, item.get("audio"), "audio", item_where)
-            part["offscreen"] = bool(item.get("offscreen", False))
+            if not isinstance(item.get("offscreen", False), bool):
+                raise AnnotationError(f"{item_where}: 'offscreen' must be true or false, got {item.get('offscreen')!r:.40}")
+            part["offscreen"] = item.get("offscreen", False)
         else:
             if not isinstance(item.get("sounding", False), bool):
                 raise AnnotationError(f"{item_where}: 'sounding' must be true or false, got {item.get('sounding')!r:.40}")
@@ -546,6 +548,8 @@ def write_split(records, path):
                 for key in ("mask", "audio"):
                     if source.get(key):
                         written[key] = relative(source[key], key)
+                if source.get("offscreen"):
+                    written["offscreen"] = True
                 entry["sources"].append(written)
         if record.get("objects"):
             entry["objects"] = []
@@ -557,9 +561,11 @@ def write_split(records, path):
                 if item.get("direction") is not None:
                     written["direction"] = np.asarray(item["direction"]).tolist()
                 entry["objects"].append(written)
-        for key in ("prompt", "language"):
+        for key in ("prompt", "language", "scenario"):
             if record.get(key):
                 entry[key] = record[key]
+        if record.get("interference") is not None:
+            entry["interference"] = dict(record["interference"])
         if record.get("speech") is not None:
             entry["speech"] = [float(v) for v in record["speech"]]
         entries.append(entry)

@@ -319,7 +319,9 @@ def evaluate_interference(model, root, split="test_interf", assign_split="val", 
     silent, combined; `keras_avloc.data.stamps.INTERFERENCE_SCENARIOS`) and over all of them.
 
     Beside the class-aware AUC / cIoU and NSA (visible but silent objects), "offscreen_nsa" is the share of
-    pixels <= 0.2 in the maps of the classes that are heard but not in the frame (higher is better).
+    pixels <= 0.2 in the maps of the classes that are heard but not in the frame (higher is better). A class the
+    assignment gives no cluster has an empty map, so its NSA is 1 (with K >= the class count, Hungarian matching
+    gives every class a cluster).
 
     Args:
         model, root, split, assign_split: as `evaluate_classes`; **kwargs: its other arguments.
@@ -339,8 +341,9 @@ def evaluate_interference(model, root, split="test_interf", assign_split="val", 
 def interference_table(metrics, columns=("class_ciou_auc", "nsa", "offscreen_nsa")):
     """Per-scenario rows (model, centre, random) of `evaluate_interference` metrics as a text table."""
     names = [name for name in ("model", "center", "random") if name in metrics]
-    header = f"{'scenario':<14}" + "".join(f"{name + ' ' + short:>16}" for name in names
-                                            for short in ("AUC", "NSA", "offNSA"))
+    short = {"class_ciou_auc": "AUC", "nsa": "NSA", "offscreen_nsa": "offNSA"}
+    header = f"{'scenario':<14}" + "".join(f"{name + ' ' + short.get(column, column):>16}" for name in names
+                                            for column in columns)
     lines = [header]
     groups = dict(metrics.get("groups", {}))
     groups["all"] = {name: metrics[name] for name in names}

@@ -455,6 +455,11 @@ class CSOLStageOne(_CSOLBase):
         """Per-clip features of the feature pass: {"object": object features [B, C]} (k-means runs on these)."""
         return {"object": self.extract_object_features(images, audio)}
 
+    def align_clusters(self, labels, dictionary, sizes):
+        """Renumbers a new clustering before it is stored (CSOL: as k-means numbered it; its class heads restart
+        every epoch). Returns (labels, dictionary, sizes)."""
+        return labels, dictionary, sizes
+
     def after_clustering(self, labels, features, epoch):
         """Called after each clustering with the pseudo-labels [N] and the feature pass's arrays; returns extra
         epoch logs. CSOL: nothing more to do."""
@@ -579,8 +584,8 @@ class CSOLClustering(keras.callbacks.Callback):
             true_labels.append(np.asarray(y["label"]).reshape(-1))
         parts = {key: np.concatenate(value) for key, value in parts.items()}
         features, indices, true_labels = parts["object"], np.concatenate(indices), np.concatenate(true_labels)
-        labels, dictionary, sizes = cluster_objects(features, model.num_clusters, seed=self.seed + epoch,
-                                                    n_init=model.kmeans_restarts)
+        labels, dictionary, sizes = model.align_clusters(*cluster_objects(
+            features, model.num_clusters, seed=self.seed + epoch, n_init=model.kmeans_restarts))
         known = true_labels >= 0
         nmi = float("nan")
         if known.any():

@@ -15,9 +15,12 @@ Stage one (`IErStageOne`, method "ier"; single-source clips): CSOL's stage one p
 * its loss (`aii_loss_terms`): the presence logit of class k is s_k = w_a cos(F_k, P^a_k) + b_a, trained with
   BCE against multi-hot targets. Mix-and-separate: a mixture of n clips (the batch rolled by 1..n-1) gets
   Y = union of their pseudo-label one-hots; the log-mels are mixed in the power domain (`mix_logmels`), each
-  added clip at a random level in +-`mix_level_db`;
-* the curriculum: after each clustering the class passes alternate single-source and mixed batches, the
-  mixed share p rising linearly from 0.5 to 0.9 and the source count from 2 to 4 over `curriculum_epochs`
+  added clip shifted by a random gain in +-`mix_level_db` (on top of the recordings' own level difference);
+* re-clustering renumbers k-means' clusters every epoch: the new clusters are matched to the previous dictionary
+  (Hungarian on cosine, `align_clusters`), so each class's step, prototype and dictionary entry keep meaning the
+  same cluster across epochs;
+* the curriculum: after each clustering the class passes mix single-source and mixed batches (each step is
+  mixed with probability p), the mixed share p rising linearly from 0.5 to 0.9 and the source count from 2 to 4 over `curriculum_epochs`
   clusterings (`curriculum`); p and n go to the epoch logs (TensorBoard: `mix_proportion`, `mix_sources`).
 
 Stage two (`IErStageTwo`, method "ierstage2"; mixtures, initialised from stage one), the cross-modal referrer:
@@ -45,7 +48,8 @@ Choices where the paper is silent (each a constructor argument):
 * L^v uses a softmax over the K prototypes (`prototype_sharpness=10`) so the five thresholds act on a [0, 1]
   map; the thresholds: "fixed" (L > `mask_value`, 0.5), "batch_max" (L > `mask_ratio` x the batch maximum),
   "image_max" (default, L > `mask_ratio` x each image's maximum over locations and classes), "gap" (the
-  plain GAP of L, no binarisation), "batch_mean" (L > the batch mean); `mask_ratio` 0.5;
+  plain GAP of L, no binarisation), "batch_mean" (L_k > the batch mean of L_k, per class: over all classes the
+  mean of a softmax is the constant 1/K); `mask_ratio` 0.5;
 * p^av is the normalised product (an all-zero product falls back to the uniform distribution), treated as a
   target (no gradient) and mixed with 5% of the uniform distribution (`target_smoothing`): the filters zero
   classes, and KL(q || p) is unbounded where p is 0 (clamped at 1e-12, the first epoch's KL was 11.7); the
@@ -174,7 +178,9 @@ def visual_mask_weights(maps, variant="image_max", ratio=0.5, value=0.5):
     Args:
         maps: L^v [B, h, w, K] in [0, 1].
         variant: "fixed" (L > value), "batch_max" (L > ratio x max over the batch), "image_max" (L > ratio x
-            each image's max over h, w, K), "gap" (mean of L itself), "batch_mean" (L > mean over the batch).
+            each image's max over h, w, K), "gap" (mean of L itself), "batch_mean" (L_k > the batch mean of L_k;
+            over all classes it would be the constant 1/K, L being a softmax over K). The batch variants make a
+            scene's weights depend on the scenes batched with it, at inference too (evaluation batches: 16).
         ratio, value: as above.
 
     Returns:
@@ -190,7 +196,7 @@ def visual_mask_weights(maps, variant="image_max", ratio=0.5, value=0.5):
     elif variant == "image_max":
         threshold = ratio * ops.max(maps, axis=(1, 2, 3), keepdims=True)
     elif variant == "batch_mean":
-        threshold = ops.mean(maps)
+        threshold = ops.mean(maps, axis=(0, 1, 2), keepdims=True)  # per class (L sums to 1 over K at each location)
     else:
         raise ValueError(f"unknown mask threshold {variant!r}; choose one of {', '.join(MASK_THRESHOLDS)}.")
     return ops.mean(ops.cast(maps > threshold, "float32"), axis=(1, 2))
@@ -367,6 +373,23 @@ class IErStageOne(_IErAudio, CSOLStageOne):
         av_map = self.similarity_map(outputs["image_maps"], outputs["audio_vecs"])
         return {"object": object_features(outputs["image_features"], av_map, self.mask_threshold),
                 "audio": l2_normalize(ops.cast(outputs["audio_vecs"], "float32"), axis=-1)}
+
+    def align_clusters(self, labels, dictionary, sizes):
+        """Renumbers a new clustering to match the current dictionary (Hungarian on the cosine of the entries), so
+        the distinguishing step of class k keeps describing the same cluster; unchanged before any dictionary."""
+        previous = np.asarray(ops.convert_to_numpy(self.dictionary), np.float64)
+        if not np.abs(previous).sum():
+            return labels, dictionary, sizes
+        from scipy.optimize import linear_sum_assignment
+
+        def unit(rows):
+            return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+        new, old = linear_sum_assignment(-(unit(np.asarray(dictionary, np.float64)) @ unit(previous).T))
+        slot = np.empty(len(new), np.int64)
+        slot[new] = old  # new cluster -> the slot of the old entry it matches
+        order = np.argsort(slot)  # slot j holds new cluster order[j]
+        return slot[labels].astype(labels.dtype), dictionary[order], sizes[order]
 
     def after_clustering(self, labels, features, epoch):
         """Audio prototypes = per-cluster means of the normalised audio embeddings; the curriculum's (p, n)."""
