@@ -20,8 +20,9 @@ Stage one (`IErStageOne`, method "ier"; single-source clips): CSOL's stage one p
   (Hungarian on cosine, `align_clusters`), so each class's step, prototype and dictionary entry keep meaning the
   same cluster across epochs;
 * the curriculum: after each clustering the class passes mix single-source and mixed batches (each step is
-  mixed with probability p), the mixed share p rising linearly from 0.5 to 0.9 and the source count from 2 to 4 over `curriculum_epochs`
-  clusterings (`curriculum`); p and n go to the epoch logs (TensorBoard: `mix_proportion`, `mix_sources`).
+  mixed with probability p), the mixed share p rising linearly from 0.5 to 0.9 and the source count from 2 to 4
+  over `curriculum_epochs` clusterings (`curriculum`); p and n go to the epoch logs (TensorBoard:
+  `mix_proportion`, `mix_sources`).
 
 Stage two (`IErStageTwo`, method "ierstage2"; mixtures, initialised from stage one), the cross-modal referrer:
 * class-aware AV maps A_k = sigmoid(w cos(f_v[h, w], F_k)) (the silent-object filter: a visible object of
