@@ -308,3 +308,43 @@ def test_spatial_downloads_keep_the_ambix_track_and_list_the_clips(source_mp4, t
     missing = {e["file"]: e for e in json.loads((mono_root / "missing.json").read_text())}
     assert summary["missing"] == 3 and all(e["permanent"] and "4 expected" in e["reason"] for e in missing.values())
     assert json.loads((mono_root / "train.json").read_text()) == []
+
+
+def test_sharded_downloads_split_the_ids_once_and_their_reports_merge(source_mp4, tmp_path, capsys):
+    ids = [f"ok-bbbbbbb{i}_000001" for i in range(4)] + [f"gone-ccccc{i}_000001" for i in range(4)] + ["bad_id"]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(ids) + "\n")
+    # The split: disjoint, complete, independent of the list's order, and the same on every call.
+    clip_ids = ids[:-1]
+    shards = [download.shard_ids(clip_ids, index, 2) for index in range(2)]
+    assert sorted(sum(shards, [])) == sorted(clip_ids) and all(shards)
+    assert [download.shard_ids(list(reversed(clip_ids)), 1, 2)[::-1]] == [shards[1]]
+    with pytest.raises(ValueError, match="0..N-1"):
+        download.check_shard("3/2")
+    roots = [tmp_path / f"machine{index}" for index in range(2)]
+    with LoopbackServer(source_mp4) as server:
+        for index, root in enumerate(roots):  # two machines, each with its own disk
+            assert main(["download", str(ids_file), str(root), "--shard", f"{index}/2", "--retries", "0",
+                         "--url-template", server.url + "/auto/{id}.mp4", "--no-progress", "--workers", "1"]) == 0
+        for index, root in enumerate(roots):
+            done = {name[:-4] for name in os.listdir(root / "audio")}
+            assert done == {i for i in shards[index] if i.startswith("ok")}
+            assert not (root / "missing.json").read_text() == ""
+        # Sharing one disk: the shards' reports merge into missing.json as each shard finishes.
+        shared = tmp_path / "shared"
+        for index in range(2):
+            download.download_clips(ids_file, shared, url_template=server.url + "/auto/{id}.mp4", workers=1,
+                                    retries=0, progress=False, shard=(index, 2))
+    merged = {e["file"] for e in json.loads((shared / "missing.json").read_text())}
+    assert merged == {i for i in ids if not i.startswith("ok")}
+    assert sorted(name[:-4] for name in os.listdir(shared / "audio")) == sorted(i for i in ids if i.startswith("ok"))
+    # Separate disks: the reports copied into one folder merge with --merge-only.
+    gathered = tmp_path / "gathered"
+    gathered.mkdir()
+    for index, root in enumerate(roots):
+        (gathered / f"missing-{index}-of-2.json").write_text((root / f"missing-{index}-of-2.json").read_text())
+    capsys.readouterr()
+    assert main(["download", str(ids_file), str(gathered), "--merge-only"]) == 0
+    assert "merged 2 shard reports" in capsys.readouterr().out
+    assert {e["file"] for e in json.loads((gathered / "missing.json").read_text())} == merged
+    assert main(["download", str(ids_file), str(tmp_path / "empty"), "--merge-only"]) != 0

@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES = [
     "data",
     "pretrain_image",
     "train",
+    "data_service",
     "evaluate",
     "localize",
     "demo",

@@ -5,7 +5,7 @@ The implementation is keras_avloc/data/download.py (`tools/vggss_dl.py` runs thi
 
 import sys
 
-from keras_avloc.cli import ExampleFormatter
+from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 from keras_avloc.data.download import DEFAULT_FORMAT, DEFAULT_URL_TEMPLATE
 
@@ -46,6 +46,12 @@ def add_download_arguments(parser):
     parser.add_argument("--retry-missing", action="store_true", help="retry clips already listed as unavailable")
     parser.add_argument("--format", default=DEFAULT_FORMAT, help="yt-dlp format selector (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="download only shard I of N (0-based; e.g. 0/4 .. 3/4 on four machines): a fixed split of "
+                        "the ids by hash; its report is OUT_ROOT/missing-I-of-N.json")
+    parser.add_argument("--merge-only", action="store_true",
+                        help="download nothing: merge the missing-*-of-*.json shard reports in OUT_ROOT (copied there "
+                        "from the machines) into OUT_ROOT/missing.json")
     return parser
 
 
@@ -69,11 +75,33 @@ def run(args, stream=None):
     from keras_avloc.io.files import check_output_folder
 
     check_output_folder(args.out_root, "OUT_ROOT")
+    if args.merge_only:
+        import glob
+        import os
+
+        from keras_avloc.data.download import merge_reports
+
+        reports = sorted(glob.glob(os.path.join(args.out_root, "missing-*-of-*.json")))
+        if not reports:
+            raise CliError(f"--merge-only: no missing-I-of-N.json shard reports in {args.out_root}; copy them there "
+                           "from the machines that ran `avloc download --shard I/N`.")
+        total = merge_reports(reports, os.path.join(args.out_root, "missing.json"))
+        print(f"merged {len(reports)} shard reports into {os.path.join(args.out_root, 'missing.json')} "
+              f"({total} clips missing)", file=stream or sys.stdout)
+        return 0
+    shard = None
+    if args.shard:
+        from keras_avloc.data.download import check_shard
+
+        try:
+            shard = check_shard(args.shard)
+        except ValueError as err:
+            raise CliError(str(err)) from None
     summary = download_clips(
         args.annotations, args.out_root, url_template=args.url_template, workers=args.workers,
         keep_video=args.keep_video, limit=args.limit, retries=args.retries, backoff=args.backoff,
         retry_missing=args.retry_missing, format_selector=args.format, progress=not args.no_progress,
-        spatial=args.spatial, split=args.split,
+        spatial=args.spatial, split=args.split, shard=shard,
     )
     print(
         f"done {summary['done']}, skipped {summary['skipped']} (already present or known missing), "

@@ -31,6 +31,9 @@ EPILOG = """Examples:
   # AVC on viewpoints of 360° clips (`avloc data sphere`), then AVSA from it (the official curriculum)
   avloc train --method avc --data datasets/sphere --out runs/avc --width 16 --image-size 64 --cache
   avloc train --method avsa --init-from runs/avc/model.keras --data datasets/sphere --out runs/avsa
+  # two workers (run on each host with its own task index; --batch-size is the global batch)
+  TF_CONFIG='{"cluster": {"worker": ["h1:2222", "h2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+      avloc train --method ezvsl --data datasets/vggss --tfrecords shards/vggss --out runs/ezvsl --batch-size 256
   # a killed run resumes from its last finished epoch: re-run the same command
   # a run with other settings is refused; --overwrite starts it afresh
   tensorboard --logdir runs/lvs/logs
@@ -108,6 +111,16 @@ def register(subparsers):
                         help="decode the training split once into memory and augment in graph (small datasets)")
     parser.add_argument("--warmup-epochs", type=types.number(minimum=0, maximum=1000), default=0.0,
                         help="linear learning-rate warm-up over this many epochs (default 0)")
+    parser.add_argument("--strategy", choices=["auto", "none", "mirrored", "multi-worker"], default="auto",
+                        help="tf.distribute strategy: auto (default: multi-worker when TF_CONFIG lists several workers, "
+                        "mirrored on several GPUs, else none), mirrored (this host's devices), multi-worker "
+                        "(MultiWorkerMirroredStrategy from TF_CONFIG); --batch-size is then the global batch")
+    parser.add_argument("--tfrecords", default=None, metavar="DIR",
+                        help="read the splits from TFRecord shards (`avloc data to-tfrecord`) in DIR; workers of a "
+                        "multi-worker job split them by file")
+    parser.add_argument("--data-service", default=None, metavar="grpc://HOST:PORT",
+                        help="decode and compute spectrograms on tf.data service workers (`avloc data-service "
+                        "dispatcher` / `worker`); needs --tfrecords")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete a previous run in --out (only the files train writes) and start afresh")
     parser.set_defaults(func=run)
@@ -131,6 +144,12 @@ def run(args):
         args.method = args.method + "stage2"
     if args.clusters is not None and not args.method.startswith(two_stage):
         raise CliError(f"--clusters applies to --method csol or ier only (got --method {args.method}); drop it.")
+    if args.tfrecords and not os.path.isdir(args.tfrecords):
+        raise CliError(f"--tfrecords {args.tfrecords}: no such folder; write the shards with `avloc data to-tfrecord "
+                       f"{args.data} {args.tfrecords} --split train`.")
+    if args.data_service and not args.tfrecords:
+        raise CliError("--data-service runs the input pipeline on other processes, which needs the pure-graph TFRecord "
+                       "reader: add --tfrecords DIR (write it with `avloc data to-tfrecord`).")
     if args.embed_dim is not None and args.method == "lvs":
         raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 
@@ -165,9 +184,12 @@ def run(args):
         init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
         model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
         run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
-        cache=args.cache, warmup_epochs=args.warmup_epochs, init_from=args.init_from,
+        cache=args.cache, warmup_epochs=args.warmup_epochs, init_from=args.init_from, strategy=args.strategy,
+        tfrecord_dir=args.tfrecords, data_service=args.data_service,
     )
-    if history is not None:
+    from keras_avloc.training.distribute import cluster_spec
+
+    if history is not None and cluster_spec()[1] == 0:  # the chief writes the run folder
         print(f"saved {os.path.join(args.out, 'model.keras')}")
     return 0
 

@@ -18,6 +18,8 @@ Example:
 import concurrent.futures
 import contextlib
 import csv
+import glob
+import hashlib
 import json
 import os
 import random
@@ -406,6 +408,7 @@ def download_clips(
     progress=True,
     spatial=False,
     split="train",
+    shard=None,
 ):
     """Downloads every clip of an annotation file into `root`, resumably and in parallel.
 
@@ -427,12 +430,22 @@ def download_clips(
             track at 24 kHz (`SPATIAL_FORMAT` unless another `format_selector` is given; clips without a
             spatial track are reported missing), and list the finished clips in ROOT/<split>.json.
         split: the split file a spatial download writes.
+        shard: (index, count): only the ids `shard_ids` gives shard `index` of `count` (0-based), for one of
+            `count` machines; its report is ROOT/missing-<index>-of-<count>.json, and ROOT/missing.json is rewritten
+            as the merge of every shard report found in ROOT (`merge_reports`), so machines sharing ROOT end with
+            one report. Machines with their own roots merge theirs with `merge_reports` (`avloc download
+            --merge-only`).
 
     Returns:
         dict with counts "done", "skipped" (already present), "missing" (this run, incl. invalid ids),
         "invalid", "total", and "missing_path".
     """
     ids, invalid = read_clip_ids(annotations)
+    all_ids = ids
+    if shard is not None:
+        index, count = check_shard(shard)
+        ids = shard_ids(ids, index, count)
+        invalid = invalid if index == 0 else []  # malformed rows are reported once, by shard 0
     sample_rate, channels = (24000, 4) if spatial else (16000, 1)
     if spatial:
         keep_video = True
@@ -446,6 +459,11 @@ def download_clips(
     clean_stale_partials(root)
     missing_path = os.path.join(root, "missing.json")
     report = _read_report(missing_path)
+    if shard is not None:
+        mine = set(ids)
+        report = {key: entry for key, entry in report.items() if key in mine}
+        missing_path = shard_report_path(root, index, count)
+        report.update(_read_report(missing_path))
     for entry, reason in invalid:
         report[entry] = {"file": entry, "reason": reason, "permanent": True, "attempts": 0}
 
@@ -496,6 +514,9 @@ def download_clips(
         # On Ctrl-C, queued clips are cancelled and in-flight ones finish (or die) on their own.
         executor.shutdown(wait=sys.exc_info()[0] is None, cancel_futures=True)
         save_report()
+        if shard is not None:
+            merge_reports(sorted(glob.glob(os.path.join(root, f"missing-*-of-{count}.json"))),
+                          os.path.join(root, "missing.json"))
         if sys.exc_info()[0] is None:
             clean_stale_partials(root)
     return {
@@ -505,8 +526,48 @@ def download_clips(
         "invalid": len(invalid),
         "total": len(ids) + len(invalid),
         "missing_path": missing_path,
-        "split_path": (write_sphere_split(ids, root, split) if spatial else write_annotated_split(annotations, root)),
+        # A shard lists every clip of the file found complete in ROOT (all shards' when they share it).
+        "split_path": (write_sphere_split(all_ids, root, split) if spatial else
+                       write_annotated_split(annotations, root)),
     }
+
+
+def check_shard(shard):
+    """(index, count) from a tuple or "I/N" (0 <= I < N); raises AnnotationError naming the fix."""
+    try:
+        index, count = (str(shard).split("/") if isinstance(shard, str) else shard)
+        index, count = int(index), int(count)
+    except (TypeError, ValueError):
+        raise AnnotationError(f"--shard {shard!r}: expected I/N, e.g. 0/4 (machine I of N, counting from 0)") from None
+    if count < 1 or not 0 <= index < count:
+        raise AnnotationError(f"--shard {index}/{count}: I must be in 0..N-1 (e.g. 0/{max(count, 1)} .. "
+                              f"{max(count, 1) - 1}/{max(count, 1)})")
+    return index, count
+
+
+def shard_ids(ids, index, count):
+    """The ids of shard `index` of `count`: those whose SHA-256 falls in it (deterministic on every machine,
+    whatever the order of the list, and stable when ids are added)."""
+    def owner(file_id):
+        return int(hashlib.sha256(str(file_id).encode()).hexdigest()[:16], 16) % int(count)
+
+    return [file_id for file_id in ids if owner(file_id) == int(index)]
+
+
+def shard_report_path(root, index, count):
+    return os.path.join(root, f"missing-{int(index)}-of-{int(count)}.json")
+
+
+def merge_reports(paths, out_path):
+    """Merges missing-report files (missing.json / missing-I-of-N.json) into `out_path`; a clip listed twice keeps
+    the entry with more attempts. Returns the number of entries written."""
+    merged = {}
+    for path in paths:
+        for key, entry in _read_report(path).items():
+            if key not in merged or int(entry.get("attempts", 0)) >= int(merged[key].get("attempts", 0)):
+                merged[key] = entry
+    write_json(out_path, sorted(merged.values(), key=lambda e: e["file"]))
+    return len(merged)
 
 
 def write_sphere_split(ids, root, split="train"):

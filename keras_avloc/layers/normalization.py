@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_avloc.layers.replicas import under_strategy
+
 
 @keras.saving.register_keras_serializable(package="keras_avloc")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -12,6 +14,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     of about ten element-wise ops; in training this removes several passes over every activation.
     Other backends, other ranks or axes, masks, and renorm fall back to the Keras implementation.
 
+    Under a `tf.distribute` strategy (any but the default one), training batches are normalised with the
+    statistics of the *global* batch (Keras' synchronized moments: the per-replica sums are all-reduced), so
+    N replicas of b clips normalise as one replica of N*b clips would.
+
     Args:
         **kwargs: as `keras.layers.BatchNormalization` (e.g. `epsilon=1e-5, momentum=0.9`).
 
@@ -19,7 +25,34 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     >>> bn = FusedBatchNormalization(epsilon=1e-5, momentum=0.9, name="bn1")
     """
 
-    def _fused_supported(self, inputs, mask):
+    def _moments(self, inputs, mask):
+        if mask is None and under_strategy():
+            return self._synchronized_moments(inputs)
+        return super()._moments(inputs, mask)
+
+    def _synchronized_moments(self, inputs):
+        """Mean and biased variance over the global batch, in two passes (sum -> mean, then the sum of squared
+        deviations), each all-reduced across replicas. Keras' synchronized moments use E[x^2] - E[x]^2, whose
+        float32 cancellation on channels with a small spread changed gradients by up to 50% (measured on
+        EZ-VSL's layer4); the two-pass form agrees with the fused kernel. Differentiable through both sums."""
+        import tensorflow as tf
+
+        context = tf.distribute.get_replica_context()
+        x = tf.cast(inputs, tf.float32)
+        axes = list(self._reduction_axes)
+        shape = tf.shape(x)
+        count = tf.cast(tf.reduce_prod(tf.gather(shape, axes)), tf.float32)
+        total, count = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                          [tf.reduce_sum(x, axis=axes, keepdims=True), count])
+        mean = total / tf.maximum(count, 1.0)
+        squares = context.all_reduce(tf.distribute.ReduceOp.SUM,
+                                     tf.reduce_sum(tf.square(x - mean), axis=axes, keepdims=True))
+        variance = squares / tf.maximum(count, 1.0)
+        return tf.squeeze(mean, axes), tf.squeeze(variance, axes)
+
+    def _fused_supported(self, inputs, mask, training=None):
+        if training and under_strategy():
+            return False
         axis = self.axis if isinstance(self.axis, int) else (self.axis[0] if len(self.axis) == 1 else None)
         return (
             keras.backend.backend() == "tensorflow"
@@ -30,7 +63,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
 
     def call(self, inputs, training=None, mask=None):
-        if not self._fused_supported(inputs, mask):
+        if not self._fused_supported(inputs, mask, training):
             return super().call(inputs, training=training, mask=mask)
         import tensorflow as tf
 

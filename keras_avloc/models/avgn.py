@@ -393,7 +393,8 @@ class AVGN(AVLocModel):
 
     def compute_batch_terms(self, x, y, training):
         """The base class's training hook: AVGN needs the source labels of y (see `labels_from_targets`)."""
-        return self.compute_loss_terms(self(x, training=training), labels_from_targets(y))
+        outputs, labels = self.global_batch((self(x, training=training), labels_from_targets(y)))
+        return self.compute_loss_terms(outputs, labels)
 
     def predict_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)

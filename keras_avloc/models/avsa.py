@@ -358,7 +358,7 @@ class SphereModel(AVLocModel):
                 "audio_feat": ops.reshape(audio_feat, (batch, views, -1))}
 
     def compute_batch_terms(self, x, y, training):
-        features = self(x, training=training)
+        features = self.global_batch(self(x, training=training))
         return self.contrast_terms(features["video_feat"], features["audio_feat"], training)
 
     def localize(self, images, audio, image_size=None):

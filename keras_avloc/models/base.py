@@ -28,6 +28,8 @@ import numpy as np
 import keras
 from keras import ops
 
+from keras_avloc.layers.replicas import global_batch, multi_worker, replica_count, replica_loss
+
 from keras_avloc.models.losses_common import l2_normalize
 
 
@@ -246,6 +248,13 @@ class AVLocModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras (TF backend, under a tf.distribute strategy) builds compiled metrics symbolically from the first
+        # batch reduced with `strategy.reduce`, which MultiWorkerMirroredStrategy cannot do on a dict of
+        # per-replica batches (TF 2.21: "Attempt to convert a value ({'image': PerReplica..."). These models
+        # are built at construction and `compile` builds the optimizer, so there is nothing left to build.
+        return None
+
     @property
     def metrics(self):
         return list(self.term_trackers.values())
@@ -264,8 +273,17 @@ class AVLocModel(keras.Model):
             dict with a scalar "loss" and every name in `loss_term_names`.
         """
         images, audio = split_inputs(x)
-        features = self({"image": images, "audio": audio}, training=training)
+        features = self.global_batch(self({"image": images, "audio": audio}, training=training))
         return self.compute_loss_terms(features["image_maps"], features["audio_vecs"])
+
+    def global_batch(self, tree):
+        """The per-clip tensors a loss reads, gathered from every replica (`keras_avloc.layers.replicas`).
+
+        Every `compute_batch_terms` passes what its loss reads (features, labels, masks) through this just
+        before the loss: under a `tf.distribute` strategy with N replicas the loss then sees the global batch,
+        as one replica with N times the batch would; outside a strategy it returns `tree` unchanged. The
+        distributed conformance test (tests/test_distribute.py) checks every registered method for it."""
+        return global_batch(tree)
 
     def learning_rate_schedule(self, learning_rate=None):
         """The method's own learning-rate schedule (hook: DenseAV's two phases), or None for a constant rate
@@ -276,7 +294,8 @@ class AVLocModel(keras.Model):
         """The optimizer update of `train_step` (hook: DenseAV's two phases). A model with a non-zero
         `weight_decay` attribute (CSOL, AVC / AVSA) gets torch's coupled L2 decay (`Adam(weight_decay=...)`:
         gradient + decay * weight); variables without a gradient are left alone."""
-        decay = float(getattr(self, "weight_decay", 0.0) or 0.0)
+        # Under N replicas the optimizer sums N copies of the decay term: each replica adds 1/N of it.
+        decay = float(getattr(self, "weight_decay", 0.0) or 0.0) / replica_count()
         pairs = [(g + decay * ops.cast(v, g.dtype) if decay else g, v)
                  for g, v in zip(gradients, variables) if g is not None]
         if pairs:
@@ -291,7 +310,13 @@ class AVLocModel(keras.Model):
     def _update_trackers(self, terms, batch_size):
         for term, tracker in self.term_trackers.items():
             tracker.update_state(terms[term], sample_weight=batch_size)
-        return {term: tracker.result() for term, tracker in self.term_trackers.items()}
+        results = {term: tracker.result() for term, tracker in self.term_trackers.items()}
+        if multi_worker():
+            # Keras reduces a multi-worker step's outputs with strategy.reduce("MEAN", value, axis=0), which
+            # fails on scalars (TF 2.21: "Invalid reduction dimension 0"); one-element vectors reduce to scalars.
+            # Every replica holds the same values: the loss terms of the global batch.
+            results = {term: ops.reshape(value, (1,)) for term, value in results.items()}
+        return results
 
     def train_step(self, data):
         import tensorflow as tf
@@ -302,7 +327,8 @@ class AVLocModel(keras.Model):
             loss = terms["loss"]
             if self.losses:
                 loss = loss + ops.sum(self.losses)
-            scaled_loss = self.optimizer.scale_loss(loss)
+            # Each replica holds the global batch's loss; the optimizer sums the replicas' gradients.
+            scaled_loss = self.optimizer.scale_loss(replica_loss(loss))
         gradients = tape.gradient(scaled_loss, self.trainable_weights)
         self.apply_gradients(gradients, self.trainable_weights)
         batch_size = batch_weight(split_inputs(x)[0])

@@ -432,7 +432,7 @@ class CSOLStageOne(_CSOLBase):
                                            dtype="float32")
 
     def compute_batch_terms(self, x, y, training):
-        outputs = self(x, training=training)
+        outputs = self.global_batch(self(x, training=training))
         return csol_stage_one_loss_terms(outputs["image_maps"], outputs["audio_vecs"], self.av_scale)
 
     def class_logits(self, outputs):
@@ -688,10 +688,10 @@ class CSOLStageTwo(_CSOLBase):
 
     def compute_batch_terms(self, x, y, training):
         _, audio = split_inputs(x)
-        outputs = self(x, training=training)
+        outputs, teacher = self.global_batch((self(x, training=training), self.teacher_logits(audio)))
         return csol_stage_two_loss_terms(outputs["image_features"], outputs["image_maps"], outputs["audio_vecs"],
                                          self.av_scale, self.dictionary, self.object_scale, self.object_bias,
-                                         self.teacher_logits(audio), self.location_weight)
+                                         teacher, self.location_weight)
 
     def class_maps(self, images, audio):
         """softmax(3 m) over the K classes at feature resolution [B, K, h, w] (m multiplied by av_map)."""

@@ -77,6 +77,7 @@ import keras
 from keras import ops
 
 from keras_avloc.backbones import encoders
+from keras_avloc.layers.normalization import FusedBatchNormalization
 from keras_avloc.models.base import AVLocModel, as_keras_model, images_and_audio, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets
 
@@ -360,8 +361,8 @@ def spectrogram_cnn(width=64, name="audio_cnn", dtype=None):
         for layer in range(2):
             x = keras.layers.Conv2D(int(width) * 2**stage, 3, strides=stride if layer == 0 else 1, padding="same",
                                     use_bias=False, name=f"stage{stage + 1}_conv{layer + 1}", dtype=dtype)(x)
-            x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"stage{stage + 1}_bn{layer + 1}",
-                                                dtype=dtype)(x)
+            x = FusedBatchNormalization(momentum=0.9, epsilon=1e-5, name=f"stage{stage + 1}_bn{layer + 1}",
+                                        dtype=dtype)(x)
             x = keras.layers.ReLU(name=f"stage{stage + 1}_relu{layer + 1}", dtype=dtype)(x)
     return keras.Model(inputs, x, name=name)
 
@@ -662,6 +663,8 @@ class DenseAV(AVLocModel):
         if pixel_mask is not None:
             image_mask = ops.image.resize(pixel_mask[..., None], (image_maps.shape[1], image_maps.shape[2]),
                                           interpolation="area")[..., 0]
+        audio_maps, image_maps, audio_mask, positive_mask, image_mask = self.global_batch(
+            (audio_maps, image_maps, audio_mask, positive_mask, image_mask))
         terms = denseav_loss_terms(audio_maps, image_maps, self.theta, self.num_heads, audio_mask, positive_mask,
                                    image_mask, self.regularizer_weights, self.cal_init)
         terms.pop("sims")

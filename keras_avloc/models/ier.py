@@ -64,6 +64,7 @@ import keras
 from keras import ops
 
 from keras_avloc.backbones import encoders
+from keras_avloc.layers.replicas import global_batch
 from keras_avloc.models.base import split_inputs, upsample_maps
 from keras_avloc.models.csol import (AV_SCALE_INIT, CLASS_HEAD_LEARNING_RATE, CLASS_PASSES, DEFAULT_CLUSTERS,
                                      LOCATION_WEIGHT, MASK_THRESHOLD, WEIGHT_DECAY, CSOLStageOne, _CSOLBase,
@@ -192,12 +193,12 @@ def visual_mask_weights(maps, variant="image_max", ratio=0.5, value=0.5):
         return ops.mean(maps, axis=(1, 2))
     if variant == "fixed":
         threshold = ops.convert_to_tensor(value, "float32")
-    elif variant == "batch_max":
-        threshold = ratio * ops.max(maps)
+    elif variant == "batch_max":  # over the global batch under tf.distribute (as one replica would see it)
+        threshold = ratio * ops.max(global_batch(maps))
     elif variant == "image_max":
         threshold = ratio * ops.max(maps, axis=(1, 2, 3), keepdims=True)
     elif variant == "batch_mean":
-        threshold = ops.mean(maps, axis=(0, 1, 2), keepdims=True)  # per class (L sums to 1 over K at each location)
+        threshold = ops.mean(global_batch(maps), axis=(0, 1, 2), keepdims=True)  # per class (L sums to 1 over K at each location)
     else:
         raise ValueError(f"unknown mask threshold {variant!r}; choose one of {', '.join(MASK_THRESHOLDS)}.")
     return ops.mean(ops.cast(maps > threshold, "float32"), axis=(1, 2))
@@ -559,7 +560,7 @@ class IErStageTwo(_IErAudio, _CSOLBase):
                 "class_maps": av * prototype, "mask_weights": weights, "audio_distribution": distribution}
 
     def compute_batch_terms(self, x, y, training):
-        parts = self.referrer(x, training=training)
+        parts = self.global_batch(self.referrer(x, training=training))
         target = smooth_distribution(parts["audio_distribution"], self.target_smoothing)
         return ier_stage_two_loss_terms(parts["image_maps"], parts["audio_vecs"], self.av_scale, parts["class_maps"],
                                         target, self.class_scale, self.location_weight)

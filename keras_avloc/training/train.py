@@ -125,7 +125,7 @@ def remove_run(out_dir):
 
 
 def build_training_model(method, mixed_precision=None, init_image_weights=None, freeze_image_encoder=False,
-                         learning_rate=None, model_kwargs=None, run_eagerly=False, warmup_steps=0):
+                         learning_rate=None, model_kwargs=None, run_eagerly=False, warmup_steps=0, optimizer=None):
     """Builds and compiles a model for training.
 
     Args:
@@ -141,6 +141,8 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
         run_eagerly: skip tf.function tracing (slower steps, ~30 s faster start; for debugging and tiny runs).
         warmup_steps: linear learning-rate warm-up over this many optimizer steps (0 = constant rate, or the
             method's own schedule); the optimizer also takes the method's `optimizer_options`.
+        optimizer: None for Adam (the papers'), or a Keras optimizer config ({"class_name": "SGD", "config":
+            {"learning_rate": 0.01}}) used instead (`learning_rate` and the schedules then do not apply).
 
     Returns:
         A compiled model.
@@ -173,7 +175,14 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
     schedule = model.learning_rate_schedule(learning_rate) if not warmup_steps else None
     if schedule is None:
         schedule = warmup_schedule(learning_rate or model.default_learning_rate, warmup_steps)
-    optimizer = keras.optimizers.Adam(learning_rate=schedule, **model.optimizer_options)
+    if optimizer is None:
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, **model.optimizer_options)
+    else:
+        try:
+            optimizer = keras.optimizers.deserialize(dict(optimizer))
+        except (TypeError, ValueError) as err:
+            raise TrainingError(f"optimizer {optimizer!r} is not a Keras optimizer config ({err}); e.g. "
+                                "{'class_name': 'SGD', 'config': {'learning_rate': 0.01}}.") from None
     model.compile(optimizer=optimizer, run_eagerly=bool(run_eagerly))
     return model
 
@@ -208,7 +217,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
           learning_rate=None, image_size=None, clip_seconds=None, mixed_precision=None, init_image_weights=None,
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
           verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
-          augment=None, cache=False, warmup_epochs=0, init_from=None):
+          augment=None, cache=False, warmup_epochs=0, init_from=None, strategy=None, tfrecord_dir=None,
+          data_service=None, optimizer=None, callbacks=None):
     """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
 
     Args:
@@ -248,6 +258,16 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         warmup_epochs: linear learning-rate warm-up over this many epochs (0 = the papers' constant rate).
         init_from: a `.keras` model of the method's `init_from_method` that initialises this one (required by
             CSOL stage two: the stage-one model, `model.initialize_from(loaded)`).
+        strategy: None (one device), a name of `keras_avloc.training.distribute.STRATEGIES` ("auto",
+            "mirrored", "multi-worker" from `TF_CONFIG`) or a `tf.distribute.Strategy`. `batch_size` is then the
+            global batch, and every loss sees the global batch (see `keras_avloc.training.distribute`).
+        tfrecord_dir: read the training (and validation) split from TFRecord shards written by
+            `avloc data to-tfrecord` in this folder instead of the media files; under a multi-worker strategy the
+            workers split the shards by file.
+        optimizer: a Keras optimizer config to use instead of Adam (see `build_training_model`).
+        callbacks: extra `keras.callbacks.Callback`s, run after the method's and the run's own.
+        data_service: "grpc://HOST:PORT" of a tf.data service dispatcher (`avloc data-service dispatcher`):
+            the training pipeline's decoding and spectrograms run on its workers instead of in this process.
 
     Returns:
         (model, history): the trained model and the `keras.callbacks.History` of this run (None when
@@ -263,13 +283,29 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
 
     from keras_avloc.io.files import check_output_folder
     from keras_avloc.models import load_model
-    from keras_avloc.training.callbacks import AtomicModelCheckpoint, HeatmapImages, TrainingState, tensorboard_available
+    from keras_avloc.training import distribute
 
     method = normalize_name(method)
     try:
         model_class = get_method_class(method)
     except ValueError as err:
         raise TrainingError(str(err)) from None
+    # First TensorFlow work of the run: a multi-worker strategy configures the collective ops at start-up.
+    strategy = distribute.make_strategy(strategy) if strategy not in (None, "none") else None
+    worker_index, num_workers = distribute.worker_role(strategy)
+    if strategy is not None and strategy.num_replicas_in_sync > 1:
+        if model_class.needs_feature_pass:
+            raise TrainingError(f"{method} runs its clustering and class passes outside model.fit, which does not "
+                                "distribute yet; train it without --strategy (one process).")
+        if int(batch_size) % strategy.num_replicas_in_sync:
+            raise TrainingError(f"--batch-size {batch_size} is the global batch and must be a multiple of the "
+                                f"{strategy.num_replicas_in_sync} replicas.")
+    if num_workers > 1 and seed is None:
+        seed = distribute.DEFAULT_MULTI_WORKER_SEED
+        if worker_index == 0:
+            print(f"multi-worker: no --seed given; every worker shuffles with seed {seed} (pass --seed to vary it)")
+    chief_out_dir = out_dir
+    out_dir = distribute.worker_dir(out_dir, strategy)
     split = split or model_class.default_split
     image_size = model_class.default_image_size if image_size is None else image_size
     clip_seconds = model_class.default_clip_seconds if clip_seconds is None else clip_seconds
@@ -301,6 +337,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         "init_from": file_fingerprint([init_from]) if init_from else None,
         "data": data_fingerprint(data_root, [split, val_split]) if dataset is None else "<dataset given in Python>",
     }
+    if optimizer is not None:  # recorded only when set, so runs from before the option still resume
+        settings["optimizer"] = dict(optimizer)
+    if tfrecord_dir is not None:
+        settings["tfrecord_dir"] = file_fingerprint(sorted(_tfrecord_files(tfrecord_dir, [split, val_split])))
     details = {"data_root": None if data_root is None else os.path.abspath(data_root),
                "init_image_weights_path": init_image_weights, "init_from_path": init_from}
 
@@ -336,21 +376,80 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         from keras_avloc.data import make_dataset
 
         common = dict(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
-                      batch_size=batch_size, on_error=on_error)
+                      batch_size=batch_size, on_error=on_error, tfrecord_dir=tfrecord_dir)
         # drop_remainder: the contrastive losses need at least two clips per batch.
-        dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
-                               mix_sources=mix_sources, augment=augment, cache=cache, **common)
+        if data_service:
+            dataset = _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds, batch_size, seed,
+                                       mix_sources, augment, cache)
+        else:
+            dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
+                                   mix_sources=mix_sources, augment=augment, cache=cache, **common)
         if model_class.needs_feature_pass:
             feature_dataset = make_dataset(data_root, split=split, training=False, mix_sources=0, **common)
         if val_split and val_dataset is None:
             val_dataset = make_dataset(data_root, split=val_split, training=False, mix_sources=mix_sources,
-                                       **common)
+                                       drop_remainder=strategy is not None, **common)
+    if data_service:
+        from keras_avloc.data.service import through_service
+
+        dataset = through_service(dataset, data_service, job_name=f"avloc-train-{os.path.abspath(chief_out_dir)}")
+    if num_workers > 1:
+        dataset = distribute.shard_policy(dataset, by_file=tfrecord_dir is not None and not data_service)
+        if val_dataset is not None:
+            val_dataset = distribute.shard_policy(val_dataset, by_file=False)
     model_kwargs = _with_class_names(model_class, method, model_kwargs, dataset)
     if model_class.data_kind == "sphere" and "mel_stats" not in model_kwargs and data_root is not None:
         from keras_avloc.data.sphere_dataset import mel_statistics
 
         model_kwargs["mel_stats"] = mel_statistics(data_root, split)
     model_kwargs.setdefault("eval_settings", {"image_size": int(image_size), "clip_seconds": float(clip_seconds)})
+
+    with _scope(strategy):
+        model = _training_model(method, model_path, continue_from, epochs, run_eagerly, dataset, batch_size,
+                                warmup_epochs, mixed_precision, init_image_weights, freeze_image_encoder,
+                                learning_rate, model_kwargs, init_model, init_from, optimizer)
+        sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
+        model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
+        return _fit(model, model_class, dataset, feature_dataset, val_dataset, out_dir, seed, state, settings,
+                    details, state_path, backup_dir, model_path, log_dir=os.path.join(out_dir, "logs"),
+                    heatmap_every=heatmap_every, epochs=epochs, continue_from=continue_from, verbose=verbose,
+                    sample_images=sample_images, sample_audio=sample_audio, extra_callbacks=callbacks)
+
+
+def _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds, batch_size, seed, mix_sources,
+                     augment, cache):
+    """The pure-graph TFRecord training pipeline that tf.data service workers can run."""
+    from keras_avloc.data.tfrecord import make_graph_tfrecord_dataset
+
+    if tfrecord_dir is None:
+        raise TrainingError("data_service needs tfrecord_dir (--tfrecords DIR): the service's workers run the "
+                            "pure-graph TFRecord reader; write the shards with `avloc data to-tfrecord`.")
+    if mix_sources or cache or not get_augmentation(augment).is_official:
+        raise TrainingError("the data-service pipeline has the published augmentation only, no mixtures and no "
+                            "cache: drop --augment / --cache / --mix-sources, or train without --data-service.")
+    return make_graph_tfrecord_dataset(tfrecord_dir, split, frontend=model_class.frontend, image_size=image_size,
+                                       clip_seconds=clip_seconds, batch_size=batch_size, seed=seed)
+
+
+def _scope(strategy):
+    import contextlib
+
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def _tfrecord_files(tfrecord_dir, splits):
+    import glob
+
+    names = [part for split in splits if split for part in str(split).split("+")]
+    return [path for name in names for path in glob.glob(os.path.join(tfrecord_dir, f"{name}-*-of-*.tfrecord"))
+            + [os.path.join(tfrecord_dir, f"{name}.meta.json")]]
+
+
+def _training_model(method, model_path, continue_from, epochs, run_eagerly, dataset, batch_size, warmup_epochs,
+                    mixed_precision, init_image_weights, freeze_image_encoder, learning_rate, model_kwargs,
+                    init_model, init_from, optimizer=None):
+    """The model to fit: the saved one when a finished run continues, else a new compiled one."""
+    from keras_avloc.models import load_model
 
     if continue_from:
         print(f"continuing {model_path} from epoch {continue_from} to {int(epochs)}")
@@ -361,19 +460,27 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         steps_per_epoch = _steps_per_epoch(dataset, batch_size, warmup_epochs)
         model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
                                      learning_rate, model_kwargs, run_eagerly,
-                                     warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)))
+                                     warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)),
+                                     optimizer=optimizer)
         if init_model is not None:
             try:
                 model.initialize_from(init_model)
             except ValueError as err:
                 raise TrainingError(f"--init-from {init_from}: {err}") from None
-    sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
-    model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
+    return model
+
+
+def _fit(model, model_class, dataset, feature_dataset, val_dataset, out_dir, seed, state, settings, details,
+         state_path, backup_dir, model_path, log_dir, heatmap_every, epochs, continue_from, verbose, sample_images,
+         sample_audio, extra_callbacks=None):
+    """model.fit with the run's callbacks (method callbacks, backup, checkpoint, logs, state)."""
+    import keras
+
+    from keras_avloc.training.callbacks import AtomicModelCheckpoint, HeatmapImages, TrainingState, tensorboard_available
 
     state_callback = TrainingState(state_path, extra={"settings": settings, "details": details},
                                    initial_epochs=int((state or {}).get("completed_epochs", 0)))
     state_callback.write()  # settings are on disk before the first step, so even a first-epoch crash is checked
-    log_dir = os.path.join(out_dir, "logs")
     # Method callbacks first: what they change at an epoch's end (CSOL's dictionary) is then checkpointed.
     callbacks = model.training_callbacks(dataset, feature_dataset, out_dir, seed) + [
         keras.callbacks.BackupAndRestore(backup_dir, double_checkpoint=True),
@@ -390,6 +497,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         callbacks.append(HeatmapImages(os.path.join(out_dir, "heatmaps"), sample_images, sample_audio, log_dir=log_dir,
                                        every=heatmap_every))
     callbacks.append(state_callback)
+    callbacks.extend(extra_callbacks or [])
     history = model.fit(dataset, epochs=int(epochs), initial_epoch=continue_from, validation_data=val_dataset,
                         callbacks=callbacks, verbose=verbose)
     if getattr(model, "stop_training", False) and any(

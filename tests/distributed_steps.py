@@ -1,0 +1,92 @@
+"""Run as a script (a fresh process, so that TensorFlow can split the CPU into two logical devices): one SGD
+training step of every registered method on one global batch, on one device and under a two-replica
+MirroredStrategy; prints one JSON line per method with the loss of each run and the largest weight difference.
+
+    python tests/distributed_steps.py [METHOD ...]
+
+"lvs-without-gather" is LVS with `global_batch` switched off (each replica's loss sees only its own clips): the
+harness must tell it apart.
+
+The test in test_distribute.py reads the lines. A method whose loss does not see the global batch (a
+`compute_batch_terms` that skips `self.global_batch`) gives a different loss and different weights here.
+"""
+
+import json
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras  # noqa: E402
+
+from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend  # noqa: E402
+from keras_avloc.models import build_model, get_method_class, method_names  # noqa: E402
+
+BATCH = 8  # global batch: 4 clips per replica
+EAGER = True  # one step: tracing would cost more than it saves
+LEARNING_RATE = 1e-4  # the papers' rate
+SMALL = {"backbone_kwargs": {"width": 8}}
+OPTIONS = {
+    "lvs": SMALL, "ezvsl": {**SMALL, "embed_dim": 16}, "avgn": {**SMALL, "embed_dim": 16, "num_classes": 3, "depth": 1},
+    "csol": {**SMALL, "num_clusters": 3, "embed_dim": 8}, "csolstage2": {**SMALL, "num_clusters": 3, "embed_dim": 8},
+    "ier": {**SMALL, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)},
+    "ierstage2": {**SMALL, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)},
+    # DenseAV's in-graph augmentations draw random numbers and mix clips within each replica's batch: off here.
+    "denseav": {**SMALL, "pretrain_steps": 0, "negative_audio": False, "extra_audio_masking": False,
+                "quad_mixup": 0.0},
+    "avc": {"width": 4, "crop_size": 32, "frames": 4}, "avsa": {"width": 4, "crop_size": 32, "frames": 4},
+}
+
+
+UNGATHERED = "lvs-without-gather"
+
+
+def batch_for(method, rng):
+    model_class = get_method_class("lvs" if method == UNGATHERED else method)
+    if model_class.data_kind == "sphere":
+        views = model_class.viewpoints_per_clip
+        x = {"image": rng.normal(size=(BATCH, views, 4, 32, 32, 3)).astype(np.float32),
+             "audio": 10 * rng.normal(size=(BATCH, views, 101, 128, 4)).astype(np.float32)}
+        return x, {"index": np.arange(BATCH)}
+    seconds = 1.0
+    wave = 0.3 * rng.normal(size=(BATCH, int(FRONTEND_SAMPLE_RATES[model_class.frontend] * seconds)))
+    audio = np.asarray(get_frontend(model_class.frontend)(tf.constant(wave, tf.float32)))
+    x = {"image": rng.normal(size=(BATCH, 64, 64, 3)).astype(np.float32), "audio": audio}
+    labels = rng.integers(0, 3, size=(BATCH, 2)).astype(np.int32)
+    labels[:, 1] = (labels[:, 0] + 1) % 3
+    return x, {"index": np.arange(BATCH), "label": labels[:, 0], "labels": labels}
+
+
+def one_step(method, strategy, x, y):
+    keras.utils.set_random_seed(3)
+    with strategy.scope() if strategy is not None else tf.distribute.get_strategy().scope():
+        if method == UNGATHERED:
+            model = build_model("lvs", **SMALL)
+            object.__setattr__(model, "global_batch", lambda tree: tree)
+        else:
+            model = build_model(method, **OPTIONS.get(method, SMALL))
+        model.compile(optimizer=keras.optimizers.SGD(LEARNING_RATE), run_eagerly=EAGER)
+        model({key: value[:2] for key, value in x.items()})
+        before = [v.numpy() for v in model.trainable_weights]
+        history = model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0)
+    return float(history.history["loss"][0]), before, model
+
+
+def main(methods):
+    two = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    for method in methods:
+        x, y = batch_for(method, np.random.default_rng(0))
+        loss_one, before, single = one_step(method, None, x, y)
+        loss_two, _, mirrored = one_step(method, two, x, y)
+        weights = [(a.numpy(), b.numpy()) for a, b in zip(single.trainable_weights, mirrored.trainable_weights)]
+        difference = max(float(np.max(np.abs(a - b))) for a, b in weights)
+        moved = max(float(np.max(np.abs(a - b0))) for (a, _), b0 in zip(weights, before))
+        print(json.dumps({"method": method, "loss_one": loss_one, "loss_two": loss_two,
+                          "weight_difference": difference, "largest_update": moved}), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:] or [name for name in method_names()])
