@@ -4,8 +4,15 @@ Generates its own clips in a temporary folder (synthetic frames, 10 s tone + noi
 mp4), then measures clips/s for jpg+wav input and for mp4-only input, against a single-threaded loop doing
 the usual thing by hand (cv2 decode + resize, librosa load, scipy spectrogram). Prints figures and ratios.
 
+With `--fit`, it measures end-to-end training instead: `model.fit` of LVS (default full width, 224 px, 3 s)
+reading the same jpg+wav files (`make_dataset`, training augmentation) and their TFRecord shards
+(`--tfrecords` path), against the same model fed one in-memory batch (the synthetic step rate), all in one run
+(synthetic first and last, to see drift). The pipeline and the model share the machine's cores.
+
 Usage:
     python benchmarks/bench_pipeline.py [--clips 96] [--seconds 10] [--batch 32]
+    python benchmarks/bench_pipeline.py --fit [--width 64] [--image-size 224] [--batch 16] [--steps 8]
+                                        [--precision auto]
 """
 
 import argparse
@@ -81,13 +88,76 @@ def time_loop(root, split, use_video, rounds=2):
     return max(rates)
 
 
+def fit_rate(model, dataset, steps, warmup=2):
+    """Training clips/s of `model.fit` over `steps` steps after `warmup` steps."""
+    import keras
+
+    times, sizes = [], []
+
+    class Clock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            times.append(time.perf_counter())
+
+    model.fit(dataset, steps_per_epoch=warmup + steps, epochs=1, verbose=0, callbacks=[Clock()])
+    for x, _ in dataset.take(1):
+        sizes.append(int(x["image"].shape[0]))
+    return steps * sizes[0] / (times[-1] - times[warmup - 1])
+
+
+def fit_rows(args, base):
+    """End-to-end `model.fit` on files and TFRecords against the synthetic (in-memory) step rate."""
+    from keras_avloc.data import make_dataset
+    from keras_avloc.data.synthetic import write_synthetic_dataset
+    from keras_avloc.data.tfrecord import write_tfrecords
+    from keras_avloc.perf import resolve_precision
+    from keras_avloc.training.train import build_training_model
+
+    root, shards = os.path.join(base, "jpg_wav"), os.path.join(base, "shards")
+    write_synthetic_dataset(root, count=args.clips, seconds=args.seconds, image_hw=(360, 480))
+    write_tfrecords(root, shards, "test", shards=8, progress=False)
+    precision = resolve_precision(args.precision)
+    import tensorflow as tf
+
+    common = dict(frontend="lvs", image_size=args.image_size, clip_seconds=3.0, batch_size=args.batch,
+                  training=True, repeat=True, drop_remainder=True, seed=0)
+    files = make_dataset(root, "test", **common)
+    records = make_dataset(root, "test", tfrecord_dir=shards, **common)
+    first = next(iter(files))
+    synthetic = tf.data.Dataset.from_tensors(first).repeat()
+    model = build_training_model("lvs", precision, model_kwargs={"backbone_kwargs": {"width": args.width}})
+    print(f"LVS width {args.width}, {args.image_size} px, 3 s, batch {args.batch}, "
+          f"{precision or 'fp32'}, {args.steps} timed steps; load average {os.getloadavg()[0]:.1f}")
+    rates = {}
+    for name, dataset in (("synthetic", synthetic), ("jpg+wav files", files), ("TFRecord shards", records),
+                          ("synthetic again", synthetic)):
+        rates[name] = fit_rate(model, dataset, args.steps)
+        print(f"{name:16s} {rates[name]:6.2f} clips/s", flush=True)
+    reference = max(rates["synthetic"], rates["synthetic again"])
+    for name in ("jpg+wav files", "TFRecord shards"):
+        print(f"{name:16s} {rates[name] / reference:6.1%} of the synthetic step rate (the better of the two)")
+    print(f"load average after timing: {os.getloadavg()[0]:.1f}")
+    return rates
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=96)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--keep", help="write the clips here and keep them (default: a temporary folder)")
+    parser.add_argument("--fit", action="store_true", help="end-to-end model.fit against the synthetic step rate")
+    parser.add_argument("--width", type=int, default=64, help="--fit: ResNet-18 width (64 = the papers')")
+    parser.add_argument("--image-size", type=int, default=224, help="--fit: image side")
+    parser.add_argument("--steps", type=int, default=8, help="--fit: timed steps per row")
+    parser.add_argument("--precision", default="auto", help="--fit: auto, bf16 or fp32")
     args = parser.parse_args()
+    if args.fit:
+        base = args.keep or tempfile.mkdtemp(prefix="bench_pipeline_")
+        try:
+            return fit_rows(args, base)
+        finally:
+            if not args.keep:
+                shutil.rmtree(base, ignore_errors=True)
 
     from keras_avloc.data.synthetic import write_synthetic_dataset
 

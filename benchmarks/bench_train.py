@@ -187,11 +187,18 @@ def bench_torch(args, precision, images, audio):
     return rows
 
 
-def print_table(rows, batch_size):
+def print_table(rows, batch_size, flops_per_clip=None, peaks=None):
+    """The rows; with `flops_per_clip` (one localisation forward) and `peaks` ({precision: GFLOP/s}), also each
+    row's achieved GFLOP/s and its fraction of the matmul peak (a training step counted as 3 forwards)."""
     print()
-    print(f"{'framework':<19} {'precision':<9} {'mode':<14} {'clips/s':>9} {'s/step':>8}")
+    extra = f" {'GFLOP/s':>8} {'% peak':>7}" if flops_per_clip and peaks else ""
+    print(f"{'framework':<19} {'precision':<9} {'mode':<14} {'clips/s':>9} {'s/step':>8}" + extra)
     for framework, precision, mode, seconds in rows:
-        print(f"{framework:<19} {precision:<9} {mode:<14} {batch_size / seconds:>9.2f} {seconds:>8.3f}")
+        line = f"{framework:<19} {precision:<9} {mode:<14} {batch_size / seconds:>9.2f} {seconds:>8.3f}"
+        if extra:
+            achieved = batch_size / seconds * flops_per_clip * (3 if mode == "train" else 1) / 1e9
+            line += f" {achieved:>8.1f} {achieved / peaks[precision]:>7.0%}"
+        print(line)
     torch_rate = {(p, m): batch_size / s for f, p, m, s in rows if f == "torch"}
     ratios = []
     for framework, precision, mode, seconds in rows:
@@ -252,6 +259,23 @@ def main(argv=None):
     print(f"load average before: {load_average()}", flush=True)
 
     precisions = ("fp32", "bf16") if args.precision == "both" else (args.precision,)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_avsa import matmul_peak
+    from bench_methods import localize_flops
+
+    from keras_avloc.models.lvs import LVS
+
+    counted = LVS(backbone_kwargs={"width": args.width} if args.width != 64 else None)
+    flops_per_clip = localize_flops(counted, {"image": images[:1], "audio": audio[:1]})
+    del counted
+    keras.backend.clear_session()
+
+    def peaks():
+        return {p: matmul_peak(tf.float32 if p == "fp32" else tf.bfloat16) for p in precisions}
+
+    peaks_before = peaks()
+    print(f"LVS forward: {flops_per_clip / 1e9:.2f} GFLOP per clip (TensorFlow's profiler); matmul peak before: "
+          + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks_before.items()), flush=True)
     rows = []
     for precision in precisions:
         for variant in args.keras_variants:
@@ -260,7 +284,10 @@ def main(argv=None):
         if not args.no_torch:
             rows += bench_torch(args, precision, images, audio)
             print(f"  done: torch {precision} (load {load_average()})", flush=True)
-    print_table(rows, args.batch_size)
+    peaks_after = peaks()
+    print("matmul peak after: " + ", ".join(f"{p} {v:.0f} GFLOP/s" for p, v in peaks_after.items()))
+    best = {p: max(peaks_before[p], peaks_after[p]) for p in precisions}
+    print_table(rows, args.batch_size, flops_per_clip, best)
     print(f"\nload average after: {load_average()}")
     return rows
 

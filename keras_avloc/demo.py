@@ -25,6 +25,7 @@ import time
 
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import atomic_output, write_json, write_text
+from keras_avloc.perf import resolve_precision
 
 DEMO_CLASSES = ("chicken", "cow", "dog", "drum kit", "duck", "horse", "owl", "pig")
 """Sounding classes of the demo: eight that differ in look and sound and that each have at least two
@@ -96,15 +97,6 @@ class DemoError(AvlocError, FileExistsError):
 
 def _step(message):
     print(f"\n== {message}", flush=True)
-
-
-def resolve_precision(value="auto"):
-    """"bf16" when the CPU computes bfloat16 natively (AMX / AVX512-BF16), else None (float32)."""
-    if value != "auto":
-        return value
-    from keras_avloc.perf import bf16_usable
-
-    return "bf16" if bf16_usable() else None
 
 
 def training_split(method):

@@ -36,6 +36,20 @@ def bf16_usable():
     return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
 
 
+def resolve_precision(value="auto"):
+    """The mixed precision to train with: "auto" gives "bf16" where bfloat16 is computed natively (a CPU with AMX
+    or AVX512-BF16, or a GPU), else None (float32); "bf16" / None / "fp32" (-> None) are returned as asked."""
+    if value in (None, "fp32", "float32"):
+        return None
+    if value != "auto":
+        return value
+    if bf16_usable():
+        return "bf16"
+    import tensorflow as tf
+
+    return "bf16" if tf.config.list_physical_devices("GPU") else None
+
+
 def configure_onednn(enabled=True):
     """Turns TensorFlow's oneDNN graph rewrites (fused conv+bias+relu, blocked layouts) on or off.
 

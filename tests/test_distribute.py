@@ -4,7 +4,6 @@ worker with their global batch; a worker killed mid-epoch resumes from the last 
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -28,22 +27,20 @@ def _environment(**extra):
 
 
 def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    from keras_avloc.training.distribute import loopback_cluster
+
+    hosts = json.loads(loopback_cluster(count)[0])["cluster"]["worker"]
+    return [int(host.rsplit(":", 1)[1]) for host in hosts]
 
 
 def _launch(arguments, workers, log_prefix, env_for=lambda index: {}):
     """Starts `workers` processes of one MultiWorkerMirroredStrategy job on loopback; returns the Popen list."""
-    hosts = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
+    from keras_avloc.training.distribute import loopback_cluster
+
+    configs = loopback_cluster(workers)
     processes = []
     for index in range(workers):
-        config = {"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}}
-        env = _environment(TF_CONFIG=json.dumps(config), **env_for(index))
+        env = _environment(TF_CONFIG=configs[index], **env_for(index))
         log = open(f"{log_prefix}.{index}.log", "w")
         processes.append(subprocess.Popen([sys.executable, os.path.join(HERE, "distributed_worker.py"),
                                            json.dumps(arguments)], env=env, stdout=log, stderr=subprocess.STDOUT,

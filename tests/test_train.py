@@ -11,6 +11,7 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
+import pytest
 
 from tiny_av_data import write_colour_tone_split
 
@@ -169,3 +170,32 @@ def test_cli_train_offers_avgn_and_rejects_options_of_other_methods(tmp_path, ca
         pass
     help_text = capsys.readouterr().out
     assert "avgn" in help_text and "--mix-sources" in help_text
+
+
+def test_precision_auto_is_bf16_where_native_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch):
+    import keras_avloc.perf as perf
+    from keras_avloc.cli import train as train_cli
+    from keras_avloc.training import train
+
+    data = tmp_path / "data"
+    write_tiny_dataset(str(data))
+    common = dict(epochs=1, batch_size=4, image_size=64, clip_seconds=1.0,
+                  model_kwargs={"backbone_kwargs": {"width": 4}}, verbose=0)
+    monkeypatch.setattr(perf, "bf16_usable", lambda: True)
+    assert perf.resolve_precision("auto") == "bf16" and perf.resolve_precision("fp32") is None
+    model, _ = train("lvs", str(data), str(tmp_path / "auto"), mixed_precision="auto", **common)
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    # A float32 run resumed (more epochs) with the default "auto" stays float32 instead of being refused.
+    train("lvs", str(data), str(tmp_path / "fp32"), mixed_precision=None, **common)
+    model, history = train("lvs", str(data), str(tmp_path / "fp32"), mixed_precision="auto", **{**common, "epochs": 2})
+    assert history is not None and model.dtype_policy.name == "float32"
+
+    class Args:
+        mixed_precision, precision = None, "fp32"
+
+    assert train_cli._precision(Args) is None
+    Args.precision = "auto"
+    assert train_cli._precision(Args) == "auto"
+    Args.mixed_precision, Args.precision = "bf16", "fp32"
+    with pytest.raises(Exception, match="disagree"):
+        train_cli._precision(Args)

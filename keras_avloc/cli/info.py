@@ -41,5 +41,6 @@ def run(args):
     flags = cpu_flags()
     print("cpu flags   " + ", ".join(f"{k}={'yes' if v else 'no'}" for k, v in flags.items()))
     native = bf16_usable()
-    print(f"bf16        {'native (use --mixed-precision bf16 for speed)' if native else 'emulated (keep fp32)'}")
+    print("bf16        " + ("native: avloc train uses bf16 mixed precision by default (--precision fp32 opts out)"
+                             if native else "emulated: avloc train uses float32 by default"))
     return 0

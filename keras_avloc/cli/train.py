@@ -10,12 +10,12 @@ from keras_avloc.cli import args as types
 EPILOG = """Examples:
   avloc train --method lvs --data datasets/stamps --epochs 20 --batch-size 16 --out runs/lvs
   avloc train --method ezvsl --data datasets/vggss --val-split test --out runs/ezvsl \\
-      --init-image-weights resnet18_imagenet.weights.h5 --mixed-precision bf16
+      --init-image-weights resnet18_imagenet.weights.h5 --precision fp32
   avloc train --method avgn --data datasets/stamps --val-split val --out runs/avgn   # random 2-source mixtures
   # small datasets: decode once into memory, augment in graph (the demo's setting)
   avloc train --method lvs --data datasets/stamps-demo --out runs/lvs --width 16 --image-size 160 --cache \
       --augment '{"time_shift": 0.5, "gain_db": 6, "noise_probability": 0.5, "speed": 0.1}' \
-      --init-image-weights datasets/stamps-demo/standin/resnet18_w16.weights.h5 --mixed-precision bf16
+      --init-image-weights datasets/stamps-demo/standin/resnet18_w16.weights.h5
   # CSOL: stage one on solo scenes (clusters after each epoch), then stage two on mosaics from it
   avloc train --method csol --data datasets/stamps --out runs/csol1 --epochs 15 --clusters 11
   avloc train --method csol --stage 2 --init-from runs/csol1/model.keras --data datasets/stamps \
@@ -77,7 +77,10 @@ def register(subparsers):
                         help="image side (default: the method's, 224; AVC / AVSA: 112-pixel viewpoint crops)")
     parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
                         help="audio clip length (default 3.0; csol: 1.0 as its paper)")
-    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                        help="auto (default): bfloat16 mixed precision where the CPU (AMX / AVX512-BF16) or a GPU computes "
+                        "it natively, else float32 (`avloc info` tells); a resumed run keeps its own")
+    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="same as --precision bf16")
     parser.add_argument("--init-image-weights", default=None, metavar="FILE.weights.h5",
                         help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
@@ -180,7 +183,7 @@ def run(args):
     _, history = train(
         args.method, args.data, args.out, epochs=args.epochs, batch_size=args.batch_size, split=args.split,
         val_split=args.val_split, learning_rate=args.lr, image_size=args.image_size,
-        clip_seconds=args.clip_seconds, mixed_precision=args.mixed_precision,
+        clip_seconds=args.clip_seconds, mixed_precision=_precision(args),
         init_image_weights=args.init_image_weights, freeze_image_encoder=args.freeze_image_encoder,
         model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
         run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
@@ -192,6 +195,14 @@ def run(args):
     if history is not None and cluster_spec()[1] == 0:  # the chief writes the run folder
         print(f"saved {os.path.join(args.out, 'model.keras')}")
     return 0
+
+
+def _precision(args):
+    if args.mixed_precision and args.precision not in ("auto", "bf16"):
+        raise CliError(f"--mixed-precision bf16 and --precision {args.precision} disagree; pass one of them.")
+    if args.mixed_precision:
+        return "bf16"
+    return None if args.precision == "fp32" else args.precision
 
 
 def _model_options(method, text):

@@ -65,6 +65,25 @@ def cluster_spec():
     return hosts, position
 
 
+def loopback_cluster(workers):
+    """`TF_CONFIG` values (JSON strings, one per task index) for a cluster of `workers` processes on 127.0.0.1, on
+    ports free at the time of the call: to try multi-worker training on one machine.
+
+    Example:
+    >>> configs = loopback_cluster(2)  # start process I with TF_CONFIG=configs[I]  # doctest: +SKIP
+    """
+    import socket
+
+    sockets = [socket.socket() for _ in range(int(workers))]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    hosts = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return [json.dumps({"cluster": {"worker": hosts}, "task": {"type": "worker", "index": index}})
+            for index in range(len(hosts))]
+
+
 def make_strategy(name="auto"):
     """The `tf.distribute.Strategy` for `name`, or None to train on the default (single-device) strategy.
 

@@ -235,7 +235,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
             their 112-pixel viewpoint crops).
         clip_seconds: audio length; default the method's `default_clip_seconds` (3 s -> 257 x 200 LVS
             spectrograms; CSOL: 1 s).
-        mixed_precision: None or "bf16".
+        mixed_precision: None (float32), "bf16", or "auto": bf16 where it is computed natively (AMX / AVX512-BF16
+            CPUs, GPUs; `keras_avloc.perf.resolve_precision`), else float32; a resumed run keeps its own.
         init_image_weights: ResNet-18 `.weights.h5` for the image backbone.
         freeze_image_encoder: train only the audio side (and heads).
         model_kwargs: extra model constructor arguments, e.g. {"backbone_kwargs": {"width": 8}}.
@@ -326,6 +327,12 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     model_path = os.path.join(out_dir, "model.keras")
     backup_dir = os.path.join(out_dir, "backup")
     state_path = os.path.join(out_dir, "train_state.json")
+    if mixed_precision == "auto":
+        from keras_avloc.perf import resolve_precision
+
+        previous = (read_state(state_path) or {}).get("settings") or {}
+        mixed_precision = previous["mixed_precision"] if "mixed_precision" in previous and not overwrite else \
+            resolve_precision("auto")
     settings = {
         "method": method, "split": split, "val_split": val_split, "batch_size": int(batch_size),
         "learning_rate": learning_rate, "image_size": int(image_size), "clip_seconds": float(clip_seconds),
