@@ -208,6 +208,29 @@ def test_save_load_rebuilds_every_model_exactly(tmp_path, method, dtype):
     assert rebuilt.get_config() == model.get_config() and rebuilt.dtype_policy.name == dtype
 
 
+@pytest.mark.parametrize("method", ["lvs", "ezvsl", "avgn", "denseav"])
+def test_bf16_models_compute_in_bf16_but_keep_losses_and_heatmaps_in_float32(method):
+    """bf16 is the default where it is native: the encoders compute in bfloat16, while every loss term, the
+    gradients' target and the heatmaps the evaluator reads stay float32."""
+    from keras_avloc.models.avgn import AVGN
+
+    rng = np.random.default_rng(0)
+    x = {"image": rng.normal(size=(4, 64, 64, 3)).astype("float32"),
+         "audio": rng.normal(size=(4, 65, 24, 1)).astype("float32")}
+    y = {"label": np.array([0, 1, 2, 0]), "labels": np.array([[0, 1], [1, 2], [2, 0], [0, 2]]), "index": np.arange(4)}
+    model = _build(method, "mixed_bfloat16")
+    features = model(x, training=False)
+    import keras
+
+    dtype = keras.backend.standardize_dtype
+    assert "bfloat16" in {dtype(value.dtype) for value in features.values() if hasattr(value, "dtype")}
+    terms = model.compute_batch_terms(x, y if isinstance(model, AVGN) else None, training=True)
+    for name in model.loss_term_names:
+        assert dtype(terms[name].dtype) == "float32", (name, terms[name].dtype)
+    heatmaps = model.localize(x["image"], x["audio"])
+    assert heatmaps.dtype == np.float32 and np.isfinite(heatmaps).all()
+
+
 def test_resnet18_config_rebuilds_the_same_backbone_in_bf16():
     from keras_avloc.backbones import ResNet18
 
