@@ -115,6 +115,48 @@ def test_r2plus1d_shapes_and_parameter_counts():
     assert tuple(audio(np.zeros((2, 101, 128, 4), np.float32)).shape) == (2, 64)
 
 
+
+@pytest.mark.parametrize("block", ["avsa", "r2plus1d"])
+def test_bf16_video_gradients_stay_right_where_time_shrinks_to_two_frames(block):
+    """4 frames reach 2 after the first temporal stride, where oneDNN's bf16 filter gradient of a "same" Conv3D is
+    garbage (up to 1e36) on CPUs with AVX512-BF16 but no AMX; the models pad explicitly. One temporal convolution
+    over 2 frames must match float32 to bf16 accuracy, and a whole bf16 network's kernel gradients must stay
+    finite and of float32's size (not equal: rounding moves an untrained net's max-pool winners)."""
+    import keras
+    import tensorflow as tf
+
+    from keras_avloc.models.avsa import _conv3d, r2plus1d_backbone
+
+    rng = np.random.default_rng(0)
+
+    def kernel_gradients(build, inputs, policy, weights=None):
+        keras.utils.set_random_seed(0)
+        net = build(keras.DTypePolicy(policy))
+        if weights is not None:
+            net.set_weights(weights)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(tf.cast(net(inputs, training=True), "float32")))
+        grads = tape.gradient(loss, net.trainable_weights)
+        return net.get_weights(), {w.path: g.numpy() for w, g in zip(net.trainable_weights, grads) if "kernel" in w.path}
+
+    def one_conv(dtype):
+        inputs = keras.Input((2, 8, 8, 8))
+        return keras.Model(inputs, _conv3d(inputs, 8, (3, 1, 1), (1, 1, 1), "tmp", dtype))
+
+    frames = tf.constant(rng.normal(size=(2, 2, 8, 8, 8)).astype(np.float32))
+    weights, full = kernel_gradients(one_conv, frames, "float32")
+    _, half = kernel_gradients(one_conv, tf.cast(tf.cast(frames, "bfloat16"), "float32"), "mixed_bfloat16", weights)
+    (path, value), = full.items()
+    assert np.abs(half[path] - value).max() <= 0.02 * np.abs(value).max()
+
+    clips = tf.constant(rng.normal(size=(2, 4, 32, 32, 3)).astype(np.float32))
+    build = lambda dtype: r2plus1d_backbone(width=4, block=block, dtype=dtype)  # noqa: E731
+    weights, full = kernel_gradients(build, clips, "float32")
+    _, half = kernel_gradients(build, clips, "mixed_bfloat16", weights)
+    assert set(full) == set(half) and len(full) > 10
+    for path, value in full.items():
+        assert np.isfinite(half[path]).all() and np.abs(half[path]).max() <= 10 * np.abs(value).max() + 1e-3, path
+
 @pytest.fixture(scope="module")
 def tiny_sphere(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("sphere"))

@@ -123,9 +123,13 @@ def _bn(name, dtype):
 def _conv3d(x, filters, kernel, stride, name, dtype):
     """torch Conv3d(padding=kernel // 2, bias=False): explicit symmetric zero padding, then a valid convolution."""
     pad = tuple(k // 2 for k in kernel)
-    if all(s == 1 for s in stride):  # "same" is torch's symmetric padding at stride 1 (odd kernels)
+    # "same" is torch's symmetric padding at stride 1 (odd kernels). At stride 2 "same" would pad only after
+    # (torch pads both sides), and along time "same" hits a oneDNN bug (TF 2.21, CPUs with AVX512-BF16 but no
+    # AMX): the bf16 filter gradient of a "same" Conv3D over 2 frames with a 3-frame kernel is garbage (up to
+    # 1e36; tests/test_avsa.py), while explicit padding + "valid" is right. So: "same" only for spatial kernels.
+    if all(s == 1 for s in stride) and pad[0] == 0:
         return keras.layers.Conv3D(filters, kernel, padding="same", use_bias=False, name=name, dtype=dtype)(x)
-    if any(pad):  # at stride 2 "same" would pad only after; torch pads both sides
+    if any(pad):
         x = keras.layers.ZeroPadding3D(tuple((p, p) for p in pad), name=name + "_pad", dtype=dtype)(x)
     return keras.layers.Conv3D(filters, kernel, strides=stride, use_bias=False, name=name, dtype=dtype)(x)
 
