@@ -6,7 +6,8 @@ Steps (each resumes when re-run; Ctrl-C loses at most the epoch in progress):
        recordings training never hears, on backgrounds it never sees;
     2. the ImageNet stand-in (`keras_avloc.training.pretrain`): a ResNet-18 that recognises the stamps that
        never sound in the benchmark, stored with the data (it depends only on the media and the classes);
-    3. every method, once from the stand-in weights and once from scratch, with the same settings;
+    3. every method, once from the stand-in weights and once from scratch, with the same settings (CSOL and
+       IEr: stage one on train, then stage two on train_mosaic from it; `--methods all` adds them and DenseAV);
     4. evaluation: test (and test_unseen) with the stamps protocol next to the centre prior, random maps and
        the stand-in's objectness; val and val_unseen for the generalisation check;
     5. report.md, results.json and heatmaps.png.
@@ -40,6 +41,12 @@ METHOD_TRAINING = {
     "lvs": {"augment": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))},
     "avgn": {"learning_rate": 6e-4},
     "denseav": {"augment": "official", "clip_seconds": 2.0},
+    # CSOL (README, "CSOL on the class-aware protocol"): stage one 12 epochs, stage two 5 at the official 1e-4.
+    "csol": {"epochs": 12},
+    "csolstage2": {"epochs": 5, "learning_rate": 1e-4},
+    # IEr continues CSOL's stage one for 4 epochs with the audio instance identifier, then its referrer.
+    "ier": {"epochs": 4, "init_from": "csol"},
+    "ierstage2": {"epochs": 5, "learning_rate": 1e-4},
 }
 """Per-method training settings of the demo, chosen on val (README, "The demo"). LVS adds ambience to
 `DEMO_AUGMENTATION`: another scene's sound as background halved its AUC loss on unseen recordings (val_unseen
@@ -54,7 +61,23 @@ METHOD_SETTINGS = {
     "avgn": {"image_layer4_stride": 1, "embed_dim": 128, "num_heads": 4, "depth": 1},
     # The audio featurizer trains from scratch here: no phase of frozen featurizers.
     "denseav": {"pretrain_steps": 0},
+    # K = the demo's 8 classes; 8 localisation-only epochs and mask av > 0.5 (chosen on val_mosaic).
+    "csol": {"num_clusters": 8, "warmup_epochs": 8, "mask_threshold": 0.5},
+    "ier": {"num_clusters": 8, "warmup_epochs": 0, "mask_threshold": 0.5},
+    # The mask weighting chosen on val_interf (the paper's default, image_max, was among the worst there).
+    "ierstage2": {"mask_variant": "gap"},
 }
+
+METHOD_STAGES = {"csol": ("csol", "csolstage2"), "ier": ("ier", "ierstage2")}
+"""Two-stage methods: the demo trains stage one on `train` into `<run>-stage1/`, then stage two on `train_mosaic`
+from it into `<run>/`, and scores the stage `SCORED_STAGE` names (default: the last). A stage that names another
+method in its "init_from" (`METHOD_TRAINING`: IEr's stage one continues CSOL's) starts from that method's stage
+one of the same init."""
+
+SCORED_STAGE = {"csol": 1}
+"""The stage whose class-agnostic map the demo scores, chosen on val: CSOL's stage-one av map (val AUC 0.329,
+pointing game 0.537) against its stage two's (0.099 / 0.006: trained on mosaics, its localisation loss moves the
+map off the objects; README, "CSOL on the class-aware protocol"). IEr: stage two (0.283 against stage one's 0.262)."""
 """Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
 _TRAINING = dict(
@@ -75,13 +98,19 @@ PRESETS = {
         image_size=64, clip_seconds=0.5, epochs=1, batch_size=4, width=4, learning_rate=1e-4,
         augment=DEMO_AUGMENTATION, method_training=METHOD_TRAINING, cache=True,
         method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
-                         "ezvsl": {"embed_dim": 16}, "denseav": {"code_dim": 12, "pretrain_steps": 0}},
+                         "ezvsl": {"embed_dim": 16}, "denseav": {"code_dim": 12, "pretrain_steps": 0},
+                         "csol": {"num_clusters": 4, "warmup_epochs": 0, "kmeans_restarts": 1},
+                         "ier": {"num_clusters": 4, "warmup_epochs": 0, "kmeans_restarts": 1, "step_hidden": [16, 8]},
+                         "ierstage2": {"mask_variant": "gap"}},
+        method_epochs=False,
         scratch=True, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
         run_eagerly=True,
     ),
 }
 METHODS = ("lvs", "ezvsl", "avgn")
+ALL_METHODS = ("lvs", "ezvsl", "avgn", "csol", "ier", "denseav")
+"""`avloc demo --methods all`: every method that localises in a frame (AVC / AVSA score 360° clips)."""
 REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("pointing game", "pointing_game"),
                   ("pointing (mask)", "mask_pointing_game"), ("mask IoU", "mask_iou")]
 BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (stand-in ResNet-18)"}
@@ -99,15 +128,27 @@ def _step(message):
     print(f"\n== {message}", flush=True)
 
 
+def method_stages(method):
+    """The registered models a demo method trains, in order (a two-stage method: stage one, then stage two)."""
+    return METHOD_STAGES.get(method, (method,))
+
+
 def training_split(method):
-    """The split a method trains on in the demo: its own default ("train"; DenseAV: "train+train_speech")."""
+    """The split a method trains on in the demo: its own default ("train"; DenseAV: "train+train_speech"; CSOL /
+    IEr stage two: "train_mosaic")."""
     from keras_avloc.models.registry import get_method_class
 
     return get_method_class(method).default_split
 
 
-def build_data(data_root, preset, seed, workers, speech=False):
-    """The demo's stamps build; `speech` adds train_speech (half as many scenes as train) for DenseAV."""
+def needed_splits(methods):
+    """Every training split the demo's methods read."""
+    return {split for method in methods for stage in method_stages(method) for split in training_split(stage).split("+")}
+
+
+def build_data(data_root, preset, seed, workers, speech=False, mosaic=False):
+    """The demo's stamps build; `speech` adds train_speech (half as many scenes as train) for DenseAV, `mosaic`
+    train_mosaic (as many) for the stage two of CSOL and IEr."""
     from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
     try:
@@ -116,6 +157,7 @@ def build_data(data_root, preset, seed, workers, speech=False):
             n_train_mix=0, n_test_ext=0, n_speech=0, size=preset["size"], seed=seed, workers=workers,
             classes=preset.get("classes"), n_val_unseen=preset["n_val_unseen"], n_test_unseen=preset["n_test_unseen"],
             n_train_speech=preset["n_train"] // 2 if speech else 0,
+            n_train_mosaic=preset["n_train"] // 2 if mosaic else 0,
         )
     except OtherBuildError:
         raise DemoError(
@@ -143,9 +185,10 @@ def check_runs_match_data(out_dir, data_summary, methods):
     """Resuming is only right on the data the runs were trained on: records the data in
     `out_dir/data.json` and refuses to reuse runs made on other data (or by a demo that did not record it)."""
     data = {key: data_summary.get(key) for key in ("classes", "size", "seed")}
-    # train_speech (built only for DenseAV) changes nothing the other methods train or are scored on.
+    # train_speech / train_mosaic (built only for DenseAV / CSOL and IEr) change nothing the other methods
+    # train or are scored on.
     data["scenes"] = {split: info.get("scenes") for split, info in sorted(data_summary.get("splits", {}).items())
-                      if split != "train_speech"}
+                      if split not in ("train_speech", "train_mosaic")}
     path = os.path.join(out_dir, "data.json")
     recorded = None
     if os.path.isfile(path):
@@ -160,7 +203,8 @@ def check_runs_match_data(out_dir, data_summary, methods):
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def train_method(method, data_root, out_dir, preset, seed, precision, init_weights):
+def train_method(method, data_root, out_dir, preset, seed, precision, init_weights, init_from=None):
+    """Trains one registered model (one stage) with the demo's settings; returns it."""
     from keras_avloc.training import train
 
     model_kwargs = {"backbone_kwargs": {"width": preset["width"]}}
@@ -172,14 +216,44 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
     elif isinstance(augment, dict) and own.get("augment"):  # a dict adds to it
         augment = {**augment, **own["augment"]}
     learning_rate = own.get("learning_rate", preset["learning_rate"])
+    epochs = own.get("epochs", preset["epochs"]) if preset.get("method_epochs", True) else preset["epochs"]
     model, _ = train(
-        method, data_root, out_dir, epochs=preset["epochs"], batch_size=preset["batch_size"],
+        method, data_root, out_dir, epochs=epochs, batch_size=preset["batch_size"],
         split=training_split(method), val_split=None, learning_rate=learning_rate, image_size=preset["image_size"],
         clip_seconds=own.get("clip_seconds", preset["clip_seconds"]), model_kwargs=model_kwargs, seed=seed,
         run_eagerly=preset.get("run_eagerly", False), augment=augment, cache=preset.get("cache", False),
-        mixed_precision=precision, init_image_weights=init_weights, verbose=2,
+        mixed_precision=precision, init_image_weights=init_weights, verbose=2, init_from=init_from,
     )
     return model
+
+
+def train_demo_method(method, init, name, data_root, out_dir, preset, seed, precision, weights, timings):
+    """Trains a demo method (every stage of a two-stage one) into `out_dir/name`; returns the model the demo
+    scores (`SCORED_STAGE`; default the last stage)."""
+    stages = method_stages(method)
+    scored = SCORED_STAGE.get(method, len(stages))
+    previous = None
+    models = []
+    for number, stage in enumerate(stages, start=1):
+        folder = name if number == len(stages) else f"{name}-stage{number}"
+        init_from = previous
+        source = preset.get("method_training", {}).get(stage, {}).get("init_from")
+        if number == 1 and source:  # IEr's stage one continues CSOL's stage one of the same init
+            source_name = name.replace(method, source, 1)
+            source_folder = f"{source_name}-stage1" if len(method_stages(source)) > 1 else source_name
+            # A finished run returns at once (`train` resumes), so CSOL's stage one is trained once for both.
+            start = time.time()
+            train_method(method_stages(source)[0], data_root, os.path.join(out_dir, source_folder), preset, seed,
+                         precision, weights if init == "stand-in" else None)
+            timings.setdefault(f"train {source_folder}", time.time() - start)
+            source_path = os.path.join(out_dir, source_folder, "model.keras")
+            init_from = source_path
+        start = time.time()
+        models.append(train_method(stage, data_root, os.path.join(out_dir, folder), preset, seed, precision,
+                                   weights if (init == "stand-in" and init_from is None) else None, init_from=init_from))
+        timings[f"train {folder}"] = time.time() - start
+        previous = os.path.join(out_dir, folder, "model.keras")
+    return models[scored - 1]
 
 
 def objectness_encoder(weights_path, preset):
@@ -277,8 +351,8 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
-             "Every method trained with `model.fit` on the train split, once from the ImageNet stand-in and once "
-             "from scratch; baselines need no learning (the objectness baseline uses the stand-in without audio). "
+             "Every method trained with `model.fit` on the train split (CSOL and IEr: stage one there, stage two on "
+             "train_mosaic), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines need no learning (the objectness baseline uses the stand-in without audio). "
              "A class-aware method (AVGN) is scored on the map of each clip's ground-truth class, as its paper's test "
              "code does; its 'predicted classes' row uses the classes its audio head predicts. The last row scores "
              "the ground-truth box itself (object first, then the nearest pixels): cIoU binarises every map at its "
@@ -366,8 +440,9 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
 
     _step(f"1/5 the stamps benchmark in {data_root} (skipped when already built)")
     start = time.time()
-    summary = build_data(data_root, settings, seed, workers,
-                         speech=any("train_speech" in training_split(method) for method in methods))
+    splits = needed_splits(methods)
+    summary = build_data(data_root, settings, seed, workers, speech="train_speech" in splits,
+                         mosaic="train_mosaic" in splits)
     timings["data (once)"] = time.time() - start
 
     _step("2/5 the ImageNet stand-in: a ResNet-18 that recognises the stamps that never sound here (once)")
@@ -384,10 +459,8 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     models = {}
     for number, (method, init, name) in enumerate(runs, start=1):
         _step(f"3/5 training {name} ({number}/{len(runs)}) -> {os.path.join(out_dir, name)}")
-        start = time.time()
-        models[name] = train_method(method, data_root, os.path.join(out_dir, name), settings, seed,
-                                    settings["precision"], weights if init == "stand-in" else None)
-        timings[f"train {name}"] = time.time() - start
+        models[name] = train_demo_method(method, init, name, data_root, out_dir, settings, seed, settings["precision"],
+                                         weights, timings)
 
     _step("4/5 evaluating on the test split (and test_unseen, val, val_unseen for the stand-in runs)")
     start = time.time()

@@ -78,6 +78,20 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 
+    # IEr, then CSOL: IEr's stage one continues CSOL's stage one (trained for it first), both stage twos train on
+    # the train_mosaic the demo adds; the report scores IEr's stage two and CSOL's stage one (SCORED_STAGE)
+    report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("ier", "csol"),
+                           scratch=False)).read()
+    assert "| IEr | stand-in |" in report and "| CSOL stage one | stand-in |" in report
+    assert (out / "csol" / "model.keras").is_file()  # CSOL's stage two is trained all the same
+    stage_one = json.loads((out / "ier-stage1" / "train_state.json").read_text())["settings"]
+    stage_two = json.loads((out / "ier" / "train_state.json").read_text())["settings"]
+    assert stage_one["method"] == "ier" and stage_one["split"] == "train"
+    assert json.loads((out / "csol-stage1" / "train_state.json").read_text())["settings"]["method"] == "csol"
+    assert stage_two["method"] == "ierstage2" and stage_two["split"] == "train_mosaic"
+    assert stage_two["model_kwargs"]["mask_variant"] == "gap"
+    assert len(json.loads((data / "train_mosaic.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
+
 
 def test_demo_refuses_runs_trained_on_other_data(tmp_path):
     from keras_avloc.demo import check_runs_match_data

@@ -18,7 +18,9 @@ def register(subparsers):
     parser.add_argument("--preset", default="default", choices=["default", "full", "tiny"],
                         help="default: 8 classes, about 10 minutes with the data built; full: every sounding class, "
                         "about an hour; tiny: a smoke run")
-    parser.add_argument("--methods", default="lvs,ezvsl,avgn", help="comma-separated methods (default: all)")
+    parser.add_argument("--methods", default="lvs,ezvsl,avgn",
+                        help="comma-separated methods (default lvs,ezvsl,avgn; all: lvs,ezvsl,avgn,csol,ier,denseav; "
+                        "csol and ier train both stages)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 when the CPU has native bf16 (see `avloc info`), else float32")
     parser.add_argument("--no-scratch", action="store_true",
@@ -33,7 +35,11 @@ def run(args):
     from keras_avloc.io.files import check_output_folder
     from keras_avloc.models.registry import method_names, normalize_name
 
+    from keras_avloc.demo import ALL_METHODS
+
     methods = tuple(normalize_name(m.strip()) for m in args.methods.split(",") if m.strip())
+    if methods == ("all",):
+        methods = ALL_METHODS
     unknown = sorted(set(methods) - set(method_names()))
     if unknown or not methods:
         raise CliError(f"--methods: unknown {unknown or args.methods!r}; choose from {', '.join(method_names())}.")
