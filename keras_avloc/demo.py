@@ -67,6 +67,7 @@ METHOD_SETTINGS = {
     # The mask weighting chosen on val_interf (the paper's default, image_max, was among the worst there).
     "ierstage2": {"mask_variant": "gap"},
 }
+"""Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
 METHOD_STAGES = {"csol": ("csol", "csolstage2"), "ier": ("ier", "ierstage2")}
 """Two-stage methods: the demo trains stage one on `train` into `<run>-stage1/`, then stage two on `train_mosaic`
@@ -78,7 +79,6 @@ SCORED_STAGE = {"csol": 1}
 """The stage whose class-agnostic map the demo scores, chosen on val: CSOL's stage-one av map (val AUC 0.329,
 pointing game 0.537) against its stage two's (0.099 / 0.006: trained on mosaics, its localisation loss moves the
 map off the objects; README, "CSOL on the class-aware protocol"). IEr: stage two (0.283 against stage one's 0.262)."""
-"""Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
 _TRAINING = dict(
     size=224, image_size=160, clip_seconds=1.0, batch_size=32, width=16, learning_rate=3e-4, augment=DEMO_AUGMENTATION,
@@ -352,7 +352,8 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
              "Every method trained with `model.fit` on the train split (CSOL and IEr: stage one there, stage two on "
-             "train_mosaic), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines need no learning (the objectness baseline uses the stand-in without audio). "
+             "train_mosaic), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines "
+             "need no learning (the objectness baseline uses the stand-in without audio). "
              "A class-aware method (AVGN) is scored on the map of each clip's ground-truth class, as its paper's test "
              "code does; its 'predicted classes' row uses the classes its audio head predicts. The last row scores "
              "the ground-truth box itself (object first, then the nearest pixels): cIoU binarises every map at its "
