@@ -239,15 +239,14 @@ def train_demo_method(method, init, name, data_root, out_dir, preset, seed, prec
         init_from = previous
         source = preset.get("method_training", {}).get(stage, {}).get("init_from")
         if number == 1 and source:  # IEr's stage one continues CSOL's stage one of the same init
-            source_name = name.replace(method, source, 1)
+            source_name = source + name[len(method):]  # "ier-scratch" -> "csol-scratch"
             source_folder = f"{source_name}-stage1" if len(method_stages(source)) > 1 else source_name
             # A finished run returns at once (`train` resumes), so CSOL's stage one is trained once for both.
             start = time.time()
             train_method(method_stages(source)[0], data_root, os.path.join(out_dir, source_folder), preset, seed,
                          precision, weights if init == "stand-in" else None)
             timings.setdefault(f"train {source_folder}", time.time() - start)
-            source_path = os.path.join(out_dir, source_folder, "model.keras")
-            init_from = source_path
+            init_from = os.path.join(out_dir, source_folder, "model.keras")
         start = time.time()
         models.append(train_method(stage, data_root, os.path.join(out_dir, folder), preset, seed, precision,
                                    weights if (init == "stand-in" and init_from is None) else None, init_from=init_from))
