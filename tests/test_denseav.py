@@ -156,7 +156,7 @@ def test_quad_grid_puts_the_own_frame_where_its_mask_is():
         assert set(np.unique(grids[b][own[b] == 0])) == {float(i) for i in range(4)} - {float(b)}
 
 
-def test_schedule_and_the_frozen_featurizers_of_phase_one():
+def test_schedule_and_the_frozen_featurizers_of_phase_one(capsys):
     schedule = denseav.DenseAVSchedule(learning_rate=1e-3, pretrain_steps=3, pretrain_learning_rate=5e-5, warmup_steps=4)
     values = [float(schedule(step)) for step in range(9)]
     np.testing.assert_allclose(values, [5e-5] * 3 + [2.5e-4, 5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3], rtol=1e-5)
@@ -183,6 +183,16 @@ def test_schedule_and_the_frozen_featurizers_of_phase_one():
     features_2, _ = snapshot()
     assert not all(np.array_equal(a, b) for a, b in zip(features_1, features_2))  # phase 2: everything learns
     assert model.optimizer.clipnorm == 10.0 and model.optimizer.epsilon == 1e-7
+
+    # A run that ends before the schedule's full rate (step 2 + 1 = 3) is told so, with the arguments to change
+    from keras_avloc.training.train import _warn_short_schedule
+
+    assert schedule.full_rate_step == 7  # values[6] is the first at 1e-3
+    capsys.readouterr()
+    _warn_short_schedule(model, "denseav", 1, data, 1)  # 1 step
+    assert "reaches its full learning rate after 3 steps" in capsys.readouterr().out
+    _warn_short_schedule(model, "denseav", 3, data, 1)  # 3 steps: the full rate at the last one
+    assert capsys.readouterr().out == ""
 
 
 def test_training_batches_get_negatives_silence_and_mixup():

@@ -450,6 +450,11 @@ class DenseAVSchedule(keras.optimizers.schedules.LearningRateSchedule):
         ramp = ops.minimum((phase_two + 1.0) / float(max(self.warmup_steps, 1)), 1.0) if self.warmup_steps else 1.0
         return ops.where(phase_two < 0, self.pretrain_learning_rate, self.learning_rate * ramp)
 
+    @property
+    def full_rate_step(self):
+        """Steps up to and including the first at the full learning rate; a shorter run never reaches it."""
+        return self.pretrain_steps + self.warmup_steps
+
     def get_config(self):
         return {"learning_rate": self.learning_rate, "pretrain_steps": self.pretrain_steps,
                 "pretrain_learning_rate": self.pretrain_learning_rate, "warmup_steps": self.warmup_steps}

@@ -469,12 +469,30 @@ def _training_model(method, model_path, continue_from, epochs, run_eagerly, data
                                      learning_rate, model_kwargs, run_eagerly,
                                      warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)),
                                      optimizer=optimizer)
+        _warn_short_schedule(model, method, epochs, dataset, batch_size)
         if init_model is not None:
             try:
                 model.initialize_from(init_model)
             except ValueError as err:
                 raise TrainingError(f"--init-from {init_from}: {err}") from None
     return model
+
+
+def _warn_short_schedule(model, method, epochs, dataset, batch_size):
+    """Says so when the learning-rate schedule reaches its full rate only after the run ends (DenseAV's official
+    3,000 + 1,000 steps on a small dataset), and which model arguments shorten it."""
+    schedule = getattr(model.optimizer, "_learning_rate", None)
+    full_rate_step = getattr(schedule, "full_rate_step", None)
+    if not full_rate_step:
+        return
+    try:
+        total = _steps_per_epoch(dataset, batch_size, 1) * int(epochs)
+    except TrainingError:  # the epoch length is unknown
+        return
+    if total < full_rate_step:
+        print(f"note: {method} reaches its full learning rate after {full_rate_step} steps (pretrain_steps + "
+              f"warmup_steps), but this run has {total}; pass smaller ones in --model-kwargs, e.g. "
+              f'\'{{"pretrain_steps": 0, "warmup_steps": {max(1, total // 10)}}}\'.')
 
 
 def _fit(model, model_class, dataset, feature_dataset, val_dataset, out_dir, seed, state, settings, details,
