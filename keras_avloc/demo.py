@@ -37,18 +37,21 @@ DEMO_AUGMENTATION = dict(time_shift=0.5, gain_db=6.0, noise_probability=0.5, noi
 """The published image crop and flip, plus audio augmentation (time shift, gain, noise, speed, masks): with
 one or two training recordings per class, the audio network otherwise memorises the recordings."""
 
+AMBIENCE = dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))
+"""Another scene's sound 5-15 dB below the clip's, half the time (LVS, CSOL and IEr in the demo)."""
+
 METHOD_TRAINING = {
-    "lvs": {"augment": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))},
+    "lvs": {"augment": AMBIENCE},
     "avgn": {"learning_rate": 6e-4},
     "denseav": {"augment": "official", "clip_seconds": 2.0},
     # CSOL (README, "CSOL on the class-aware protocol"): stage one 12 epochs, stage two 5 at the official 1e-4.
     # Stage one adds LVS's ambience: with one class pass per clustering (METHOD_SETTINGS) its map otherwise lost
     # 30% of its val AUC on unseen recordings (README, "Every method").
-    "csol": {"epochs": 12, "augment": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))},
+    "csol": {"epochs": 12, "augment": AMBIENCE},
     "csolstage2": {"epochs": 5, "learning_rate": 1e-4},
     # IEr continues CSOL's stage one for 4 epochs with the audio instance identifier (and CSOL's augmentation),
     # then its referrer.
-    "ier": {"epochs": 4, "init_from": "csol", "augment": dict(ambience_probability=0.5, ambience_snr_db=(5.0, 15.0))},
+    "ier": {"epochs": 4, "init_from": "csol", "augment": AMBIENCE},
     "ierstage2": {"epochs": 5, "learning_rate": 1e-4},
 }
 """Per-method training settings of the demo, chosen on val (README, "The demo"). LVS adds ambience to
