@@ -7,7 +7,7 @@ Steps (each resumes when re-run; Ctrl-C loses at most the epoch in progress):
     2. the ImageNet stand-in (`keras_avloc.training.pretrain`): a ResNet-18 that recognises the stamps that
        never sound in the benchmark, stored with the data (it depends only on the media and the classes);
     3. every method, once from the stand-in weights and once from scratch, with the same settings (CSOL and
-       IEr: stage one on train, then stage two on train_mosaic from it; `--methods all` adds them and DenseAV);
+       IEr: the stage the demo scores, their stage one on train; `--methods all` adds them and DenseAV);
     4. evaluation: test (and test_unseen) with the stamps protocol next to the centre prior, random maps and
        the stand-in's objectness; val and val_unseen for the generalisation check;
     5. report.md, results.json and heatmaps.png.
@@ -70,7 +70,8 @@ METHOD_SETTINGS = {
     "denseav": {"pretrain_steps": 0, "warmup_steps": 50},
     # K = the demo's 8 classes; 8 localisation-only epochs and mask av > 0.5 (chosen on val_mosaic); one class
     # pass per clustering instead of 3 (chosen on val: the passes train the image network on whole-frame
-    # pseudo-labels, and 3 of them moved the single-source map off the objects).
+    # pseudo-labels, and 3 of them moved the single-source map off the objects). 10 localisation-only epochs
+    # raised CSOL's val AUC but lowered that of IEr's stage one, which continues it, as much (README).
     "csol": {"num_clusters": 8, "warmup_epochs": 8, "mask_threshold": 0.5, "class_passes": 1},
     "ier": {"num_clusters": 8, "warmup_epochs": 0, "mask_threshold": 0.5, "class_passes": 1},
     # The mask weighting chosen on val_interf (the paper's default, image_max, was among the worst there).
@@ -79,8 +80,9 @@ METHOD_SETTINGS = {
 """Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
 METHOD_STAGES = {"csol": ("csol", "csolstage2"), "ier": ("ier", "ierstage2")}
-"""Two-stage methods: the demo trains stage one on `train` into `<run>-stage1/`, then stage two on `train_mosaic`
-from it into `<run>/`, and scores the stage `SCORED_STAGE` names (default: the last). A stage that names another
+"""Two-stage methods: stage one trains on `train` into `<run>-stage1/`, stage two on `train_mosaic` from it into
+`<run>/`. The demo trains the stages up to the one `SCORED_STAGE` names (default: the last) and scores that one;
+with both stage ones scored, it trains no stage two and builds no train_mosaic. A stage that names another
 method in its "init_from" (`METHOD_TRAINING`: IEr's stage one continues CSOL's) starts from that method's stage
 one of the same init."""
 
@@ -139,21 +141,30 @@ def _step(message):
 
 
 def method_stages(method):
-    """The registered models a demo method trains, in order (a two-stage method: stage one, then stage two)."""
+    """The registered models of a demo method, in order (a two-stage method: stage one, then stage two)."""
     return METHOD_STAGES.get(method, (method,))
 
 
-def training_split(method):
-    """The split a method trains on in the demo: its own default ("train"; DenseAV: "train+train_speech"; CSOL /
-    IEr stage two: "train_mosaic")."""
+def trained_stages(method):
+    """The stages the demo trains: those up to the one it scores (`SCORED_STAGE`); a later stage would change
+    nothing in the report."""
+    stages = method_stages(method)
+    return stages[:SCORED_STAGE.get(method, len(stages))]
+
+
+def training_split(method, preset=None):
+    """The split a method trains on in the demo: the "split" of its `METHOD_TRAINING` entry in `preset`, else its
+    own default ("train"; DenseAV: "train+train_speech"; CSOL / IEr stage two: "train_mosaic")."""
     from keras_avloc.models.registry import get_method_class
 
-    return get_method_class(method).default_split
+    own = (preset or PRESETS["default"]).get("method_training", {}).get(method, {})
+    return own.get("split") or get_method_class(method).default_split
 
 
-def needed_splits(methods):
+def needed_splits(methods, preset=None):
     """Every training split the demo's methods read."""
-    return {split for method in methods for stage in method_stages(method) for split in training_split(stage).split("+")}
+    return {split for method in methods for stage in trained_stages(method)
+            for split in training_split(stage, preset).split("+")}
 
 
 def build_data(data_root, preset, seed, workers, speech=False, mosaic=False):
@@ -229,7 +240,7 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
     epochs = own.get("epochs", preset["epochs"]) if preset.get("method_epochs", True) else preset["epochs"]
     model, _ = train(
         method, data_root, out_dir, epochs=epochs, batch_size=preset["batch_size"],
-        split=training_split(method), val_split=None, learning_rate=learning_rate, image_size=preset["image_size"],
+        split=training_split(method, preset), val_split=None, learning_rate=learning_rate, image_size=preset["image_size"],
         clip_seconds=own.get("clip_seconds", preset["clip_seconds"]), model_kwargs=model_kwargs, seed=seed,
         run_eagerly=preset.get("run_eagerly", False), augment=augment, cache=preset.get("cache", False),
         mixed_precision=precision, init_image_weights=init_weights, verbose=2, init_from=init_from,
@@ -238,13 +249,12 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
 
 
 def train_demo_method(method, init, name, data_root, out_dir, preset, seed, precision, weights, timings):
-    """Trains a demo method (every stage of a two-stage one) into `out_dir/name`; returns the model the demo
-    scores (`SCORED_STAGE`; default the last stage)."""
+    """Trains a demo method into `out_dir/name` (a two-stage one: its stages up to the one the demo scores,
+    `trained_stages`; stage one goes to `out_dir/name-stage1`); returns the scored model."""
     stages = method_stages(method)
-    scored = SCORED_STAGE.get(method, len(stages))
     previous = None
     models = []
-    for number, stage in enumerate(stages, start=1):
+    for number, stage in enumerate(trained_stages(method), start=1):
         folder = name if number == len(stages) else f"{name}-stage{number}"
         init_from = previous
         source = preset.get("method_training", {}).get(stage, {}).get("init_from")
@@ -262,7 +272,7 @@ def train_demo_method(method, init, name, data_root, out_dir, preset, seed, prec
                                    weights if (init == "stand-in" and init_from is None) else None, init_from=init_from))
         timings[f"train {folder}"] = time.time() - start
         previous = os.path.join(out_dir, folder, "model.keras")
-    return models[scored - 1]
+    return models[-1]
 
 
 def objectness_encoder(weights_path, preset):
@@ -360,8 +370,7 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
-             "Every method trained with `model.fit` on the train split (CSOL and IEr: stage one there, stage two on "
-             "train_mosaic), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines "
+             "Every method trained with `model.fit` on the train split (CSOL and IEr: their stage one), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines "
              "need no learning (the objectness baseline uses the stand-in without audio). "
              "A class-aware method (AVGN) is scored on the map of each clip's ground-truth class, as its paper's test "
              "code does; its 'predicted classes' row uses the classes its audio head predicts. The last row scores "
@@ -450,7 +459,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
 
     _step(f"1/5 the stamps benchmark in {data_root} (skipped when already built)")
     start = time.time()
-    splits = needed_splits(methods)
+    splits = needed_splits(methods, settings)
     summary = build_data(data_root, settings, seed, workers, speech="train_speech" in splits,
                          mosaic="train_mosaic" in splits)
     timings["data (once)"] = time.time() - start

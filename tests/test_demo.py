@@ -2,6 +2,7 @@
 method from the stand-in and from scratch -> one report."""
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -78,19 +79,17 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 
-    # IEr, then CSOL: IEr's stage one continues CSOL's stage one (trained for it first), both stage twos train on
-    # the train_mosaic the demo adds; the report scores both stage ones (SCORED_STAGE)
+    # IEr, then CSOL: IEr's stage one continues CSOL's stage one (trained for it first); the report scores both
+    # stage ones (SCORED_STAGE), so the demo trains no stage two and builds no train_mosaic
     report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("ier", "csol"),
                            scratch=False)).read()
     assert "| IEr stage one | stand-in |" in report and "| CSOL stage one | stand-in |" in report
-    assert (out / "csol" / "model.keras").is_file() and (out / "ier" / "model.keras").is_file()  # stage twos too
     stage_one = json.loads((out / "ier-stage1" / "train_state.json").read_text())["settings"]
-    stage_two = json.loads((out / "ier" / "train_state.json").read_text())["settings"]
     assert stage_one["method"] == "ier" and stage_one["split"] == "train"
+    assert stage_one["init_from_path"].endswith(os.path.join("csol-stage1", "model.keras"))
     assert json.loads((out / "csol-stage1" / "train_state.json").read_text())["settings"]["method"] == "csol"
-    assert stage_two["method"] == "ierstage2" and stage_two["split"] == "train_mosaic"
-    assert stage_two["model_kwargs"]["mask_variant"] == "gap"
-    assert len(json.loads((data / "train_mosaic.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
+    assert not (out / "csol").exists() and not (out / "ier").exists()
+    assert not (data / "train_mosaic.json").exists()
 
 
 def test_demo_refuses_runs_trained_on_other_data(tmp_path):
@@ -107,3 +106,16 @@ def test_demo_refuses_runs_trained_on_other_data(tmp_path):
     check_runs_match_data(str(out), summary, ("lvs", "ezvsl"))  # same data: resuming is fine
     with pytest.raises(DemoError, match="other data"):
         check_runs_match_data(str(out), dict(summary, classes=["cello", "zebra"]), ("lvs",))
+
+
+def test_demo_training_splits_follow_the_scored_stage_and_the_settings():
+    from keras_avloc.demo import needed_splits, trained_stages, training_split
+
+    # both stage ones are scored: no stage two is trained, so no train_mosaic is needed
+    assert trained_stages("csol") == ("csol",) and trained_stages("ier") == ("ier",)
+    assert trained_stages("lvs") == ("lvs",)
+    assert needed_splits(("lvs", "csol", "ier", "denseav")) == {"train", "train_speech"}
+    # a "split" in a method's training settings replaces its default
+    preset = {"method_training": {"denseav": {"split": "train"}}}
+    assert training_split("denseav") == "train+train_speech" and training_split("denseav", preset) == "train"
+    assert needed_splits(("lvs", "denseav"), preset) == {"train"}
