@@ -370,7 +370,8 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
-             "Every method trained with `model.fit` on the train split (CSOL and IEr: their stage one), from the ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines "
+             "Every method trained with `model.fit` on the train split (CSOL and IEr: their stage one), from the "
+             "ImageNet stand-in (and, with the from-scratch runs, from scratch); baselines "
              "need no learning (the objectness baseline uses the stand-in without audio). "
              "A class-aware method (AVGN) is scored on the map of each clip's ground-truth class, as its paper's test "
              "code does; its 'predicted classes' row uses the classes its audio head predicts. The last row scores "
