@@ -84,11 +84,13 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("ier", "csol"),
                            scratch=False)).read()
     assert "| IEr stage one | stand-in |" in report and "| CSOL stage one | stand-in |" in report
-    stage_one = json.loads((out / "ier-stage1" / "train_state.json").read_text())["settings"]
-    assert stage_one["method"] == "ier" and stage_one["split"] == "train"
-    assert stage_one["init_from_path"].endswith(os.path.join("csol-stage1", "model.keras"))
+    stage_one = json.loads((out / "ier-stage1" / "train_state.json").read_text())
+    assert stage_one["settings"]["method"] == "ier" and stage_one["settings"]["split"] == "train"
+    assert stage_one["details"]["init_from_path"].endswith(os.path.join("csol-stage1", "model.keras"))
     assert json.loads((out / "csol-stage1" / "train_state.json").read_text())["settings"]["method"] == "csol"
-    assert not (out / "csol").exists() and not (out / "ier").exists()
+    # csol/ and ier/ hold only the scored stage ones' evaluation, no stage-two model
+    assert not (out / "csol" / "model.keras").exists() and not (out / "ier" / "model.keras").exists()
+    assert (out / "csol" / "eval").is_dir() and not (out / "ier" / "train_state.json").exists()
     assert not (data / "train_mosaic.json").exists()
 
 
