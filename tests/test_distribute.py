@@ -105,8 +105,8 @@ def _run_arguments(data, out, **extra):
 @pytest.mark.parametrize("method", ["lvs"])
 def test_two_worker_processes_train_as_one_worker_with_their_global_batch(tmp_path, method):
     """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (batch 4 each) against one worker (batch 8): after the
-    same two steps, losses and weights (batch-norm statistics included) agree within 1e-5 (weights: relative to 1 + |w|). LVS only: every other
-    method's global-batch objective is checked on two replicas in one process above (EZ-VSL across two processes
+    same two steps, losses and weights (batch-norm statistics included) agree within 1e-5 (weights: relative to
+    1 + |w|). LVS only: every other method's global-batch objective is checked on two replicas in one process above (EZ-VSL across two processes
     was measured once: weights within 2e-6, README)."""
     data = tmp_path / "data"
     write_colour_tone_split(str(data), count=16, size=64, seconds=1.0)
