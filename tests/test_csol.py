@@ -326,6 +326,32 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     assert agnostic["maps"] == "one class-agnostic map for every class" and agnostic["model"]["samples"] == 4
 
 
+def test_stage_one_with_a_clustering_repeats_bit_for_bit_with_its_seed(csol_data, tmp_path):
+    """Same seed, same run: the augmentation (the demo's, ambience included), the shuffling, k-means and the
+    class-head pass repeat exactly, the second time in a process that has already trained."""
+    from keras_avloc.demo import AMBIENCE, DEMO_AUGMENTATION
+    from keras_avloc.training import train
+
+    tiny = {"backbone_kwargs": {"width": 8}, "num_clusters": 4, "embed_dim": 16, "class_passes": 1,
+            "kmeans_restarts": 2}
+    augment = dict(DEMO_AUGMENTATION, **AMBIENCE)
+
+    def run(name):
+        model, history = train("csol", csol_data, str(tmp_path / name), epochs=2, batch_size=4, image_size=64,
+                               clip_seconds=0.5, model_kwargs=tiny, verbose=0, seed=3, augment=augment)
+        assert np.isfinite(history.history["cluster_nmi"][1])  # the second epoch clustered
+        labels = np.load(str(tmp_path / name / "dictionary.npz"))["pseudo_labels"]
+        return [np.asarray(weight) for weight in model.weights], labels, history.history["loss"]
+
+    first, first_labels, first_loss = run("a")
+    again, again_labels, again_loss = run("b")
+    np.testing.assert_array_equal(again_labels, first_labels)
+    np.testing.assert_array_equal(again_loss, first_loss)
+    assert len(first) == len(again)
+    for mine, repeated in zip(first, again):
+        np.testing.assert_array_equal(repeated, mine)
+
+
 def test_stage_two_saves_and_reloads_exactly_in_bf16(tmp_path):
     from keras_avloc.models import load_model
 

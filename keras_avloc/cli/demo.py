@@ -20,7 +20,7 @@ def register(subparsers):
                         "about an hour; tiny: a smoke run")
     parser.add_argument("--methods", default="lvs,ezvsl,avgn",
                         help="comma-separated methods (default lvs,ezvsl,avgn; all: lvs,ezvsl,avgn,csol,ier,denseav; "
-                        "csol and ier train both stages)")
+                        "csol and ier train the stage the demo scores, their stage one)")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 when the CPU has native bf16 (see `avloc info`), else float32")
     parser.add_argument("--no-scratch", action="store_true",
