@@ -76,6 +76,11 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     assert "| DenseAV | stand-in |" in report and "| centre prior | - |" in report
     settings = json.loads((out / "denseav" / "train_state.json").read_text())["settings"]
     assert settings["split"] == "train+train_speech" and settings["clip_seconds"] == 2.0
+    # cosine similarities at LVS's temperature, and the demo's audio augmentation with its masks scaled to the
+    # 64-band log-mel (METHOD_TRAINING / METHOD_SETTINGS)
+    assert settings["model_kwargs"]["norm_vectors"] and settings["model_kwargs"]["cal_init"] == pytest.approx(14.3)
+    assert settings["augment"]["freq_mask_width"] == 6 and settings["augment"]["time_mask_width"] == 36
+    assert settings["augment"]["gain_db"] == 6.0
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 

@@ -127,6 +127,50 @@ def test_loss_and_every_regulariser_match_the_formulas(theta):
     assert float(one["loss"]) == pytest.approx(expected, rel=2e-4)
 
 
+def _unit(x):
+    return x / np.maximum(np.sqrt((x ** 2).sum(axis=-1, keepdims=True)), 1e-12)
+
+
+def test_norm_vectors_scores_cosines_after_the_training_pooling():
+    """The official `norm_vectors` (`prep_feats`: pool in training, then `F.normalize` over channels): the map, the
+    NCE and every regulariser then read unit vectors, against numpy references of the formulas."""
+    rng = np.random.default_rng(11)  # its own draws: the tests below read RNG in file order
+    model = denseav.DenseAV(code_dim=12, backbone_kwargs={"width": 4}, norm_vectors=True, cal_init=14.3,
+                            pretrain_steps=0)
+    images = rng.normal(size=(3, 32, 32, 3)).astype("float32")
+    audio = rng.normal(size=(3, 200, 32, 1)).astype("float32")  # no silent frame: every time step counts
+    raw_image = np.asarray(model.image_encoder(images), np.float64)  # [B, h, w, D], before prep_feats
+    raw_audio = np.asarray(model.audio_encoder(audio), np.float64)  # [B, t, D]
+    image, sound = _unit(raw_image), _unit(raw_audio)
+
+    outputs = model.evaluation_outputs(images, audio)
+    assert np.asarray(outputs["mask"]).min() == 1.0
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(outputs["image_maps"]), axis=-1), 1.0, rtol=1e-5)
+    volume = _volume_reference(sound, image, 2)  # [A, V, K, h, w, t]
+    expected_maps = np.stack([volume[b, b].max(axis=0).mean(axis=-1) for b in range(3)])
+    np.testing.assert_allclose(np.asarray(outputs["maps"]), expected_maps, rtol=1e-4, atol=1e-5)
+    assert np.abs(expected_maps).max() <= 1.0 + 1e-6  # cosines
+
+    ones = np.ones((3, raw_audio.shape[1]))
+    terms = model.compute_batch_terms({"image": images, "audio": audio}, None, training=False)
+    reference = _loss_reference(sound, image, math.log(14.3), 2, ones, ones, np.ones(image.shape[:3]), cal_init=14.3)
+    for name in ("nce", "nonneg", "tv", "specialization", "cal_balance", "loss"):
+        assert float(terms[name]) == pytest.approx(reference[name], rel=2e-4, abs=1e-5), name
+
+    # training: the 2 x 2 pooling first, then unit vectors (pooled unit vectors would be shorter)
+    pooled, same_audio = model.prepare_features(raw_image.astype("float32"), raw_audio.astype("float32"), training=True)
+    h, w = raw_image.shape[1] // 2, raw_image.shape[2] // 2
+    blocks = raw_image[:, : 2 * h, : 2 * w].reshape(3, h, 2, w, 2, -1).mean(axis=(2, 4))
+    np.testing.assert_allclose(np.asarray(pooled), _unit(blocks), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(same_audio), sound, rtol=1e-5, atol=1e-6)
+    # off (the official default): the features pass through untouched, and the option survives get_config
+    plain = denseav.DenseAV.from_config(model.get_config())
+    assert plain.norm_vectors and plain.cal_init == pytest.approx(14.3)
+    off = denseav.DenseAV(code_dim=12, backbone_kwargs={"width": 4})
+    untouched, _ = off.prepare_features(raw_image.astype("float32"), raw_audio.astype("float32"))
+    np.testing.assert_array_equal(np.asarray(untouched), raw_image.astype("float32"))
+
+
 def test_splice_weights_are_the_official_raised_cosine():
     length, start, span, easing = 40, 7, 20, 6
     weights = np.asarray(denseav.raised_cosine_weights(length, np.array([start]), np.array([span]),

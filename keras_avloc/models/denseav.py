@@ -19,6 +19,8 @@ The model, in tensors (channels last):
   already averaged it), mean over the audio time steps that are not silent (`misa_aggregate`).
 * calibration: S = w * agg - mean(w * agg), w = clip(exp(theta), 0.01, 100), theta initialised to
   log(1.0) (`calibrate`); loss = 1/2 (CE over rows + CE over columns) with the diagonal as targets.
+* `norm_vectors` (the official option of that name, off in `av_align.yaml`; `LitAVAligner.prep_feats`): V and
+  A become unit vectors over their D channels, after the training pooling, so every similarity is a cosine.
 * regularisers on the matched-pair sims P[b, k, h, w, t] (the volume's diagonal, times the silence mask),
   with the official weights: head specialisation mean |P_i| |P_j| over head pairs (0.05, K > 1 only),
   non-negativity mean(min(s, 0)^2) (0.01), silence mean |s| over silent frames (0.01), temporal total
@@ -137,6 +139,12 @@ def paired_similarity(audio_maps, image_maps, num_heads=NUM_HEADS, audio_mask=No
     if audio_mask is not None:
         sims = sims * ops.cast(audio_mask, "float32")[:, None, None, None, :]
     return sims
+
+
+def unit_vectors(features):
+    """`features` [..., C] divided by their L2 norm over channels, float32 (torch `F.normalize`: eps 1e-12)."""
+    features = ops.cast(features, "float32")
+    return features / ops.maximum(ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True)), 1e-12)
 
 
 def masked_time_mean(values, audio_mask):
@@ -482,6 +490,9 @@ class DenseAV(AVLocModel):
         attention_heads: heads of the audio aligner's self-attention (6).
         image_lora_rank: LoRA rank on the image featurizer's attention projections (0 = off, the default for
             the ResNet-18; the official ViT setting is 8, with `lora_alpha` 32).
+        norm_vectors: the official `norm_vectors` (off in `av_align.yaml`): aligned image and audio features
+            become unit vectors over their channels (after the training pooling), so every similarity is a
+            cosine and the calibration weight alone sets the NCE's temperature (`cal_init` then sets its start).
         seed: seed of the in-graph augmentation.
         name: model name; **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`).
 
@@ -507,8 +518,8 @@ class DenseAV(AVLocModel):
                  image_pool_width=IMAGE_POOL_WIDTH, quad_mixup=QUAD_MIXUP, negative_audio=True,
                  negative_fraction=(0.25, 0.5), extra_audio_masking=True, pretrain_steps=PRETRAIN_STEPS,
                  pretrain_learning_rate=PRETRAIN_LEARNING_RATE, warmup_steps=WARMUP_STEPS,
-                 attention_heads=ATTENTION_HEADS, image_lora_rank=0, lora_alpha=LORA_ALPHA, seed=0, name="denseav",
-                 **kwargs):
+                 attention_heads=ATTENTION_HEADS, image_lora_rank=0, lora_alpha=LORA_ALPHA, norm_vectors=False, seed=0,
+                 name="denseav", **kwargs):
         super().__init__(name=name, **kwargs)
         if int(num_heads) < 1 or int(code_dim) % int(num_heads):
             raise ValueError(f"DenseAV: code_dim ({code_dim}) must be a positive multiple of num_heads ({num_heads}).")
@@ -533,6 +544,7 @@ class DenseAV(AVLocModel):
         self.warmup_steps = int(warmup_steps)
         self.attention_heads = int(attention_heads)
         self.image_lora_rank, self.lora_alpha = int(image_lora_rank), float(lora_alpha)
+        self.norm_vectors = bool(norm_vectors)
         self.seed = int(seed)
         dtype = self.dtype_policy
         self.custom_featurizers = image_featurizer is not None or audio_featurizer is not None
@@ -558,6 +570,16 @@ class DenseAV(AVLocModel):
         return {"image_maps": self.image_encoder(images, training=training),
                 "audio_maps": self.audio_encoder(audio, training=training)}
 
+    def prepare_features(self, image_maps, audio_maps, training=False):
+        """The official `prep_feats`: in training the image features' `image_pool_width` average pooling, then with
+        `norm_vectors` unit vectors over channels (float32). Returns (image_maps, audio_maps)."""
+        if training and self.image_pool_width > 1:
+            width = self.image_pool_width
+            image_maps = ops.average_pool(image_maps, width, strides=width, padding="valid")
+        if self.norm_vectors:
+            image_maps, audio_maps = unit_vectors(image_maps), unit_vectors(audio_maps)
+        return image_maps, audio_maps
+
     def time_mask(self, audio, steps):
         """The silence mask at the aligned time rate [B, steps] (1 = not silent)."""
         return resize_time_mask(silence_mask(audio), steps, discrete=True)
@@ -565,9 +587,9 @@ class DenseAV(AVLocModel):
     def head_maps(self, images, audio):
         """(matched-pair similarity per head and time step [B, K, h, w, t], silence mask [B, t])."""
         features = self(images_and_audio(images, audio), training=False)
-        audio_maps = features["audio_maps"]
+        image_maps, audio_maps = self.prepare_features(features["image_maps"], features["audio_maps"])
         mask = self.time_mask(audio, audio_maps.shape[1] if audio_maps.shape[1] is not None else ops.shape(audio_maps)[1])
-        return paired_similarity(audio_maps, features["image_maps"], self.num_heads), mask
+        return paired_similarity(audio_maps, image_maps, self.num_heads), mask
 
     def similarity_maps(self, images, audio):
         """The official evaluation heatmap at feature resolution [B, h, w]: max over heads, mean over the
@@ -580,13 +602,13 @@ class DenseAV(AVLocModel):
         "sims" [B, h, w, t] (max over heads, per time step), "scores" [B, K] (each pair's "misa" score per head: max over space, mean over non-silent time), the
         aligned "image_maps" and "audio_maps", and the silence "mask" [B, t]."""
         features = self(images_and_audio(images, audio), training=False)
-        audio_maps = features["audio_maps"]
+        image_maps, audio_maps = self.prepare_features(features["image_maps"], features["audio_maps"])
         mask = self.time_mask(audio, audio_maps.shape[1])
-        sims = paired_similarity(audio_maps, features["image_maps"], self.num_heads)
+        sims = paired_similarity(audio_maps, image_maps, self.num_heads)
         heads_max = ops.max(sims, axis=1)  # [B, h, w, t]
         return {"maps": masked_time_mean(heads_max, mask), "sims": heads_max,
                 "scores": masked_time_mean(ops.max(sims, axis=(2, 3)), mask),
-                "image_maps": features["image_maps"], "audio_maps": audio_maps, "mask": mask}
+                "image_maps": image_maps, "audio_maps": audio_maps, "mask": mask}
 
     def _localize_maps(self, images, audio, size):
         return upsample_maps(self.similarity_maps(images, audio), size, align_corners=self.upsample_align_corners)
@@ -657,10 +679,7 @@ class DenseAV(AVLocModel):
         else:
             mask, positive = silence_mask(audio), ops.ones((ops.shape(audio)[0], frames), "float32")
         features = self({"image": images, "audio": audio}, training=training)
-        image_maps, audio_maps = features["image_maps"], features["audio_maps"]
-        if training and self.image_pool_width > 1:
-            width = self.image_pool_width
-            image_maps = ops.average_pool(image_maps, width, strides=width, padding="valid")
+        image_maps, audio_maps = self.prepare_features(features["image_maps"], features["audio_maps"], training)
         steps = audio_maps.shape[1] if audio_maps.shape[1] is not None else ops.shape(audio_maps)[1]
         audio_mask = resize_time_mask(mask, steps, discrete=True)
         positive_mask = resize_time_mask(positive, steps, discrete=False)
@@ -695,7 +714,7 @@ class DenseAV(AVLocModel):
                        "extra_audio_masking": self.extra_audio_masking, "pretrain_steps": self.pretrain_steps,
                        "pretrain_learning_rate": self.pretrain_learning_rate, "warmup_steps": self.warmup_steps,
                        "attention_heads": self.attention_heads, "image_lora_rank": self.image_lora_rank,
-                       "lora_alpha": self.lora_alpha, "seed": self.seed})
+                       "lora_alpha": self.lora_alpha, "norm_vectors": self.norm_vectors, "seed": self.seed})
         if self.custom_featurizers:
             config["image_featurizer"] = keras.saving.serialize_keras_object(self.image_backbone)
             config["audio_featurizer"] = keras.saving.serialize_keras_object(self.audio_backbone)
