@@ -73,8 +73,8 @@ METHOD_SETTINGS = {
     "avgn": {"image_layer4_stride": 1, "embed_dim": 128, "num_heads": 4, "depth": 1},
     # The audio featurizer trains from scratch here: no phase of frozen featurizers, and a 50-step warm-up (the
     # official 1,000 steps are more than the demo's 600 steps of training). Cosine similarities (the official
-    # option `norm_vectors`) with the calibration starting at 14.3 (about 1 / 0.07, the temperature of LVS and EZ-VSL): with the
-    # official dot products the map stayed below the targets on val (README, "Every method").
+    # option `norm_vectors`) with the calibration starting at 14.3 (about 1 / 0.07, the temperature of LVS and
+    # EZ-VSL): with the official dot products the map stayed below the targets on val (README, "Every method").
     "denseav": {"pretrain_steps": 0, "warmup_steps": 50, "norm_vectors": True, "cal_init": 14.3},
     # K = the demo's 8 classes; mask av > 0.5 (chosen on val_mosaic); 12 localisation-only epochs before the 4
     # clusterings (chosen on val: CSOL's localisation loss is still falling after 8); one class pass per

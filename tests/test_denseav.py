@@ -164,8 +164,8 @@ def test_norm_vectors_scores_cosines_after_the_training_pooling():
     np.testing.assert_allclose(np.asarray(pooled), _unit(blocks), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(same_audio), sound, rtol=1e-5, atol=1e-6)
     # off (the official default): the features pass through untouched, and the option survives get_config
-    plain = denseav.DenseAV.from_config(model.get_config())
-    assert plain.norm_vectors and plain.cal_init == pytest.approx(14.3)
+    rebuilt = denseav.DenseAV.from_config(model.get_config())
+    assert rebuilt.norm_vectors and rebuilt.cal_init == pytest.approx(14.3)
     off = denseav.DenseAV(code_dim=12, backbone_kwargs={"width": 4})
     untouched, _ = off.prepare_features(raw_image.astype("float32"), raw_audio.astype("float32"))
     np.testing.assert_array_equal(np.asarray(untouched), raw_image.astype("float32"))

@@ -81,7 +81,7 @@ from keras import ops
 from keras_avloc.backbones import encoders
 from keras_avloc.layers.normalization import FusedBatchNormalization
 from keras_avloc.models.base import AVLocModel, as_keras_model, images_and_audio, split_inputs, upsample_maps
-from keras_avloc.models.losses_common import cross_entropy_with_integer_targets
+from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
 CODE_DIM = 384
 NUM_HEADS = 2
@@ -139,12 +139,6 @@ def paired_similarity(audio_maps, image_maps, num_heads=NUM_HEADS, audio_mask=No
     if audio_mask is not None:
         sims = sims * ops.cast(audio_mask, "float32")[:, None, None, None, :]
     return sims
-
-
-def unit_vectors(features):
-    """`features` [..., C] divided by their L2 norm over channels, float32 (torch `F.normalize`: eps 1e-12)."""
-    features = ops.cast(features, "float32")
-    return features / ops.maximum(ops.sqrt(ops.sum(ops.square(features), axis=-1, keepdims=True)), 1e-12)
 
 
 def masked_time_mean(values, audio_mask):
@@ -577,7 +571,7 @@ class DenseAV(AVLocModel):
             width = self.image_pool_width
             image_maps = ops.average_pool(image_maps, width, strides=width, padding="valid")
         if self.norm_vectors:
-            image_maps, audio_maps = unit_vectors(image_maps), unit_vectors(audio_maps)
+            image_maps, audio_maps = l2_normalize(image_maps), l2_normalize(audio_maps)
         return image_maps, audio_maps
 
     def time_mask(self, audio, steps):
