@@ -126,3 +126,27 @@ def test_demo_training_splits_follow_the_scored_stage_and_the_settings():
     preset = {"method_training": {"denseav": {"split": "train"}}}
     assert training_split("denseav") == "train+train_speech" and training_split("denseav", preset) == "train"
     assert needed_splits(("lvs", "denseav"), preset) == {"train"}
+
+
+def test_full_preset_trains_ezvsl_at_its_official_rate_and_the_rest_as_the_default(monkeypatch):
+    import keras_avloc.training
+    from keras_avloc.demo import train_method
+
+    calls = {}
+
+    def fake_train(method, data_root, out_dir, **kwargs):
+        calls[(method, out_dir)] = kwargs
+        return None, None
+
+    monkeypatch.setattr(keras_avloc.training, "train", fake_train)
+    for preset in ("default", "full"):
+        for method in ("lvs", "ezvsl", "avgn", "csol", "denseav"):
+            train_method(method, "data", preset, PRESETS[preset], 0, None, None)
+    # at 3e-4 EZ-VSL's map took the one-cell shortcut on the 65-class build (README, "--preset full")
+    assert calls[("ezvsl", "full")]["learning_rate"] == 1e-4
+    assert calls[("ezvsl", "default")]["learning_rate"] == 3e-4
+    for method in ("lvs", "avgn", "csol", "denseav"):
+        full, default = calls[(method, "full")], calls[(method, "default")]
+        assert full["learning_rate"] == default["learning_rate"] and full["augment"] == default["augment"]
+        assert full["epochs"] == (default["epochs"] if method == "csol" else 12)
+        assert full["clip_seconds"] == default["clip_seconds"]
