@@ -24,21 +24,12 @@ import keras  # noqa: E402
 
 from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend  # noqa: E402
 from keras_avloc.models import build_model, get_method_class, method_names  # noqa: E402
+from tiny_configs import TINY_BACKBONE, TINY_OPTIONS  # noqa: E402
 
 BATCH = 8  # global batch: 4 clips per replica
 EAGER = True  # one step: tracing would cost more than it saves
 LEARNING_RATE = 1e-4  # the papers' rate
-SMALL = {"backbone_kwargs": {"width": 8}}
-OPTIONS = {
-    "lvs": SMALL, "ezvsl": {**SMALL, "embed_dim": 16}, "avgn": {**SMALL, "embed_dim": 16, "num_classes": 3, "depth": 1},
-    "csol": {**SMALL, "num_clusters": 3, "embed_dim": 8}, "csolstage2": {**SMALL, "num_clusters": 3, "embed_dim": 8},
-    "ier": {**SMALL, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)},
-    "ierstage2": {**SMALL, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)},
-    # DenseAV's in-graph augmentations draw random numbers and mix clips within each replica's batch: off here.
-    "denseav": {**SMALL, "pretrain_steps": 0, "negative_audio": False, "extra_audio_masking": False,
-                "quad_mixup": 0.0},
-    "avc": {"width": 4, "crop_size": 32, "frames": 4}, "avsa": {"width": 4, "crop_size": 32, "frames": 4},
-}
+SMALL, OPTIONS = TINY_BACKBONE, TINY_OPTIONS
 
 
 UNGATHERED = "lvs-without-gather"

@@ -60,6 +60,13 @@ def register(subparsers):
     parser.add_argument("--n-val-speech", type=types.integer(0, 1_000_000), default=0, help="val_speech.json scenes")
     parser.add_argument("--n-test-speech-unseen", type=types.integer(0, 1_000_000), default=0,
                         help="test_speech_unseen.json: prompts in languages no other split speaks (da, nl, ro)")
+    parser.add_argument("--variety", choices=["narrow", "wide"], default="narrow",
+                        help="scene distribution of train / val / test: narrow (the first recipe, default) or wide "
+                        "(domain-randomised backgrounds, object sizes and counts, levels, partial silence, ambience)")
+    parser.add_argument("--n-val-ood", type=types.integer(0, 1_000_000), default=0,
+                        help="val_ood.json scenes: a second recipe (other backgrounds, compositing and levels; "
+                        "recordings training never hears) for the out-of-generator check")
+    parser.add_argument("--n-test-ood", type=types.integer(0, 1_000_000), default=0, help="test_ood.json scenes")
     parser.add_argument("--size", type=types.integer(32, 2048), default=224, help="frame side in pixels")
     parser.add_argument("--seed", type=types.SEED, default=0, help="same seed -> identical dataset")
     parser.add_argument("--workers", type=types.WORKERS, default=1, help="rendering processes")
@@ -88,7 +95,7 @@ def run(args):
         n_train_mosaic=args.n_train_mosaic, n_val_mosaic=args.n_val_mosaic, n_test_mosaic=args.n_test_mosaic,
         n_test_duet=args.n_test_duet, n_train_speech=args.n_train_speech, n_val_speech=args.n_val_speech,
         n_test_speech_unseen=args.n_test_speech_unseen, n_val_interf=args.n_val_interf,
-        n_test_interf=args.n_test_interf,
+        n_test_interf=args.n_test_interf, variety=args.variety, n_val_ood=args.n_val_ood, n_test_ood=args.n_test_ood,
         classes=[name for name in args.classes.split(",") if name.strip()] if args.classes else None)
     print(format_summary(summary))
     print(f"wrote {args.out}")

@@ -118,6 +118,12 @@ def register(subparsers):
     parser.add_argument("--probe-split", default="train", help="sphere: the split the probes train on (default train)")
     parser.add_argument("--probe-clips", type=types.integer(2, 10_000_000), default=None,
                         help="sphere: train the probes on the first N clips of --probe-split (default: all)")
+    parser.add_argument("--listening", action="store_true",
+                        help="the listening control: also score every frame with another class's audio (seeded) and "
+                        "report how much of the AUC margin over the random map that takes away (with --baselines)")
+    parser.add_argument("--audio-level-db", type=types.number(minimum=-80, maximum=0), default=None, metavar="DBFS",
+                        help="scale every clip to this RMS level before the spectrogram (default: the model's "
+                        "own setting, recorded by `avloc train --audio-level-db`)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
 
@@ -153,7 +159,8 @@ def run(args):
             batch_size=args.batch_size, baselines=args.baselines, resize=args.resize,
             progress=not args.no_progress, image_size=args.image_size, clip_seconds=args.clip_seconds,
             image_mode=args.image_mode, strict_median=args.strict_median,
-            class_conditioned=args.class_conditioned, strict=args.strict,
+            class_conditioned=args.class_conditioned, strict=args.strict, listening=args.listening,
+            audio_level_db="model" if args.audio_level_db is None else args.audio_level_db,
         )
     print(metrics["table"])
     multi = metrics["model"].get("multi_source")

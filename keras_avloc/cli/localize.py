@@ -79,9 +79,10 @@ def _heatmaps(model, images, waves, batch_size, ogl, heads=False):
     """Heatmaps [N, H, W] (or [N, K, H, W] per head) with the model's own audio front-end."""
     import numpy as np
 
-    from keras_avloc.data.audio import get_frontend
+    from keras_avloc.data.audio import with_level
 
-    frontend = get_frontend(getattr(model, "frontend", "lvs"))
+    level = (getattr(model, "eval_settings", None) or {}).get("audio_level_db")
+    frontend = with_level(getattr(model, "frontend", "lvs"), level)
     maps = []
     for start in range(0, len(images), batch_size):
         spectrograms = np.asarray(frontend(waves[start : start + batch_size]))

@@ -112,6 +112,10 @@ def register(subparsers):
                         "JSON object of keras_avloc.data.augment.Augmentation fields")
     parser.add_argument("--cache", action="store_true",
                         help="decode the training split once into memory and augment in graph (small datasets)")
+    parser.add_argument("--audio-level-db", type=types.number(minimum=-80, maximum=0), default=None, metavar="DBFS",
+                        help="scale every clip to this RMS level before the spectrogram, in training and (recorded "
+                        "in the model) in evaluate / localize, so maps do not depend on loudness; e.g. -20. "
+                        "Default: the files' own levels, as the papers")
     parser.add_argument("--warmup-epochs", type=types.number(minimum=0, maximum=1000), default=0.0,
                         help="linear learning-rate warm-up over this many epochs (default 0)")
     parser.add_argument("--strategy", choices=["auto", "none", "mirrored", "multi-worker"], default="auto",
@@ -188,7 +192,7 @@ def run(args):
         model_kwargs=model_kwargs, seed=args.seed, verbose=2 if args.quiet else "auto",
         run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
         cache=args.cache, warmup_epochs=args.warmup_epochs, init_from=args.init_from, strategy=args.strategy,
-        tfrecord_dir=args.tfrecords, data_service=args.data_service,
+        tfrecord_dir=args.tfrecords, data_service=args.data_service, audio_level_db=args.audio_level_db,
     )
     from keras_avloc.training.distribute import cluster_spec
 

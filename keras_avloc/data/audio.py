@@ -8,6 +8,11 @@ Three front-ends are provided, each reproducing the published pre-processing of 
 | `csol`         | float32 [B, T] @ 16 kHz   | [B, frames, 64, 1] (dB)        | CSOL / DSOL       |
 | `avsa`         | float32 [B, C, T] @ 24 kHz| [B, frames, 128, C] (dB)       | AVSA (ambisonics) |
 
+Level: the published front-ends are not level invariant (a clip 20 dB quieter moves the LVS log spectrogram by
+0.38 everywhere and pushes most bins of a -45 dBFS clip onto its 1e-7 floor). `normalize_level` scales every clip
+to one RMS level before the front-end; `make_dataset(audio_level_db=...)` applies it, and a model trained with it
+records the level in its `eval_settings`, so that evaluation and `avloc localize` apply it too.
+
 Frame counts: `lvs` gives `(T - 512) // 238 + 1` (3 s -> 200, 10 s -> 671); `csol` gives `1 + T // 80`
 (1 s -> 201); `avsa` gives `1 + T // 240` (1 s -> 101).
 """
@@ -227,6 +232,50 @@ def avsa_logmel(wave):
     db = power_to_db(mel, top_db=AVSA_TOP_DB)  # per (example, channel)
     db = tf.reshape(db, [batch, channels, tf.shape(db)[1], AVSA_N_MELS])
     return tf.transpose(db, [0, 2, 3, 1])
+
+
+LEVEL_FLOOR_DB = -100.0
+"""Clips quieter than this (RMS, dBFS) count as silence: `normalize_level` raises them by at most the difference."""
+
+
+def normalize_level(wave, level_db):
+    """Scales each clip to an RMS level of `level_db` dBFS (loudness normalisation before the front-end).
+
+    The RMS is taken over the whole clip (all channels of a multichannel clip together, so that their balance,
+    which carries direction, is kept). Digital silence stays silent: a clip below `LEVEL_FLOOR_DB` gains at most
+    `level_db - LEVEL_FLOOR_DB` dB.
+
+    Args:
+        wave: float32 [B, T] or [B, C, T] waveforms.
+        level_db: target RMS in dBFS (e.g. -20.0: RMS 0.1).
+
+    Returns:
+        float32 tensor of the same shape.
+
+    Example:
+    >>> loud = normalize_level(0.5 * tf.ones([1, 16000]), -20.0)
+    >>> round(float(tf.sqrt(tf.reduce_mean(loud ** 2))), 4)
+    0.1
+    """
+    tf = _tf()
+    wave = tf.convert_to_tensor(wave, dtype=tf.float32)
+    axes = list(range(1, wave.shape.rank))
+    rms = tf.sqrt(tf.reduce_mean(tf.square(wave), axis=axes, keepdims=True))
+    floor = 10.0 ** (LEVEL_FLOOR_DB / 20.0)
+    return wave * (10.0 ** (float(level_db) / 20.0) / tf.maximum(rms, floor))
+
+
+def with_level(frontend, level_db):
+    """`frontend` preceded by `normalize_level(., level_db)`; `frontend` itself when `level_db` is None."""
+    frontend = get_frontend(frontend)
+    if level_db is None:
+        return frontend
+
+    def levelled(wave):
+        return frontend(normalize_level(wave, level_db))
+
+    levelled.__name__ = f"{getattr(frontend, '__name__', 'frontend')}_at_{float(level_db):g}dbfs"
+    return levelled
 
 
 FRONTENDS = {"lvs": lvs_spectrogram, "csol": csol_logmel, "avsa": avsa_logmel}

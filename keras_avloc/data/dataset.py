@@ -17,7 +17,7 @@ from keras_avloc.data import augment as augment_lib
 from keras_avloc.io import media
 from keras_avloc.io.imagenet import IMAGENET_MEAN, IMAGENET_STD
 from keras_avloc.metrics.groundtruth import ground_truth_map
-from keras_avloc.data.audio import FRONTEND_FREQUENCY_AXES, FRONTEND_SAMPLE_RATES, get_frontend
+from keras_avloc.data.audio import FRONTEND_FREQUENCY_AXES, FRONTEND_SAMPLE_RATES, with_level
 
 TRAIN_RESIZE_FACTOR = augment_lib.TRAIN_RESIZE_FACTOR
 
@@ -437,7 +437,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
                  batch_size=16, mix_sources=0, on_error="raise", shuffle=None, drop_remainder=False,
                  image_mode="squash", seed=None, repeat=False, class_list=None, tfrecord_dir=None,
                  num_shards=None, shard_index=None, records=None, train_crop="random", image_backend="pil",
-                 cache=False, augment=None, progress=True, ground_truth=True):
+                 cache=False, augment=None, progress=True, ground_truth=True, audio_level_db=None):
     """Builds the `tf.data.Dataset` of `(x, y)` batches for one split of a dataset in the keras-avloc layout.
 
     Args:
@@ -480,6 +480,9 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         progress: show a progress bar while caching.
         ground_truth: also yield `y["gt_map"]` (and, with mixtures, `y["gt_maps"]`); False skips decoding the
             masks (evaluation builds its own ground truth, `keras_avloc.evaluation`).
+        audio_level_db: scale every clip to this RMS level (dBFS) before the front-end
+            (`keras_avloc.data.audio.normalize_level`; after augmentation when training); None keeps the level
+            of the file, as the published pipelines do.
 
     Returns:
         `tf.data.Dataset` of `(x, y)`: x = {"image": float32 [B, S, S, 3] ImageNet-normalised,
@@ -517,6 +520,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
             training=training, batch_size=batch_size, on_error=on_error, shuffle=shuffle,
             drop_remainder=drop_remainder, image_mode=image_mode, seed=seed, repeat=repeat,
             num_shards=num_shards, shard_index=shard_index, mix_sources=mix_sources, train_crop=train_crop,
+            audio_level_db=audio_level_db,
         )
     if records is None:
         records = annotations_lib.load_split(root, split)
@@ -531,7 +535,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
             "this split has one (add classes, or train without --mix-sources 2)")
     frontend_name = frontend if isinstance(frontend, str) else None
     sample_rate = FRONTEND_SAMPLE_RATES.get(frontend_name, 16000)
-    frontend_fn = get_frontend(frontend)
+    frontend_fn = with_level(frontend, audio_level_db)
     augmentation = augment_lib.get_augmentation(augment)
     if training and (cache or not augmentation.is_official):
         from keras_avloc.data.augmented import make_augmented_dataset

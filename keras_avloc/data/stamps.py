@@ -54,7 +54,7 @@ import zlib
 
 import numpy as np
 
-from keras_avloc.data import stamps_catalog as catalog
+from keras_avloc.data import stamps_catalog as catalog, stamps_variety
 from keras_avloc.io import files, media as media_io
 from keras_avloc.io.errors import AvlocError
 
@@ -70,18 +70,19 @@ SPLIT_BACKGROUNDS = {
     "train": "train", "val": "val", "test": "test", "train_mix": "train",
     "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
     "train_speech": "train", "val_speech": "val", "test_speech_unseen": "test", "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
-    "val_interf": "val", "test_interf": "test",
+    "val_interf": "val", "test_interf": "test", "val_ood": "val", "test_ood": "test",
 }
 SPLIT_AUDIO_PART = {
     "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
     "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
     "test_unseen": "unseen", "train_speech": "train", "val_speech": "heldout", "test_speech_unseen": "heldout",
     "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
-    "test_duet": "heldout", "val_interf": "heldout", "test_interf": "heldout",
+    "test_duet": "heldout", "val_interf": "heldout", "test_interf": "heldout", "val_ood": "unseen",
+    "test_ood": "unseen",
 }
 SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
                "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet", "train_speech", "val_speech",
-               "test_speech_unseen", "val_interf", "test_interf")
+               "test_speech_unseen", "val_interf", "test_interf", "val_ood", "test_ood")
 SEEN_LANGUAGES = ("be", "bg", "ca", "el", "es", "fr", "ru")
 """Languages of the real spoken descriptions in train_speech / val_speech (with espeak-ng English)."""
 UNSEEN_LANGUAGES = ("da", "nl", "ro")
@@ -329,6 +330,7 @@ class MediaCache:
     def __init__(self, stamps_dir, scratch):
         self.stamps_dir, self.scratch = stamps_dir, scratch
         self._stamps, self._backgrounds, self._recordings, self._speech = {}, {}, {}, {}
+        self.files = {}  # other backgrounds by absolute path (`stamps_variety.file_background`)
 
     def stamp(self, stamp):
         """Premultiplied float32 RGBA [H, W, 4] in [0, 1], tight-cropped to its alpha."""
@@ -528,40 +530,47 @@ def visible_masks(alphas):
     return masks
 
 
-def _compose(media, background, objects, size, rng, sounding=None, max_tries=200):
+def _compose(media, background, objects, size, rng, sounding=None, max_tries=200, settings=None):
     """Pastes `objects` (list of stamp names, drawn in order) on `background`.
 
     Each box covers 3-40% of the frame (uniformly, like VGG-SS whose median box is about 20%; silent
     distractors shrink first when the boxes would not fit), boxes overlap by at most a quarter of the
-    smaller one, and every object stays at least half visible.
+    smaller one, and every object stays at least half visible. `settings` (`stamps_variety.recipe`) changes
+    these ranges, and may add drop shadows and objects cut by the frame border (the second recipe).
 
     Returns:
         (rgb float32 [S,S,3], list of bool [S,S] visible masks, one per object).
     """
+    settings = settings or stamps_variety.VARIETY["narrow"]
+    cut = settings.get("border_cut", 0.0)
     for attempt in range(max_tries):
         if attempt % 20 == 0:
             # New sizes only every 20 placements, so that big objects are not filtered out by retries.
             shrink = 0.85 ** (attempt // 40)
             flags = np.zeros(len(objects), bool) if sounding is None else np.asarray(sounding, bool)
-            fractions = _fit_fractions(rng.uniform(0.03, 0.40, size=len(objects)), flags,
+            fractions = _fit_fractions(stamps_variety.draw_fractions(rng, len(objects), settings), flags,
                                        0.6 * shrink, 0.03 * shrink)
             sizes = [_patch_size(media, stamp, size, f) for stamp, f in zip(objects, fractions)]
-        boxes = [(int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1)), w, h)
-                 for w, h in sizes]
-        if not _overlap_ok(boxes):
+        boxes = [(int(rng.integers(-int(cut * w), size - w + int(cut * w) + 1)),
+                  int(rng.integers(-int(cut * h), size - h + int(cut * h) + 1)), w, h) for w, h in sizes]
+        if not _overlap_ok(boxes, settings["max_overlap"]):
             continue
         canvas = background.copy()
         alphas = []
         for stamp, (x, y, w, h) in zip(objects, boxes):
             patch = _prepare_object(media, stamp, (w, h), rng)
+            # The part of the patch inside the frame (all of it unless the recipe cuts objects at the border).
+            top, left, bottom, right = max(y, 0), max(x, 0), min(y + h, size), min(x + w, size)
+            inside = patch[top - y: bottom - y, left - x: right - x]
             alpha = np.zeros((size, size), np.float32)
-            alpha[y: y + h, x: x + w] = patch[..., 3]
-            canvas[y: y + h, x: x + w] = patch[..., :3] + canvas[y: y + h, x: x + w] * (1 - patch[..., 3:4])
+            alpha[top:bottom, left:right] = inside[..., 3]
+            canvas = stamps_variety.shadow_and_defocus(canvas, alpha, (x, y, w, h), rng, settings)
+            canvas[top:bottom, left:right] = inside[..., :3] + canvas[top:bottom, left:right] * (1 - inside[..., 3:4])
             alphas.append(alpha)
         masks = visible_masks(alphas)
-        if all(mask.sum() >= 0.5 * max((alpha > 0.5).sum(), 1) and mask.any()
+        if all(mask.sum() >= settings["min_visible"] * max((alpha > 0.5).sum(), 1) and mask.any()
                for mask, alpha in zip(masks, alphas)):
-            return canvas, masks
+            return stamps_variety.finish_frame(canvas, rng, settings), masks
     raise StampsError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
 
 
@@ -696,8 +705,23 @@ def render_scene(task):
     file_id = f"{split}_{index:05d}"
     length = int(round(CLIP_SECONDS * SAMPLE_RATE))
     background_name = _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
+    settings = stamps_variety.recipe(split, options.get("variety", "narrow"))
+    narrow = settings is stamps_variety.VARIETY["narrow"]
     # A mosaic renders one background per cell below; the others one for the frame (same draws as before).
-    background = None if kind == "mosaic" else _render_background(media, background_name, size, rng)
+    background_kind = "photo" if narrow or kind == "mosaic" else stamps_variety.draw_kind(rng,
+                                                                                         settings["backgrounds"])
+    if kind == "mosaic":
+        background = None
+    elif background_kind == "photo":
+        background = _render_background(media, background_name, size, rng)
+    elif background_kind == "ood":
+        path = _pick(options["ood_backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
+        background_name = "/".join(path.split(os.sep)[-2:])
+        background = stamps_variety.file_background(path, size, rng, media.files)
+    else:
+        background_name = background_kind
+        render = stamps_variety.texture_background if background_kind == "texture" else stamps_variety.plain_background
+        background = render(size, rng)
 
     main_class = balanced_class(unseen_classes(info) if part == "unseen" else classes, seed, split, index)
     pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
@@ -724,7 +748,8 @@ def render_scene(task):
         visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 4)), rng)
     else:
         sounding = [main_class]
-        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 3)), rng)
+        low, high = settings["distractors"]
+        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(low, high + 1)), rng)
     stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
               for c in visible}
     draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
@@ -734,7 +759,7 @@ def render_scene(task):
             [stamps[c]["stamp"] for c in draw_order], [c in sounding for c in draw_order], size, rng)
     else:
         image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
-                                sounding=[c in sounding for c in draw_order])
+                                sounding=[c in sounding for c in draw_order], settings=settings)
     mask_of = dict(zip(draw_order, masks))
 
     # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
@@ -760,6 +785,9 @@ def render_scene(task):
         for class_name in audio_classes:
             recording = _choose_recording(info, class_name, part, rng)
             clip, meta = _recording_clip(media, recording, part, length, rng)
+            if settings["partial_silence"] and rng.random() < settings["partial_silence"]:
+                clip = stamps_variety.partly_silent(clip, rng, SAMPLE_RATE)
+                meta["partly_silent"] = True
             clips.append(clip)
             provenance.append(meta)
     if kind == "interference":
@@ -780,11 +808,17 @@ def render_scene(task):
         snr_db = float(rng.uniform(10.0, 20.0))
         mix = mix + noise * (_rms(mix) / _rms(noise)) * 10 ** (-snr_db / 20.0)
         ambience = {"recording": "scratch:Sounds/" + rel, "snr_db": round(snr_db, 3)}
-    gain = PEAK_LEVEL / max(float(np.max(np.abs(mix))), 1e-9)
+    elif settings["ambience"] and info["ambience"] and rng.random() < settings["ambience"]:
+        rel = _pick(info["ambience"], rng)
+        noise, _ = _clip_from(media.ambience(rel), length, rng)
+        snr_db = float(rng.uniform(*settings["ambience_snr_db"]))
+        mix = mix + noise * (_rms(mix) / _rms(noise)) * 10 ** (-snr_db / 20.0)
+        ambience = {"recording": "scratch:Sounds/" + rel, "snr_db": round(snr_db, 3)}
+    gain, level_dbfs = stamps_variety.level_gain(mix, rng, settings, PEAK_LEVEL)
 
     for folder in ("frames", "audio", "masks"):
         os.makedirs(os.path.join(root, folder), exist_ok=True)
-    _write_jpg(os.path.join(root, "frames", file_id + ".jpg"), image)
+    _write_jpg(os.path.join(root, "frames", file_id + ".jpg"), image, quality=settings.get("jpeg_quality", 95))
     _write_wav(os.path.join(root, "audio", file_id + ".wav"), mix * gain)
 
     record = {"file": file_id, "class": main_class, "bbox": []}
@@ -841,6 +875,9 @@ def render_scene(task):
         "audio": provenance,
         "ambience": ambience,
     }
+    if not narrow:
+        record["scene"].update(background_kind=background_kind, level_dbfs=level_dbfs,
+                               recipe="second" if split.endswith("_ood") else options["variety"])
     part_path = os.path.join(root, ".parts", split, file_id + ".json")
     files.write_bytes(part_path, json.dumps(record, sort_keys=False).encode())
     return record
@@ -901,6 +938,8 @@ def _params_fingerprint(options, info):
     key = {"version": BUILDER_VERSION, "size": options["size"], "seed": options["seed"],
            "ambience": options["ambience"], "classes": info["classes"],
            "stamps": [s["stamp"] for s in info["stamps"]], "backgrounds": info["backgrounds"]}
+    if options["variety"] != "narrow":  # builds of the first recipe keep their fingerprint
+        key["variety"] = options["variety"]
     return key, hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -908,7 +947,8 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
                  n_test_ext=200, n_speech=0, size=224, seed=0, workers=1, ambience=False,
                  overwrite=False, stamps_dir=None, media_dir=None, progress=True, classes=None, n_val_unseen=0,
                  n_test_unseen=0, n_train_mosaic=0, n_val_mosaic=0, n_test_mosaic=0, n_test_duet=0, n_train_speech=0,
-                 n_val_speech=0, n_test_speech_unseen=0, n_val_interf=0, n_test_interf=0):
+                 n_val_speech=0, n_test_speech_unseen=0, n_val_interf=0, n_test_interf=0, variety="narrow",
+                 n_val_ood=0, n_test_ood=0):
     """Builds (or resumes) the stamps benchmark in `out`.
 
     Args:
@@ -936,6 +976,11 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         n_train_speech, n_val_speech, n_test_speech_unseen: spoken-prompt scenes for training, validation and
             the unseen-language test (DenseAV; see the module docstring).
         n_val_interf, n_test_interf: IEr's interference scenes (`INTERFERENCE_SCENARIOS`; at least 4 classes).
+        variety: "narrow" (the first recipe) or "wide" (domain-randomised train / val / test / *_unseen scenes:
+            `keras_avloc.data.stamps_variety.VARIETY`).
+        n_val_ood, n_test_ood: scenes of the second recipe (`stamps_variety.OOD_RECIPE`): other backgrounds,
+            compositing and levels, and only recordings training never hears (needs the Debian packages
+            `mate-backgrounds` and `mypaint-data-extras`).
 
     Returns:
         The summary dict (also written to `out/summary.json` without the timing fields):
@@ -952,8 +997,22 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
     started = time.time()
     info = restrict_classes(load_catalog(stamps_dir, media_dir), classes)
     out = os.path.abspath(os.path.expanduser(out))
+    variety_name = str(variety)
+    stamps_variety.recipe("train", variety_name)  # refuses an unknown name
     options = {"root": out, "size": int(size), "seed": int(seed), "ambience": bool(ambience),
-               "backgrounds": split_backgrounds(info["backgrounds"], seed)}
+               "backgrounds": split_backgrounds(info["backgrounds"], seed), "variety": variety_name}
+    if n_val_ood or n_test_ood:
+        found = stamps_variety.ood_backgrounds()
+        if len(found) < 3:
+            raise MediaMissingError(
+                f"val_ood / test_ood need the backgrounds of the Debian packages {stamps_variety.OOD_PACKAGES} "
+                f"(found {len(found)} images under {', '.join(stamps_variety.OOD_BACKGROUND_DIRS)}); install them "
+                f"with `sudo apt-get install {stamps_variety.OOD_PACKAGES}` or `bash tools/setup.sh`, or pass 0 "
+                "ood scenes.")
+        if not unseen_classes(info):
+            raise StampsError("val_ood / test_ood use recordings training never hears, and none of the classes "
+                              f"{', '.join(info['classes'])} has one; choose classes with several recordings.")
+        options["ood_backgrounds"] = stamps_variety.split_ood_backgrounds(found, seed)
     key, fingerprint = _params_fingerprint(options, info)
     params_path = os.path.join(out, ".parts", "params.json")
     if os.path.isfile(params_path):
@@ -970,7 +1029,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
               "val_unseen": n_val_unseen, "test_unseen": n_test_unseen, "train_mosaic": n_train_mosaic,
               "val_mosaic": n_val_mosaic, "test_mosaic": n_test_mosaic, "test_duet": n_test_duet,
               "train_speech": n_train_speech, "val_speech": n_val_speech, "test_speech_unseen": n_test_speech_unseen,
-              "val_interf": n_val_interf, "test_interf": n_test_interf}
+              "val_interf": n_val_interf, "test_interf": n_test_interf, "val_ood": n_val_ood, "test_ood": n_test_ood}
     if (n_train_mosaic or n_val_mosaic or n_test_mosaic or n_test_duet or n_val_interf or n_test_interf) \
             and len(info["classes"]) < 4:
         raise StampsError(f"mosaic, duet and interference scenes show up to four objects of distinct sounding "
@@ -1030,7 +1089,7 @@ def build_stamps(out, n_train=2000, n_val=200, n_test=500, n_test_mix=200, n_tra
         "dropped_stamps": info["dropped"],
         "recordings": len(info["recordings"]),
         "unseen_recordings": sorted(r["id"] for r in info["recordings"] if r["unseen"]),
-        "size": int(size), "seed": int(seed), "ambience": bool(ambience),
+        "size": int(size), "seed": int(seed), "ambience": bool(ambience), "variety": variety_name,
     }
     _write_json(os.path.join(out, "classes.json"), info["classes"])
     _write_json(os.path.join(out, "summary.json"), summary)

@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from keras_avloc.data import annotations as annotations_lib
-from keras_avloc.data.audio import get_frontend
+from keras_avloc.data.audio import with_level
 from keras_avloc.io import media
 from keras_avloc.io.files import atomic_output, write_json
 
@@ -181,7 +181,7 @@ def parse_example(serialized):
 def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_size=224, clip_seconds=3.0,
                           training=False, batch_size=16, on_error="raise", shuffle=None, drop_remainder=False,
                           image_mode="squash", seed=None, repeat=False, num_shards=None, shard_index=None,
-                          mix_sources=0, shuffle_buffer=1024, class_list=None, train_crop="random"):
+                          mix_sources=0, shuffle_buffer=1024, class_list=None, train_crop="random", audio_level_db=None):
     """Reads shards written by `write_tfrecords` into the same `(x, y)` batches as `make_dataset`.
 
     Args:
@@ -266,8 +266,8 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
         examples = examples.concatenate(tf.data.Dataset.from_tensors(tf.constant(b"")))
     if repeat:
         examples = examples.repeat()
-    dataset = dataset_lib.build_pipeline(tf, examples, loader, fetch, get_frontend(frontend), batch_size, on_error,
-                                         skipped, drop_remainder, training, shuffle, seed)
+    dataset = dataset_lib.build_pipeline(tf, examples, loader, fetch, with_level(frontend, audio_level_db), batch_size,
+                                         on_error, skipped, drop_remainder, training, shuffle, seed)
     dataset.skipped = skipped
     dataset.class_list = list(class_list)
     dataset.files = files
@@ -275,7 +275,8 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
 
 
 def make_graph_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_size=224, clip_seconds=3.0,
-                                batch_size=16, drop_remainder=True, seed=None, shuffle_buffer=1024, class_list=None):
+                                batch_size=16, drop_remainder=True, seed=None, shuffle_buffer=1024, class_list=None,
+                                audio_level_db=None):
     """Training batches from TFRecord shards with every step a TensorFlow op (no Python in the pipeline).
 
     The input pipeline of `make_tfrecord_dataset(training=True)` in graph form, for the tf.data service (whose
@@ -287,7 +288,7 @@ def make_graph_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", ima
 
     Args:
         tfrecord_dir, split, frontend, image_size, clip_seconds, batch_size, drop_remainder, seed, shuffle_buffer,
-            class_list: as in `make_tfrecord_dataset`.
+            class_list, audio_level_db: as in `make_tfrecord_dataset`.
 
     Returns:
         `tf.data.Dataset` of `(x, y)`: x = {"image" [B, S, S, 3] ImageNet-normalised, "audio"}, y = {"label",
@@ -341,10 +342,11 @@ def make_graph_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", ima
         return {"image": tf.ensure_shape(image, [size, size, 3]), "wave": tf.ensure_shape(wave, [length]),
                 "label": label, "index": tf.cast(example["index"], tf.int32)}
 
+    levelled = with_level(frontend, audio_level_db)
+
     def finish(batch):
         image = (batch["image"] / 255.0 - mean) / std
-        return {"image": image, "audio": get_frontend(frontend)(batch["wave"])}, {"label": batch["label"],
-                                                                                   "index": batch["index"]}
+        return {"image": image, "audio": levelled(batch["wave"])}, {"label": batch["label"], "index": batch["index"]}
 
     dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),

@@ -52,7 +52,8 @@ def _dataset(model, root, split, records, batch_size, clip_seconds=None, image_s
                                  image_size=int(image_size or settings.get("image_size") or 224),
                                  clip_seconds=float(clip_seconds or settings.get("clip_seconds") or 3.0),
                                  image_mode=settings.get("image_mode") or "squash", training=False,
-                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False)
+                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False,
+                                 audio_level_db=settings.get("audio_level_db"))
 
 
 def fit_assignment(model, root, split, class_list, rule="hungarian", batch_size=16, progress=True, max_batches=None,

@@ -49,7 +49,8 @@ def _dataset(model, root, split, records, batch_size, clip_seconds):
     return data_lib.make_dataset(root, split=split, frontend=getattr(model, "frontend", "lvs"),
                                  image_size=int(settings.get("image_size") or 224), clip_seconds=float(clip_seconds),
                                  image_mode=settings.get("image_mode") or "squash", training=False,
-                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False)
+                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False,
+                                 audio_level_db=settings.get("audio_level_db"))
 
 
 def _upsample(maps, size):

@@ -345,6 +345,9 @@ def evaluate_model(
     class_conditioned=False,
     strict=False,
     objectness_encoder=None,
+    audio_level_db="model",
+    swap_audio=None,
+    listening=False,
 ):
     """Runs the model over `make_dataset(root, split)` and evaluates its heatmaps (plus the baselines).
 
@@ -374,6 +377,11 @@ def evaluate_model(
             and counting it.
         objectness_encoder: image encoder of the objectness baseline (default: `model.image_encoder`), e.g.
             an ImageNet (or stand-in) ResNet-18 that has not seen the benchmark.
+        audio_level_db: RMS level (dBFS) every clip is scaled to before the front-end; "model" (default): the
+            model's `eval_settings["audio_level_db"]` (None there: the file's own level).
+        swap_audio: the listening control: an int seed gives every frame the audio of another record of another
+            class (`swapped_audio_records`), scored against the frame's own ground truth. A map that follows the
+            sound loses its lead over the random map; an objectness map loses nothing. None: each frame's own audio.
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -391,11 +399,21 @@ def evaluate_model(
     clip_seconds = float(clip_seconds or settings.get("clip_seconds") or 3.0)
     image_mode = image_mode or settings.get("image_mode") or "squash"
     strict_median = bool(settings.get("strict_median", False) if strict_median is None else strict_median)
+    if audio_level_db == "model":
+        audio_level_db = settings.get("audio_level_db")
+    swapped_row = None
+    if listening and swap_audio is None:
+        swapped_row = evaluate_model(
+            model, root, split=split, protocol=protocol, batch_size=batch_size, baselines=False, frontend=frontend,
+            resize=resize, progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
+            clip_seconds=clip_seconds, image_mode=image_mode, strict_median=strict_median,
+            class_conditioned=class_conditioned, strict=strict, audio_level_db=audio_level_db, swap_audio=seed)["model"]
     records = _records(root, split)
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
+    inputs = records if swap_audio is None else swapped_audio_records(records, swap_audio)
     dataset = data_lib.make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
                            image_mode=image_mode, training=False, batch_size=batch_size, on_error="skip",
-                           records=records, ground_truth=False)
+                           records=inputs, ground_truth=False, audio_level_db=audio_level_db)
     unreadable = getattr(dataset, "skipped", None)
     multi = PROTOCOLS[protocol]["multi"]
     vocabulary = list(getattr(model, "class_names", None) or getattr(dataset, "class_list", None) or [])
@@ -458,7 +476,9 @@ def evaluate_model(
                 problems.skip("unreadable_clips", name, reason)
     source = {"model": getattr(model, "name", type(model).__name__),
               "settings": {"image_size": image_size, "clip_seconds": clip_seconds, "image_mode": image_mode,
-                           "strict_median": strict_median}}
+                           "strict_median": strict_median, "audio_level_db": audio_level_db}}
+    if swap_audio is not None:
+        source["audio"] = f"another class's clip (listening control, seed {int(swap_audio)})"
     if class_conditioned and hasattr(model, "localize_sources"):
         source["classes"] = "ground truth (class-conditioned protocol)"
     if multi:
@@ -467,8 +487,56 @@ def evaluate_model(
     skipped, annotations = problems.summary()
     if without_sources:
         skipped["samples_without_per_source_scores"] = without_sources
+    extra = {} if swapped_row is None else {"listening": listening_summary(
+        model_run.evaluator.result(), swapped_row, runs["random"].evaluator.result() if "random" in runs else None)}
     return _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source,
-                   {record["file"]: record for record in records})
+                   {record["file"]: record for record in records}, extra)
+
+
+def listening_summary(own, swapped, random=None):
+    """The listening control of one model: its scores with another class's audio, and what they lost.
+
+    Args:
+        own: the model's metrics with each frame's own audio ("auc", "pointing_game", ...).
+        swapped: the same model's metrics with another class's audio (`evaluate_model(swap_audio=seed)`).
+        random: the random map's metrics on the same split, or None.
+
+    Returns:
+        dict: "auc", "pointing_game" (swapped), "auc_drop" (own - swapped), and with `random`, "margin_lost":
+        the share of the model's AUC margin over the random map that the swap takes away (1: the map follows the
+        sound only; 0: objectness, the audio changes nothing; None when the model does not beat the random map).
+    """
+    summary = {"auc": swapped["auc"], "pointing_game": swapped.get("pointing_game"),
+               "auc_drop": own["auc"] - swapped["auc"]}
+    if random is not None:
+        margin = own["auc"] - random["auc"]
+        summary["margin_lost"] = (own["auc"] - swapped["auc"]) / margin if margin > 0 else None
+    return summary
+
+
+def swapped_audio_records(records, seed=0):
+    """The records with each one's audio (and video) taken from a record of another class, drawn with `seed`.
+
+    The listening control: frames, boxes and masks stay; only what is heard changes. A record whose class is the
+    only one in the split keeps its own audio.
+
+    Args:
+        records: annotation records (`load_split`); seed: int.
+
+    Returns:
+        new list of records (the input is not changed).
+
+    Example:
+        >>> swapped = swapped_audio_records(load_split("datasets/stamps", "test"), seed=0)  # doctest: +SKIP
+    """
+    rng = np.random.default_rng([int(seed), 1103])
+    classes = np.array([str(record.get("class") or "") for record in records])
+    swapped = []
+    for position, record in enumerate(records):
+        others = np.nonzero(classes != classes[position])[0]
+        donor = records[int(others[rng.integers(0, len(others))])] if len(others) else record
+        swapped.append(dict(record, audio=donor.get("audio"), video=donor.get("video")))
+    return swapped
 
 
 def match_predicted_sources(predicted_ids, true_ids):
@@ -532,6 +600,8 @@ def mixture_maps(model, images, audio, class_ids, single_maps, class_conditioned
 def results_table(metrics):
     """A Markdown table with the model and every baseline (rows) and the headline metrics (columns)."""
     rows = [("model", metrics["model"])] + list(metrics.get("baselines", {}).items())
+    if metrics.get("listening"):
+        rows.insert(1, ("model, another class's audio", metrics["listening"]))
     columns = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("mean cIoU", "mean_ciou"), ("pointing", "pointing_game")]
     if any("mask_iou" in row for _, row in rows):
         columns.append(("mask IoU", "mask_iou"))
@@ -539,10 +609,14 @@ def results_table(metrics):
     for name, row in rows:
         cells = [f"{row[key]:.4f}" if isinstance(row.get(key), float) else "-" for _, key in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lost = (metrics.get("listening") or {}).get("margin_lost")
+    if lost is not None:
+        lines.append(f"\nListening control: another class's audio takes {lost:.0%} of the model's AUC margin over the "
+                     "random map away (0%: the map ignores the audio).")
     return "\n".join(lines)
 
 
-def _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source, by_name):
+def _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source, by_name, extra=None):
     evaluator = model_run.evaluator
     if len(evaluator) == 0:
         reasons = "; ".join(f"{category}: {count}" for category, count in skipped.items()
@@ -559,6 +633,7 @@ def _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotation
         "baselines": {name: run.evaluator.result() for name, run in runs.items()},
         "skipped": skipped,
         "annotations": annotations,
+        **(extra or {}),
     }
     metrics["table"] = results_table(metrics)
     if out_dir is not None:

@@ -120,7 +120,8 @@ class AVLocModel(keras.Model):
     Args:
         eval_settings: the input settings `avloc evaluate` / `avloc localize` use by default, saved with
             the model: {"image_size": int, "clip_seconds": float, "image_mode": "squash" | "crop",
-            "strict_median": bool}. `avloc train` records the training sizes here; a ported official
+            "strict_median": bool, "audio_level_db": float or None (`make_dataset`'s level normalisation)}.
+            `avloc train` records the training sizes (and level) here; a ported official
             checkpoint records the official test settings. None: the defaults (224, 3.0, squash, False).
         **kwargs: passed to `keras.Model` (e.g. `name`, `dtype`).
     """
@@ -359,7 +360,8 @@ class AVLocModel(keras.Model):
         return cls(**config)
 
 
-DEFAULT_EVAL_SETTINGS = {"image_size": 224, "clip_seconds": 3.0, "image_mode": "squash", "strict_median": False}
+DEFAULT_EVAL_SETTINGS = {"image_size": 224, "clip_seconds": 3.0, "image_mode": "squash", "strict_median": False,
+                         "audio_level_db": None}
 
 
 def normalize_eval_settings(settings):
@@ -372,6 +374,11 @@ def normalize_eval_settings(settings):
     merged["image_size"] = int(merged["image_size"])
     merged["clip_seconds"] = float(merged["clip_seconds"])
     merged["strict_median"] = bool(merged["strict_median"])
+    if merged["audio_level_db"] is not None:
+        merged["audio_level_db"] = float(merged["audio_level_db"])
+        if not -80.0 <= merged["audio_level_db"] <= 0.0:
+            raise ValueError(f"eval_settings: audio_level_db must be between -80 and 0 dBFS, got "
+                             f"{merged['audio_level_db']}.")
     if merged["image_size"] < 32 or merged["clip_seconds"] <= 0 or merged["image_mode"] not in ("squash", "crop"):
         raise ValueError(f"eval_settings {merged}: image_size must be >= 32, clip_seconds > 0 and image_mode "
                          "'squash' or 'crop'.")

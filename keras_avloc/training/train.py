@@ -218,7 +218,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
           verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
           augment=None, cache=False, warmup_epochs=0, init_from=None, strategy=None, tfrecord_dir=None,
-          data_service=None, optimizer=None, callbacks=None):
+          data_service=None, optimizer=None, callbacks=None, audio_level_db=None):
     """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
 
     Args:
@@ -269,6 +269,10 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         callbacks: extra `keras.callbacks.Callback`s, run after the method's and the run's own.
         data_service: "grpc://HOST:PORT" of a tf.data service dispatcher (`avloc data-service dispatcher`):
             the training pipeline's decoding and spectrograms run on its workers instead of in this process.
+        audio_level_db: scale every training clip to this RMS level (dBFS) after augmentation and before the
+            front-end (`keras_avloc.data.audio.normalize_level`), recorded in the model's `eval_settings` so that
+            evaluation and `avloc localize` do the same; the map then no longer depends on how loud a clip is.
+            None (default): the files' own levels, as the published pipelines.
 
     Returns:
         (model, history): the trained model and the `keras.callbacks.History` of this run (None when
@@ -346,6 +350,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     }
     if optimizer is not None:  # recorded only when set, so runs from before the option still resume
         settings["optimizer"] = dict(optimizer)
+    if audio_level_db is not None:  # the same
+        settings["audio_level_db"] = float(audio_level_db)
     if tfrecord_dir is not None:
         settings["tfrecord_dir"] = file_fingerprint(sorted(_tfrecord_files(tfrecord_dir, [split, val_split])))
     details = {"data_root": None if data_root is None else os.path.abspath(data_root),
@@ -376,6 +382,9 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         keras.utils.set_random_seed(int(seed))
     feature_dataset = None
     model_kwargs = dict(model_kwargs or {})
+    if audio_level_db is not None and (model_class.data_kind == "sphere" or not -80.0 <= float(audio_level_db) <= 0):
+        raise TrainingError(f"--audio-level-db {audio_level_db}: a level between -80 and 0 dBFS, for methods that "
+                            "learn from frames (360° clips keep their ambisonic levels).")
     if dataset is None and model_class.data_kind == "sphere":
         dataset, val_dataset = _sphere_datasets(model_class, data_root, split, val_split, val_dataset, batch_size,
                                                 image_size, model_kwargs, seed, augment, on_error, cache)
@@ -383,11 +392,12 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         from keras_avloc.data import make_dataset
 
         common = dict(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
-                      batch_size=batch_size, on_error=on_error, tfrecord_dir=tfrecord_dir)
+                      batch_size=batch_size, on_error=on_error, tfrecord_dir=tfrecord_dir,
+                      audio_level_db=audio_level_db)
         # drop_remainder: the contrastive losses need at least two clips per batch.
         if data_service:
             dataset = _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds, batch_size, seed,
-                                       mix_sources, augment, cache)
+                                       mix_sources, augment, cache, audio_level_db)
         else:
             dataset = make_dataset(data_root, split=split, training=True, drop_remainder=True, seed=seed,
                                    mix_sources=mix_sources, augment=augment, cache=cache, **common)
@@ -409,7 +419,8 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         from keras_avloc.data.sphere_dataset import mel_statistics
 
         model_kwargs["mel_stats"] = mel_statistics(data_root, split)
-    model_kwargs.setdefault("eval_settings", {"image_size": int(image_size), "clip_seconds": float(clip_seconds)})
+    model_kwargs.setdefault("eval_settings", {"image_size": int(image_size), "clip_seconds": float(clip_seconds),
+                                              "audio_level_db": audio_level_db})
 
     with _scope(strategy):
         model = _training_model(method, model_path, continue_from, epochs, run_eagerly, dataset, batch_size,
@@ -424,7 +435,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
 
 
 def _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds, batch_size, seed, mix_sources,
-                     augment, cache):
+                     augment, cache, audio_level_db=None):
     """The pure-graph TFRecord training pipeline that tf.data service workers can run."""
     from keras_avloc.data.tfrecord import make_graph_tfrecord_dataset
 
@@ -435,7 +446,8 @@ def _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds,
         raise TrainingError("the data-service pipeline has the published augmentation only, no mixtures and no "
                             "cache: drop --augment / --cache / --mix-sources, or train without --data-service.")
     return make_graph_tfrecord_dataset(tfrecord_dir, split, frontend=model_class.frontend, image_size=image_size,
-                                       clip_seconds=clip_seconds, batch_size=batch_size, seed=seed)
+                                       clip_seconds=clip_seconds, batch_size=batch_size, seed=seed,
+                                       audio_level_db=audio_level_db)
 
 
 def _scope(strategy):
