@@ -13,7 +13,9 @@ setup(
     python_requires=">=3.10,<3.12",
     install_requires=install_requires,
     extras_require={
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "scikit-learn>=1.4"],
+        # mkdocs >= 1.6 for the anchor validation mkdocs.yml asks for (tests/test_docs.py builds the docs)
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "scikit-learn>=1.4",
+                 "mkdocs>=1.6", "mkdocstrings[python]"],
         # Only for weight conversion and cross-checks; pinned because an unpinned torch pulls a CUDA build.
         "torch": ["torch==2.13.0"],
     },
