@@ -1,7 +1,6 @@
 """Annotation parsers on small fixtures in the public formats, plus the real files when present."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np

@@ -56,8 +56,8 @@ def ref_cap(class_maps, gts, class_ids):
             scores, labels = pooled.setdefault(int(c), ([], []))
             scores.append(ref_minmax(class_maps[b][k]).ravel())
             labels.append(gts[b][k].ravel() > 0.5)
-    return float(np.mean([average_precision_score(np.concatenate(l), np.concatenate(s))
-                          for s, l in pooled.values()]))
+    return float(np.mean([average_precision_score(np.concatenate(labels), np.concatenate(scores))
+                          for scores, labels in pooled.values()]))
 
 
 # --------------------------------------------------------------------------- tiny data

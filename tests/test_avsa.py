@@ -82,7 +82,7 @@ def test_simplified_attention_matches_the_formula():
     layer = SimplifiedAttention(8)
     out = np.asarray(layer(hidden))
     (wq, bq), (wk, bk), (wv, bv), (wd, bd) = [
-        (np.asarray(l.kernel), np.asarray(l.bias)) for l in (layer.query, layer.key, layer.value, layer.dense)]
+        (np.asarray(dense.kernel), np.asarray(dense.bias)) for dense in (layer.query, layer.key, layer.value, layer.dense)]
     q, k, v = hidden @ wq + bq, hidden @ wk + bk, hidden @ wv + bv
     scores = q @ k.transpose(0, 2, 1) / math.sqrt(8)
     probabilities = np.exp(scores - scores.max(-1, keepdims=True))

@@ -6,7 +6,6 @@ CLI's "internal error" line but fails the case with its traceback. A few cases a
 console script in a subprocess with a timeout (tracebacks on stderr and hangs are caught there too).
 """
 
-import io
 import json
 import os
 import shutil

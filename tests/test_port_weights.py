@@ -20,7 +20,6 @@ from keras_avloc.backbones import (  # noqa: E402
     ResNet18,
     StateDictMismatchError,
     load_torch_state_dict,
-    port_resnet18,
     read_state_dict,
 )
 from keras_avloc.backbones.porting import PortingError  # noqa: E402

@@ -1,4 +1,6 @@
-"""Audio-visual localisation models: LVS, EZ-VSL, AVGN, CSOL (two stages), DenseAV, the shared `AVLocModel` base and the method registry.
+"""Audio-visual localisation models, the shared `AVLocModel` base and the method registry.
+
+Methods: LVS, EZ-VSL, AVGN, CSOL and IEr (two stages each), DenseAV, AVC and AVSA.
 
 The model classes and losses are imported on first use (PEP 562), so the registry (`method_names`,
 `register_method`) is available without TensorFlow.
@@ -16,7 +18,6 @@ import os
 import zipfile
 
 from keras_avloc.io.errors import AvlocError
-
 from keras_avloc.models.registry import get_method_class, method_names, normalize_name, register_method
 
 
@@ -41,6 +42,10 @@ def __getattr__(name):
         globals()[name] = value
         return value
     raise AttributeError(f"module 'keras_avloc.models' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
 
 
 class ModelFileError(AvlocError, ValueError):
@@ -72,7 +77,8 @@ def check_model_file(path):
         raise ModelFileError(f"model file {path} does not exist; train one with `avloc train --out DIR` "
                              "(it writes DIR/model.keras) or convert one with `avloc port-weights --method`.")
     if os.path.isdir(path):
-        raise ModelFileError(f"{path} is a folder; pass the model file inside it (e.g. {os.path.join(path, 'model.keras')}).")
+        raise ModelFileError(f"{path} is a folder; pass the model file inside it "
+                             f"(e.g. {os.path.join(path, 'model.keras')}).")
     if not zipfile.is_zipfile(path):
         raise ModelFileError(f"{path} is not a .keras model file (not a zip archive: truncated, corrupt or another "
                              "format); re-save it with model.save(...) or re-run the training.")
@@ -123,6 +129,8 @@ def load_model(path, compile=True):
     return model
 
 
+# Every model class of the registry (`registry._BUILTIN`) and every loss helper in `_LAZY` is listed here;
+# tests/test_packaging.py checks that each registered class is reachable as `keras_avloc.models.<Class>`.
 __all__ = [
     "AVLocModel",
     "LVS",
@@ -130,6 +138,11 @@ __all__ = [
     "AVGN",
     "CSOLStageOne",
     "CSOLStageTwo",
+    "IErStageOne",
+    "IErStageTwo",
+    "DenseAV",
+    "AVC",
+    "AVSA",
     "ModelFileError",
     "build_model",
     "check_model_file",
@@ -149,6 +162,11 @@ __all__ = [
     "csol_stage_one_loss_terms",
     "csol_stage_two_loss_terms",
     "csol_class_loss_terms",
+    "aii_loss_terms",
+    "ier_stage_two_loss_terms",
+    "denseav_loss_terms",
+    "avc_loss_terms",
+    "avsa_contrast_terms",
     "cosine_similarity_map",
     "objectness_map",
     "upsample_maps",

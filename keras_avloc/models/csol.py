@@ -67,7 +67,7 @@ from keras import ops
 
 from keras_avloc.backbones import encoders
 from keras_avloc.models.base import AVLocModel, split_inputs, upsample_maps
-from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
+from keras_avloc.models.losses_common import l2_normalize
 
 DEFAULT_CLUSTERS = 11
 MASK_THRESHOLD = 0.05
