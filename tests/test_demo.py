@@ -39,6 +39,9 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
                 "| ground-truth box (the metric's ceiling) | - |"):
         assert row in report, f"{row} missing from the report"
     assert "## Generalisation (validation)" in report and "## Targets" in report
+    # The second recipe and the listening control, with the baselines beside them.
+    assert "## Out of the generator (test_ood)" in report and "## Listening control" in report
+    assert "| centre prior |" in report.split("## Out of the generator")[1].split("## Listening")[0]
     results = json.loads((out / "results.json").read_text())
     rows = {(row["method"], row["init"]): row for row in results["results"]}
     test_records = json.loads((data / "test.json").read_text())
@@ -51,11 +54,15 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
                                                    for row in results["results"])
     assert rows[("LVS", "stand-in")]["test_unseen"]["num_evaluated"] == PRESETS["tiny"]["n_test_unseen"]
     assert {item["method"] for item in results["generalisation"]} == {"LVS", "EZ-VSL", "AVGN"}
+    assert {item["method"] for item in results["listening"]} == {"LVS", "EZ-VSL", "AVGN"}
+    assert all(set(item) >= {"test", "test_ood"} and "margin_lost" in item["test_ood"] for item in results["listening"])
+    assert results["test_ood"][0]["test_ood"]["num_evaluated"] == PRESETS["tiny"]["n_test_ood"]
     # the stand-in was trained and loaded: its weights are the LVS stand-in run's initial image weights
     assert (data / "standin" / "resnet18_w4.weights.h5").is_file() and results["standin"]["classes"] > 300
     state = json.loads((out / "lvs" / "train_state.json").read_text())
     ezvsl_state = json.loads((out / "ezvsl" / "train_state.json").read_text())
     assert state["settings"]["augment"]["ambience_probability"] == 0.5  # the demo's per-method augmentation
+    assert state["settings"]["audio_level_db"] == -20.0
     assert ezvsl_state["settings"]["augment"]["ambience_probability"] == 0.0
     assert json.loads((out / "avgn" / "train_state.json").read_text())["settings"]["learning_rate"] == 6e-4
     assert ezvsl_state["settings"]["learning_rate"] == PRESETS["tiny"]["learning_rate"]
@@ -142,7 +149,7 @@ def test_full_preset_trains_ezvsl_at_its_official_rate_and_the_rest_as_the_defau
     for preset in ("default", "full"):
         for method in ("lvs", "ezvsl", "avgn", "csol", "denseav"):
             train_method(method, "data", preset, PRESETS[preset], 0, None, None)
-    # at 3e-4 EZ-VSL's map took the one-cell shortcut on the 65-class build (README, "--preset full")
+    # at 3e-4 EZ-VSL's map took the one-cell shortcut on the 65-class build (docs/demo.md, "The full preset")
     assert calls[("ezvsl", "full")]["learning_rate"] == 1e-4
     assert calls[("ezvsl", "default")]["learning_rate"] == 3e-4
     for method in ("lvs", "avgn", "csol", "denseav"):

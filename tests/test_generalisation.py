@@ -15,26 +15,38 @@ from keras_avloc.models import build_model, get_method_class, method_names
 from tiny_configs import TINY_OPTIONS
 
 
-def numpy_rms_normalise(wave, level_db, floor_db=-100.0):
-    """Independent reference: x * 10^(L/20) / max(sqrt(mean x^2), 10^(floor/20)), per clip over all samples."""
-    wave = np.asarray(wave, np.float64)
-    out = np.empty_like(wave)
-    for i, clip in enumerate(wave):
-        rms = np.sqrt(np.mean(clip ** 2))
-        out[i] = clip * (10 ** (level_db / 20)) / max(rms, 10 ** (floor_db / 20))
-    return out
+def numpy_gated_normalise(waves, level_db, frame=800, gate_db=20.0, floor_db=-100.0):
+    """Independent reference: per clip, cut 50 ms frames (the last one zero-padded), keep the frames whose mean
+    power is within `gate_db` of the loudest, and scale so that the mean power of those frames is 10^(L/10)."""
+    out = []
+    for clip in np.asarray(waves, np.float64):
+        channels = clip.reshape(-1, clip.shape[-1])
+        count = -(-channels.shape[1] // frame)
+        padded = np.zeros((channels.shape[0], count * frame))
+        padded[:, :channels.shape[1]] = channels
+        power = (padded.reshape(channels.shape[0], count, frame) ** 2).mean(axis=2).mean(axis=0)
+        kept = power[power >= power.max() * 10 ** (-gate_db / 10)]
+        rms = np.sqrt(kept.mean())
+        out.append(clip * 10 ** (level_db / 20) / max(rms, 10 ** (floor_db / 20)))
+    return np.stack(out)
 
 
-def test_normalize_level_matches_the_rms_formula_and_keeps_silence_and_channel_balance():
+def test_normalize_level_matches_the_gated_rms_formula_and_keeps_silence_and_channel_balance():
     rng = np.random.default_rng(0)
-    waves = np.stack([0.3 * rng.normal(size=8000), 0.001 * rng.normal(size=8000), np.zeros(8000)]).astype(np.float32)
+    short_event = np.zeros(16000)
+    short_event[4000:5600] = 0.3 * rng.normal(size=1600)  # one 100 ms event in a second of silence
+    waves = np.stack([0.3 * rng.normal(size=16000), 0.001 * rng.normal(size=16000), np.zeros(16000),
+                      short_event]).astype(np.float32)
     got = np.asarray(normalize_level(waves, -20.0))
-    np.testing.assert_allclose(got, numpy_rms_normalise(waves, -20.0), rtol=1e-5, atol=1e-7)
-    assert np.sqrt(np.mean(got[0].astype(np.float64) ** 2)) == pytest.approx(0.1, rel=1e-5)
+    np.testing.assert_allclose(got, numpy_gated_normalise(waves, -20.0), rtol=1e-5, atol=1e-7)
+    assert np.sqrt(np.mean(got[0].astype(np.float64) ** 2)) == pytest.approx(0.1, rel=0.02)
     assert not got[2].any()
+    # The event, not the silence around it, is brought to the level.
+    assert np.sqrt(np.mean(got[3, 4000:5600].astype(np.float64) ** 2)) == pytest.approx(0.1, rel=0.02)
     # Multichannel: one gain for all channels of a clip (the balance between them carries direction).
     quad = np.stack([waves[:2], 0.5 * waves[:2]], axis=1)  # [2, 2 channels, T]
     levelled = np.asarray(normalize_level(quad, -10.0))
+    np.testing.assert_allclose(levelled, numpy_gated_normalise(quad, -10.0), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(levelled[:, 1], 0.5 * levelled[:, 0], rtol=1e-5, atol=1e-7)
     assert with_level("lvs", None) is get_frontend("lvs")
 

@@ -10,7 +10,7 @@ Three front-ends are provided, each reproducing the published pre-processing of 
 
 Level: the published front-ends are not level invariant (a clip 20 dB quieter moves the LVS log spectrogram by
 0.38 everywhere and pushes most bins of a -45 dBFS clip onto its 1e-7 floor). `normalize_level` scales every clip
-to one RMS level before the front-end; `make_dataset(audio_level_db=...)` applies it, and a model trained with it
+to one gated RMS level before the front-end; `make_dataset(audio_level_db=...)` applies it, and a model trained with it
 records the level in its `eval_settings`, so that evaluation and `avloc localize` apply it too.
 
 Frame counts: `lvs` gives `(T - 512) // 238 + 1` (3 s -> 200, 10 s -> 671); `csol` gives `1 + T // 80`
@@ -236,18 +236,24 @@ def avsa_logmel(wave):
 
 LEVEL_FLOOR_DB = -100.0
 """Clips quieter than this (RMS, dBFS) count as silence: `normalize_level` raises them by at most the difference."""
+LEVEL_FRAME_SECONDS = 0.05
+LEVEL_GATE_DB = 20.0
 
 
-def normalize_level(wave, level_db):
-    """Scales each clip to an RMS level of `level_db` dBFS (loudness normalisation before the front-end).
+def normalize_level(wave, level_db, sample_rate=16000, gate_db=LEVEL_GATE_DB):
+    """Scales each clip so that its gated RMS level is `level_db` dBFS (loudness normalisation before the front-end).
 
-    The RMS is taken over the whole clip (all channels of a multichannel clip together, so that their balance,
-    which carries direction, is kept). Digital silence stays silent: a clip below `LEVEL_FLOOR_DB` gains at most
-    `level_db - LEVEL_FLOOR_DB` dB.
+    The level is that of the sound, not of the silence around it: the mean power of the 50 ms frames within
+    `gate_db` dB of the clip's loudest frame (loudness meters gate silence the same way). A clip with one short
+    event in a second of silence is brought to the same level as a continuous one. All channels of a multichannel
+    clip share one gain, so that their balance, which carries direction, is kept. Digital silence stays silent: a
+    clip below `LEVEL_FLOOR_DB` gains at most `level_db - LEVEL_FLOOR_DB` dB.
 
     Args:
         wave: float32 [B, T] or [B, C, T] waveforms.
-        level_db: target RMS in dBFS (e.g. -20.0: RMS 0.1).
+        level_db: target gated RMS in dBFS (e.g. -20.0: 0.1).
+        sample_rate: the waves' rate (sets the 50 ms frames).
+        gate_db: frames more than this below the loudest frame do not count (None: plain RMS over the clip).
 
     Returns:
         float32 tensor of the same shape.
@@ -259,20 +265,33 @@ def normalize_level(wave, level_db):
     """
     tf = _tf()
     wave = tf.convert_to_tensor(wave, dtype=tf.float32)
-    axes = list(range(1, wave.shape.rank))
-    rms = tf.sqrt(tf.reduce_mean(tf.square(wave), axis=axes, keepdims=True))
+    size = max(1, int(round(LEVEL_FRAME_SECONDS * sample_rate)))
+    frames = tf.signal.frame(wave, size, size, pad_end=True, axis=-1)  # [B, (C,) F, size]
+    power = tf.reduce_mean(tf.square(frames), axis=-1)  # [B, (C,) F]
+    if wave.shape.rank == 3:
+        power = tf.reduce_mean(power, axis=1)  # [B, F]: one level for all channels
+    if gate_db is None:
+        level = tf.reduce_mean(power, axis=1)
+    else:
+        loudest = tf.reduce_max(power, axis=1, keepdims=True)
+        gate = tf.cast(power >= loudest * 10.0 ** (-float(gate_db) / 10.0), tf.float32)
+        level = tf.reduce_sum(power * gate, axis=1) / tf.maximum(tf.reduce_sum(gate, axis=1), 1.0)
+    rms = tf.sqrt(level)
     floor = 10.0 ** (LEVEL_FLOOR_DB / 20.0)
-    return wave * (10.0 ** (float(level_db) / 20.0) / tf.maximum(rms, floor))
+    gain = 10.0 ** (float(level_db) / 20.0) / tf.maximum(rms, floor)
+    return wave * tf.reshape(gain, [-1] + [1] * (wave.shape.rank - 1))
 
 
 def with_level(frontend, level_db):
-    """`frontend` preceded by `normalize_level(., level_db)`; `frontend` itself when `level_db` is None."""
+    """`frontend` ("lvs", "csol", "avsa" or a callable on 16 kHz waves) preceded by `normalize_level(., level_db)`;
+    the front-end itself when `level_db` is None."""
+    sample_rate = FRONTEND_SAMPLE_RATES.get(frontend, LVS_SAMPLE_RATE) if isinstance(frontend, str) else LVS_SAMPLE_RATE
     frontend = get_frontend(frontend)
     if level_db is None:
         return frontend
 
     def levelled(wave):
-        return frontend(normalize_level(wave, level_db))
+        return frontend(normalize_level(wave, level_db, sample_rate))
 
     levelled.__name__ = f"{getattr(frontend, '__name__', 'frontend')}_at_{float(level_db):g}dbfs"
     return levelled

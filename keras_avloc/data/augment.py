@@ -6,7 +6,7 @@ horizontal flip; the audio clip is the centred one), and every other field defau
 presets (`AUGMENTATIONS`): "official" (the default) and "strong" (scale and translation jitter that move
 the picture against the image border, colour jitter and blur; gain, time shift, additive noise, speed
 changes and SpecAugment-style masks on the audio), used by the demo because it generalises to recordings
-and backgrounds the training set never had (README, "The demo").
+and backgrounds the training set never had (docs/demo.md).
 
 `make_dataset(training=True)` keeps the published streaming pipeline for the official augmentation, and
 switches to `keras_avloc.data.augmented` (in-graph augmentation of decoded base samples, optionally cached

@@ -749,7 +749,14 @@ def render_scene(task):
     else:
         sounding = [main_class]
         low, high = settings["distractors"]
-        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(low, high + 1)), rng)
+        count = int(rng.integers(low, high + 1))
+        if settings.get("sounding_distractors"):
+            # Silent objects of classes that sound in other scenes: only the audio tells them from the source.
+            heard = sum(rng.random() < settings["sounding_distractors"] for _ in range(count))
+            chosen = _other_classes(classes, sounding, min(heard, len(classes) - 1), rng)
+            visible = sounding + chosen + _other_classes(pictured_pool, sounding + chosen, count - len(chosen), rng)
+        else:
+            visible = sounding + _other_classes(pictured_pool, sounding, count, rng)
     stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
               for c in visible}
     draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]

@@ -2,17 +2,18 @@
 out-of-generator recipe of `val_ood` / `test_ood`.
 
 A localiser trained on one recipe can learn the recipe: its backgrounds, its object sizes, its loudness. Two
-things guard against that (README, "Generalisation"):
+things guard against that (docs/generalisation.md):
 
 * `variety="wide"` (domain randomisation of the training scenes, `VARIETY`): backgrounds are the scratch photos,
-  procedural textures (gravel, brick, grass, stripes) or plain colour gradients; 0-3 distractors; objects from 2%
+  procedural textures (gravel, brick, grass, stripes) or plain colour gradients; 0-3 distractors, half of them
+  silent objects of classes that sound in other scenes; objects from 2%
   to 45% of the frame, overlapping up to half the smaller one; clip levels from -45 to -5 dBFS RMS instead of one
   peak level; a quarter of the clips silent over a leading or trailing part; real ambience at 0-25 dB SNR half of
   the time.
 * `val_ood` / `test_ood` (`OOD_RECIPE`), a second recipe that training never sees: backgrounds from two other
   Debian packages (`mate-backgrounds`' nature photos, `mypaint-data-extras`' paper and canvas textures), the
   recordings no training split hears (`assign_unseen_recordings`), objects 4-35% of the frame with 1-2
-  distractors, drawn with a soft drop shadow and a slight defocus, sometimes cut by the frame border, clips near
+  distractors (half of them of sounding classes), drawn with a soft drop shadow and a slight defocus, sometimes cut by the frame border, clips near
   -23 dBFS (EBU R 128's programme level) and JPEG quality 60.
 
 Everything here is a pure function of the generator it is given, so builds stay byte-identical for a seed.
@@ -30,22 +31,24 @@ OOD_PACKAGES = "mate-backgrounds mypaint-data-extras"
 
 VARIETY = {
     "narrow": dict(backgrounds={"photo": 1.0}, fractions=(0.03, 0.40), log_fractions=False, distractors=(1, 2),
-                   max_overlap=0.25, min_visible=0.5, level_db=None, partial_silence=0.0, ambience=0.0,
-                   ambience_snr_db=(10.0, 20.0)),
+                   sounding_distractors=0.0, max_overlap=0.25, min_visible=0.5, level_db=None, partial_silence=0.0,
+                   ambience=0.0, ambience_snr_db=(10.0, 20.0)),
     "wide": dict(backgrounds={"photo": 0.5, "texture": 0.3, "plain": 0.2}, fractions=(0.02, 0.45), log_fractions=True,
-                 distractors=(0, 3), max_overlap=0.5, min_visible=0.4, level_db=(-45.0, -5.0), partial_silence=0.25,
-                 ambience=0.5, ambience_snr_db=(0.0, 25.0)),
+                 distractors=(0, 3), sounding_distractors=0.0, max_overlap=0.5, min_visible=0.4,
+                 level_db=(-45.0, -5.0), partial_silence=0.25, ambience=0.5, ambience_snr_db=(0.0, 25.0)),
 }
 """Scene distributions of the single-source splits: "narrow" is the first recipe (its values are the builder's
 historical constants), "wide" the domain-randomised one. `fractions`: range of each box's share of the frame
-(log-uniform when `log_fractions`); `distractors`: (min, max) silent objects; `max_overlap`: of the smaller box;
-`min_visible`: share of each object left visible; `level_db`: range of the clip's RMS level (None: peak 0.9);
-`partial_silence`: chance that the source is silent over 25-60% of the clip; `ambience`: chance of real ambience
-at `ambience_snr_db`."""
+(log-uniform when `log_fractions`); `distractors`: (min, max) silent objects, each of a class that sounds in other
+scenes with probability `sounding_distractors` (then only the audio tells it from the source); `max_overlap`: of
+the smaller box; `min_visible`: share of each object left visible; `level_db`: range of the clip's RMS level (None:
+peak 0.9); `partial_silence`: chance that the source is silent over 25-60% of the clip; `ambience`: chance of real
+ambience at `ambience_snr_db`."""
 
 OOD_RECIPE = dict(backgrounds={"ood": 1.0}, fractions=(0.04, 0.35), log_fractions=False, distractors=(1, 2),
-                  max_overlap=0.25, min_visible=0.5, level_db=(-26.0, -20.0), partial_silence=0.0, ambience=0.3,
-                  ambience_snr_db=(15.0, 25.0), shadow=True, defocus=True, border_cut=0.3, jpeg_quality=60)
+                  sounding_distractors=0.5, max_overlap=0.25, min_visible=0.5, level_db=(-26.0, -20.0),
+                  partial_silence=0.0, ambience=0.3, ambience_snr_db=(15.0, 25.0), shadow=True, defocus=True,
+                  border_cut=0.3, jpeg_quality=60)
 """The second recipe (`val_ood`, `test_ood`)."""
 
 

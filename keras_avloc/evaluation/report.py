@@ -401,13 +401,19 @@ def evaluate_model(
     strict_median = bool(settings.get("strict_median", False) if strict_median is None else strict_median)
     if audio_level_db == "model":
         audio_level_db = settings.get("audio_level_db")
-    swapped_row = None
+    swapped_row = own_row = None
     if listening and swap_audio is None:
-        swapped_row = evaluate_model(
-            model, root, split=split, protocol=protocol, batch_size=batch_size, baselines=False, frontend=frontend,
-            resize=resize, progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
-            clip_seconds=clip_seconds, image_mode=image_mode, strict_median=strict_median,
-            class_conditioned=class_conditioned, strict=strict, audio_level_db=audio_level_db, swap_audio=seed)["model"]
+        # A class-conditioned map is drawn from the ground-truth class, not from the audio: the control scores the
+        # maps of the classes the model hears instead, with its own audio and with another class's.
+        heard = class_conditioned and hasattr(model, "localize_sources")
+        common = dict(protocol=protocol, batch_size=batch_size, baselines=False, frontend=frontend, resize=resize,
+                      progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
+                      clip_seconds=clip_seconds, image_mode=image_mode, strict_median=strict_median,
+                      class_conditioned=False if heard else class_conditioned, strict=strict,
+                      audio_level_db=audio_level_db)
+        swapped_row = evaluate_model(model, root, split=split, swap_audio=seed, **common)["model"]
+        if heard:
+            own_row = evaluate_model(model, root, split=split, **common)["model"]
     records = _records(root, split)
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
     inputs = records if swap_audio is None else swapped_audio_records(records, swap_audio)
@@ -488,7 +494,10 @@ def evaluate_model(
     if without_sources:
         skipped["samples_without_per_source_scores"] = without_sources
     extra = {} if swapped_row is None else {"listening": listening_summary(
-        model_run.evaluator.result(), swapped_row, runs["random"].evaluator.result() if "random" in runs else None)}
+        own_row or model_run.evaluator.result(), swapped_row,
+        runs["random"].evaluator.result() if "random" in runs else None)}
+    if own_row is not None:
+        extra["listening"]["maps"] = "predicted classes (a class-conditioned map does not hear the audio)"
     return _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source,
                    {record["file"]: record for record in records}, extra)
 
@@ -502,12 +511,13 @@ def listening_summary(own, swapped, random=None):
         random: the random map's metrics on the same split, or None.
 
     Returns:
-        dict: "auc", "pointing_game" (swapped), "auc_drop" (own - swapped), and with `random`, "margin_lost":
+        dict: "auc", "pointing_game" (swapped), "own_auc", "own_pointing_game", "auc_drop" (own - swapped), and
+        with `random`, "margin_lost":
         the share of the model's AUC margin over the random map that the swap takes away (1: the map follows the
         sound only; 0: objectness, the audio changes nothing; None when the model does not beat the random map).
     """
-    summary = {"auc": swapped["auc"], "pointing_game": swapped.get("pointing_game"),
-               "auc_drop": own["auc"] - swapped["auc"]}
+    summary = {"auc": swapped["auc"], "pointing_game": swapped.get("pointing_game"), "own_auc": own["auc"],
+               "own_pointing_game": own.get("pointing_game"), "auc_drop": own["auc"] - swapped["auc"]}
     if random is not None:
         margin = own["auc"] - random["auc"]
         summary["margin_lost"] = (own["auc"] - swapped["auc"]) / margin if margin > 0 else None

@@ -44,7 +44,7 @@ Choices and deviations (each a parameter where it matters):
   the classification step) are not updated; the official zeroed gradients still let weight decay shrink
   them.
 
-On small datasets (README, "CSOL on the class-aware protocol"), the official schedule can fail.
+On small datasets (docs/methods/csol.md), the official schedule can fail.
 `warmup_epochs` counts epochs, and one official warm-up epoch of MUSIC is far more steps than an epoch of a
 few thousand clips. With clustering from epoch 2, the classification passes kept the localisation from
 learning on the stamps demo build. 8 localisation-only epochs and `mask_threshold=0.5` (chosen on its
