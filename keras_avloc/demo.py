@@ -146,10 +146,10 @@ BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness"
 ORACLE_NAME = "ground-truth box (the metric's ceiling)"
 TARGETS = {"auc_ratio": 1.2, "pointing": 0.6, "lvs_pointing": 0.8, "unseen_auc_drop": 0.10, "ood_pointing": 0.7,
            "margin_lost": 0.5}
-"""The demo's targets (README): AUC >= 1.2 x the centre prior's and pointing game >= 0.6 for every method
-from the stand-in (LVS >= 0.8), at most 10% relative AUC lost on val_unseen against val; on test_ood AUC >= 1.2 x
-its centre prior's and pointing game >= 0.7; and another class's audio takes at least half of every method's AUC
-margin over the random map, on test and test_ood."""
+"""The demo's targets (docs/demo.md, docs/generalisation.md): AUC >= 1.2 x the centre prior's and pointing game
+>= 0.6 for every method from the stand-in (LVS >= 0.8), at most 10% relative AUC lost on val_unseen against val;
+on test_ood AUC >= 1.2 x its centre prior's and pointing game >= 0.7; and another class's audio takes at least half
+of every method's AUC margin over the random map, on test and test_ood."""
 
 
 class DemoError(AvlocError, FileExistsError):

@@ -53,7 +53,8 @@ def run(args):
         raise CliError(f"--methods {','.join(spherical)}: AVC / AVSA learn from 360° clips, not the demo's stamps frames; "
                        "run them on the synthetic 360° benchmark: `avloc data sphere --out datasets/sphere`, "
                        "`avloc train --method avc --data datasets/sphere --out runs/avc`, then `avloc train --method "
-                       "avsa --init-from runs/avc/model.keras ...` and `avloc evaluate --protocol sphere` (README).")
+                       "avsa --init-from runs/avc/model.keras ...` and `avloc evaluate --protocol sphere` "
+                       "(docs/methods/avsa.md).")
     check_output_folder(args.out)
     check_output_folder(args.data, "--data")
     from keras_avloc.demo import run_demo
