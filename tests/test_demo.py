@@ -151,7 +151,7 @@ def test_full_preset_trains_ezvsl_at_its_official_rate_and_the_rest_as_the_defau
             train_method(method, "data", preset, PRESETS[preset], 0, None, None)
     # at 3e-4 EZ-VSL's map took the one-cell shortcut on the 65-class build (docs/demo.md, "The full preset")
     assert calls[("ezvsl", "full")]["learning_rate"] == 1e-4
-    assert calls[("ezvsl", "default")]["learning_rate"] == 3e-4
+    assert calls[("ezvsl", "default")]["learning_rate"] == 3e-4 and calls[("ezvsl", "default")]["epochs"] == 12
     for method in ("lvs", "avgn", "csol", "denseav"):
         full, default = calls[(method, "full")], calls[(method, "default")]
         assert full["learning_rate"] == default["learning_rate"] and full["augment"] == default["augment"]

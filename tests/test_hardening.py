@@ -273,7 +273,9 @@ def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_p
     assert main(["port-weights", str(FIXTURES / "lvs_w8_checkpoint.npz"), str(model_path), "--method", "lvs"]) == 0
     model = load_model(str(model_path), compile=False)
     assert isinstance(model, LVS) and model.image_backbone.width == 8
-    assert model.eval_settings == {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop", "strict_median": True}
+    # The official test settings; the official pipeline keeps the files' levels (no level normalisation).
+    assert model.eval_settings == {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop", "strict_median": True,
+                                   "audio_level_db": None}
 
     with np.load(FIXTURES / "resnet18_w8_outputs.npz") as outputs:
         image_features, audio_features = outputs["image_stride1"], outputs["audio_stride1"]
@@ -297,7 +299,7 @@ def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_p
                  "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["source"]["settings"] == {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop",
-                                             "strict_median": True}
+                                             "strict_median": True, "audio_level_db": None}
     assert metrics["model"]["num_evaluated"] == 3
     assert main(["localize", "--checkpoint", str(model_path), "--image", str(data / "frames" / "clip_00.jpg"),
                  "--audio", str(data / "audio" / "clip_00.wav"), "--out", str(tmp_path / "fig.png")]) == 0
