@@ -97,6 +97,17 @@ def test_make_dataset_and_a_trained_model_apply_the_recorded_level(tmp_path):
     from keras_avloc.models import load_model
 
     assert load_model(str(tmp_path / "run" / "model.keras")).eval_settings["audio_level_db"] == -30.0
+    # `avloc evaluate` applies the recorded level and runs the listening control beside the baselines.
+    from keras_avloc.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "model.keras"), "--data", str(tmp_path / "data"),
+                 "--split", "train", "--protocol", "vggss", "--baselines", "--listening", "--no-progress",
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["source"]["settings"]["audio_level_db"] == -30.0
+    heard = metrics["listening"]
+    assert heard["own_auc"] == pytest.approx(metrics["model"]["auc"]) and "margin_lost" in heard
+    assert "another class's audio" in metrics["table"]
 
 
 def test_swapped_audio_comes_from_another_class_and_repeats_for_a_seed():

@@ -377,8 +377,9 @@ def evaluate_model(
             and counting it.
         objectness_encoder: image encoder of the objectness baseline (default: `model.image_encoder`), e.g.
             an ImageNet (or stand-in) ResNet-18 that has not seen the benchmark.
-        audio_level_db: RMS level (dBFS) every clip is scaled to before the front-end; "model" (default): the
-            model's `eval_settings["audio_level_db"]` (None there: the file's own level).
+        audio_level_db: gated RMS level (dBFS) every clip is scaled to before the front-end
+            (`keras_avloc.data.audio.normalize_level`); "model" (default): the model's
+            `eval_settings["audio_level_db"]` (None there: the file's own level).
         swap_audio: the listening control: an int seed gives every frame the audio of another record of another
             class (`swapped_audio_records`), scored against the frame's own ground truth. A map that follows the
             sound loses its lead over the random map; an objectness map loses nothing. None: each frame's own audio.
