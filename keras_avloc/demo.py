@@ -442,7 +442,7 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
         lines += ["", "## Listening control", "",
                   "Every frame scored again with the audio of a scene of another class (seeded). A map that follows the "
                   "sound loses its lead over the random map; an objectness map loses none of it. A class-aware method "
-                  "(AVGN) is scored here on the classes it hears, not the ground-truth class (which ignores the audio).",
+                  "(AVGN) is scored here on the classes it hears, not on the ground-truth class it is told.",
                   "",
                   "| method | " + " | ".join(f"{split} AUC, own audio → another class's | share of the margin over "
                                              f"the random map lost" for split in splits) + " |",

@@ -404,8 +404,8 @@ def evaluate_model(
         audio_level_db = settings.get("audio_level_db")
     swapped_row = own_row = None
     if listening and swap_audio is None:
-        # A class-conditioned map is drawn from the ground-truth class, not from the audio: the control scores the
-        # maps of the classes the model hears instead, with its own audio and with another class's.
+        # A class-conditioned map is told which class to draw: the control scores the maps of the classes the model
+        # hears instead, with its own audio and with another class's.
         heard = class_conditioned and hasattr(model, "localize_sources")
         common = dict(protocol=protocol, batch_size=batch_size, baselines=False, frontend=frontend, resize=resize,
                       progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
@@ -498,7 +498,7 @@ def evaluate_model(
         own_row or model_run.evaluator.result(), swapped_row,
         runs["random"].evaluator.result() if "random" in runs else None)}
     if own_row is not None:
-        extra["listening"]["maps"] = "predicted classes (a class-conditioned map does not hear the audio)"
+        extra["listening"]["maps"] = "predicted classes (a class-conditioned map is told which class to draw)"
     return _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source,
                    {record["file"]: record for record in records}, extra)
 
