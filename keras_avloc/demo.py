@@ -118,9 +118,9 @@ _TRAINING = dict(
     variety="narrow", audio_level_db=-20.0,
 )
 PRESETS = {
-    # Chosen on val and val_ood. On 2 CPU cores with native bf16 (no AMX): about 8 minutes with the data and the
-    # stand-in built, about 12 from a fresh clone; `--ablations` adds the from-scratch runs; `--methods all` took
-    # about 17 minutes with the earlier settings (docs/demo.md).
+    # Chosen on val and val_ood. On 2 CPU cores with native bf16 (no AMX): about 7 minutes with the data and the
+    # stand-in built, about 10 from a fresh clone (615 s); `--ablations` adds the from-scratch runs; `--methods all`
+    # took about 17 minutes with the earlier settings (docs/demo.md).
     "default": dict(_TRAINING, classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160,
                     n_test_unseen=160, n_val_ood=160, n_test_ood=320, epochs=8, scratch=False),
     # Every sounding class of the benchmark (about 32 minutes with the data built). EZ-VSL trains at its official
@@ -517,7 +517,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     Args:
         out_dir: where models, evaluations, `report.md`, `results.json` and `heatmaps.png` go.
         data_root: where the stamps benchmark and its ImageNet stand-in are built (reused when present).
-        preset: "default" (about 8 minutes on 2 CPU cores with native bf16 and the data built), "full" (every
+        preset: "default" (about 7 minutes on 2 CPU cores with native bf16 and the data built), "full" (every
             sounding class, about 32 minutes with the data built, measured with the earlier settings) or "tiny"
             (a smoke run).
         methods: methods to train, in order (the registered names, e.g. "lvs", "ezvsl", "avgn").
