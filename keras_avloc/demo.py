@@ -601,9 +601,10 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
             listening.append((display, heard))
         rows.append((display, init, metrics["model"], unseen))
         baselines.update(metrics.get("baselines", {}))
-        if conditioned:
-            predicted = evaluate_method(model, data_root, None, "test", settings, False)
-            rows.append((f"{display}, predicted classes", init, predicted["model"], None))
+        if conditioned:  # the listening control already scored the classes it hears
+            predicted = metrics.get("heard_classes") or evaluate_method(model, data_root, None, "test", settings,
+                                                                        False)["model"]
+            rows.append((f"{display}, predicted classes", init, predicted, None))
     for key, row in baselines.items():
         rows.append((BASELINE_NAMES.get(key, key), "-", row, None))
     rows.append((ORACLE_NAME, "-", oracle_metrics(data_root, "test", out_dir), None))

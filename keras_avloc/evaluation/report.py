@@ -499,6 +499,7 @@ def evaluate_model(
         runs["random"].evaluator.result() if "random" in runs else None)}
     if own_row is not None:
         extra["listening"]["maps"] = "predicted classes (a class-conditioned map is told which class to draw)"
+        extra["heard_classes"] = own_row  # the same metrics with the classes the model predicts from the audio
     return _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source,
                    {record["file"]: record for record in records}, extra)
 
