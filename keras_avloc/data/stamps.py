@@ -564,7 +564,7 @@ def _compose(media, background, objects, size, rng, sounding=None, max_tries=200
             inside = patch[top - y: bottom - y, left - x: right - x]
             alpha = np.zeros((size, size), np.float32)
             alpha[top:bottom, left:right] = inside[..., 3]
-            canvas = stamps_variety.shadow_and_defocus(canvas, alpha, (x, y, w, h), rng, settings)
+            canvas = stamps_variety.drop_shadow(canvas, alpha, rng, settings)
             canvas[top:bottom, left:right] = inside[..., :3] + canvas[top:bottom, left:right] * (1 - inside[..., 3:4])
             alphas.append(alpha)
         masks = visible_masks(alphas)

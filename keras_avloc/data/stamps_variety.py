@@ -165,10 +165,9 @@ def draw_fractions(rng, count, settings):
     return rng.uniform(low, high, size=count)
 
 
-def shadow_and_defocus(canvas, alpha, patch_box, rng, settings):
-    """The second recipe's look: a soft drop shadow under the object, then a slight defocus of the whole frame
-    is applied by `finish_frame`. `alpha` is the object's full-frame alpha [S, S]; returns the darkened canvas
-    (call before pasting the object)."""
+def drop_shadow(canvas, alpha, rng, settings):
+    """The second recipe's soft drop shadow: `canvas` darkened under the object's full-frame `alpha` [S, S], shifted
+    1-3% of the frame down and right and blurred (call before pasting the object). Unchanged without `shadow`."""
     import cv2
 
     if not settings.get("shadow"):
