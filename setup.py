@@ -25,7 +25,7 @@ setup(
     extras_require={
         # mkdocs >= 1.6 for the anchor validation mkdocs.yml asks for (tests/test_docs.py builds the docs)
         # ruff is pinned to a minor release so that tests/test_lint.py gives the same verdict everywhere.
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
                  "mkdocs>=1.6", "mkdocstrings[python]", "ruff==0.17.*"],
         # Only for weight conversion and cross-checks; pinned because an unpinned torch pulls a CUDA build.
         "torch": ["torch==2.13.0"],

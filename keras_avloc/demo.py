@@ -119,7 +119,7 @@ _TRAINING = dict(
 )
 PRESETS = {
     # Chosen on val and val_ood. On 2 CPU cores with native bf16 (no AMX): about 7 minutes with the data and the
-    # stand-in built, about 10 from a fresh clone (615 s); `--ablations` adds the from-scratch runs; `--methods all`
+    # stand-in built, 10 to 11.5 from a fresh clone (615-690 s); `--ablations` adds the from-scratch runs; `--methods all`
     # took about 17 minutes with the earlier settings (docs/demo.md).
     "default": dict(_TRAINING, classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160,
                     n_test_unseen=160, n_val_ood=160, n_test_ood=320, epochs=8, scratch=False),
@@ -139,7 +139,7 @@ PRESETS = {
                          "ier": {"num_clusters": 4, "warmup_epochs": 0, "kmeans_restarts": 1, "step_hidden": [16, 8]},
                          "ierstage2": {"mask_variant": "gap"}},
         method_epochs=False,
-        scratch=True, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
+        scratch=False, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
         run_eagerly=True,
     ),

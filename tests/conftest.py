@@ -1,7 +1,10 @@
-"""Suite-wide hygiene: each test module ends by clearing Keras' global session and collecting the heap, so the
-models a module built do not stay reachable into the next modules."""
+"""Suite-wide hygiene and scheduling.
 
-import gc
+- Each test module ends by clearing Keras' global session, so the models a module built do not stay reachable
+  into the next modules (without a forced full collection: late in a run it cost seconds per module).
+- The README runs the suite on two pytest-xdist workers. Tests marked `long` are collected first, so the two
+  workers start on them and finish together instead of one waiting for a long test picked up last.
+"""
 
 import pytest
 
@@ -11,5 +14,8 @@ def _fresh_keras_session():
     yield
     import keras
 
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session(free_memory=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: otherwise the collection order

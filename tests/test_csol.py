@@ -247,7 +247,7 @@ def test_the_stage_two_objective_learns_to_separate_two_sources_and_filter_a_sil
 CLASSES = STAMPS_CLASSES
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: the `long` tests run first, away from the rest of the module
 def csol_data(tmp_path_factory):
     return build_tiny_stamps(tmp_path_factory, "csol_stamps", n_train_mosaic=4, n_test_mosaic=4, n_test_duet=4)
 
@@ -274,6 +274,7 @@ def test_mosaics_and_duets_list_every_object_with_its_mask(csol_data):
                     assert cols.max() < 32 or cols.min() >= 32
 
 
+@pytest.mark.long
 def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     from keras_avloc.data.annotations import load_split
     from keras_avloc.evaluation.classes import evaluate_classes
@@ -326,6 +327,7 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     assert agnostic["maps"] == "one class-agnostic map for every class" and agnostic["model"]["samples"] == 4
 
 
+@pytest.mark.long
 def test_stage_one_with_a_clustering_repeats_bit_for_bit_with_its_seed(csol_data, tmp_path):
     """Same seed, same run: the augmentation (the demo's, ambience included), the shuffling, k-means and the
     class-head pass repeat exactly, the second time in a process that has already trained."""

@@ -1,5 +1,5 @@
-"""The README's first command, end to end on a tiny preset: stamps benchmark + ImageNet stand-in -> every
-method from the stand-in and from scratch -> one report."""
+"""The README's first command, end to end on a tiny preset: stamps benchmark + ImageNet stand-in -> the methods
+(from the stand-in; from scratch with the ablations) -> one report."""
 
 import json
 import os
@@ -29,12 +29,27 @@ def centre_prior_reference(records):
     return float(np.mean(cious)), float(np.trapezoid(fractions, thresholds))
 
 
-def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_resumes(tmp_path, capsys):
-    out, data = tmp_path / "demo", tmp_path / "stamps"
+@pytest.fixture(scope="session")  # session: the `long` tests run first, away from the rest of the module
+def tiny_data(tmp_path_factory):
+    """The tiny preset's stamps benchmark and its ImageNet stand-in, built once for this module's demo runs (each
+    run then finds them built, as a user's second demo does)."""
+    from keras_avloc.demo import build_data, build_standin
+
+    data = tmp_path_factory.mktemp("tiny") / "stamps"
+    settings = dict(PRESETS["tiny"], precision=None)
+    summary = build_data(str(data), settings, 0, 2, speech=False, mosaic=False)
+    build_standin(str(data), settings, summary["classes"], 0, None, 2)
+    return data
+
+
+@pytest.mark.long
+@pytest.mark.xdist_group("tiny_demo")  # one worker builds the tiny benchmark and stand-in once
+def test_tiny_demo_trains_the_default_methods_reports_them_with_baselines_and_resumes_with_ablations(tiny_data, tmp_path, capsys):
+    out, data = tmp_path / "demo", tiny_data
     report_path = run_demo(str(out), str(data), preset="tiny", precision=None)
     report = open(report_path).read()
-    for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |", "| LVS | scratch |",
-                "| EZ-VSL | scratch |", "| AVGN | scratch |", "| AVGN, predicted classes | stand-in |",
+    for row in ("| LVS | stand-in |", "| EZ-VSL | stand-in |", "| AVGN | stand-in |",
+                "| AVGN, predicted classes | stand-in |",
                 "| centre prior | - |", "| random map | - |", "| objectness (stand-in ResNet-18) | - |",
                 "| ground-truth box (the metric's ceiling) | - |"):
         assert row in report, f"{row} missing from the report"
@@ -66,18 +81,26 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     assert ezvsl_state["settings"]["augment"]["ambience_probability"] == 0.0
     assert json.loads((out / "avgn" / "train_state.json").read_text())["settings"]["learning_rate"] == 6e-4
     assert ezvsl_state["settings"]["learning_rate"] == PRESETS["tiny"]["learning_rate"]
-    assert state["settings"]["init_image_weights"] and not json.loads(
-        (out / "lvs-scratch" / "train_state.json").read_text())["settings"]["init_image_weights"]
+    assert "| LVS | scratch |" not in report and not (out / "lvs-scratch").exists()  # the ablations: on request
     figure = cv2.imread(str(out / "heatmaps.png"))
     assert figure.shape[0] == 3 * 192 and figure.shape[1] == 4 * 192  # one row per method, four test scenes
 
+    # A re-run resumes: LVS and the stand-in are not trained again; with the ablations (--ablations) it adds LVS
+    # from scratch, scored beside the stand-in run.
     capsys.readouterr()
-    run_demo(str(out), str(data), preset="tiny", precision=None)  # a re-run resumes: nothing is trained again
-    printed = capsys.readouterr().out
-    assert printed.count("nothing to do") == 7  # six runs and the stand-in
+    report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("lvs",), scratch=True)).read()
+    assert capsys.readouterr().out.count("nothing to do") == 2
+    assert "| LVS | stand-in |" in report and "| LVS | scratch |" in report
+    assert state["settings"]["init_image_weights"] and not json.loads(
+        (out / "lvs-scratch" / "train_state.json").read_text())["settings"]["init_image_weights"]
 
-    # DenseAV on the same data and folder: the demo adds train_speech (sound and speech pairs), which changes
-    # nothing the other runs were trained or scored on, so they are not refused
+
+@pytest.mark.long
+@pytest.mark.xdist_group("tiny_demo")  # one worker builds the tiny benchmark and stand-in once
+def test_tiny_demo_trains_denseav_on_sound_and_speech(tiny_data, tmp_path):
+    # the demo adds train_speech (sound and speech pairs) to the data (that it changes nothing the other runs were
+    # trained or scored on is test_demo_refuses_runs_trained_on_other_data's)
+    out, data = tmp_path / "demo", tiny_data
     report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("denseav",),
                            scratch=False)).read()
     assert "| DenseAV | stand-in |" in report and "| centre prior | - |" in report
@@ -91,6 +114,11 @@ def test_tiny_demo_trains_every_method_twice_reports_them_with_baselines_and_res
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 
+
+@pytest.mark.long
+@pytest.mark.xdist_group("tiny_demo")  # one worker builds the tiny benchmark and stand-in once
+def test_tiny_demo_trains_ier_on_csols_stage_one(tiny_data, tmp_path):
+    out, data = tmp_path / "demo", tiny_data
     # IEr, then CSOL: IEr's stage one continues CSOL's stage one (trained for it first); the report scores both
     # stage ones (SCORED_STAGE), so the demo trains no stage two and builds no train_mosaic
     report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("ier", "csol"),
@@ -120,6 +148,13 @@ def test_demo_refuses_runs_trained_on_other_data(tmp_path):
     check_runs_match_data(str(out), summary, ("lvs", "ezvsl"))  # same data: resuming is fine
     with pytest.raises(DemoError, match="other data"):
         check_runs_match_data(str(out), dict(summary, classes=["cello", "zebra"]), ("lvs",))
+    # DenseAV's train_speech and CSOL / IEr's train_mosaic, added to the data later, change nothing the other runs
+    # were trained or scored on: the runs are not refused
+    (out / "lvs" / "train_state.json").write_text("{}")
+    more = {"train_speech": {"scenes": 4}, "train_mosaic": {"scenes": 4}}
+    check_runs_match_data(str(out), dict(summary, splits={**summary["splits"], **more}), ("lvs", "denseav"))
+    with pytest.raises(DemoError, match="other data"):
+        check_runs_match_data(str(out), dict(summary, splits={"train": {"scenes": 9}}), ("lvs",))
 
 
 def test_demo_training_splits_follow_the_scored_stage_and_the_settings():

@@ -277,6 +277,7 @@ def test_disentanglement_matches_the_official_definition():
     assert result["pred_dis"] > 0.9  # head 0 answers speech, head 1 sound
 
 
+@pytest.mark.long
 def test_denseav_trains_resumes_evaluates_and_localises_per_head_on_real_media(tmp_path):
     import json
     import os

@@ -73,6 +73,7 @@ def _weights(path):
     return [variable.numpy() for variable in load_model(path).weights]
 
 
+@pytest.mark.long
 def test_every_registered_method_trains_the_global_batch_objective_on_two_replicas():
     """One SGD step on one global batch of 8: one device vs two replicas (MirroredStrategy over two logical CPUs).
     The losses agree to float rounding; a model whose loss skips `global_batch` does not (its loss sees 4 clips)."""
@@ -102,6 +103,7 @@ def _run_arguments(data, out, **extra):
             **extra}
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("method", ["lvs"])
 def test_two_worker_processes_train_as_one_worker_with_their_global_batch(tmp_path, method):
     """Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (batch 4 each) against one worker (batch 8): after the
@@ -135,6 +137,7 @@ def test_two_worker_processes_train_as_one_worker_with_their_global_batch(tmp_pa
     assert not (two["out"] / ".workers" / "worker-0").exists()
 
 
+@pytest.mark.long
 def test_a_worker_killed_mid_epoch_resumes_from_the_last_finished_epoch(tmp_path):
     data = tmp_path / "data"
     write_colour_tone_split(str(data), count=32, size=64, seconds=1.0)
@@ -177,6 +180,7 @@ def _start_server(arguments, ready_text, log_path, timeout=60):
     raise AssertionError(open(log_path).read()[-3000:])
 
 
+@pytest.mark.long
 def test_training_reads_its_batches_from_a_tf_data_service_dispatcher_and_worker(tmp_path, capsys):
     """A dispatcher and a worker in their own processes (`avloc data-service`); the worker runs the serialised
     input graph (decoding, crop and flip, spectrograms), so the pipeline holds no Python function."""

@@ -307,7 +307,7 @@ def test_stage_two_saves_and_reloads_exactly_in_bf16(tmp_path):
 CLASSES = STAMPS_CLASSES
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session: the `long` tests run first, away from the rest of the module
 def ier_data(tmp_path_factory):
     return build_tiny_stamps(tmp_path_factory, "ier_stamps", n_train_mosaic=4, n_val_interf=7, n_test_interf=14)
 
@@ -343,6 +343,7 @@ def test_interference_scenes_carry_their_scenario_with_exact_levels(ier_data):
                     assert (info["level_db"] > 0) == (number < 7)  # the sign alternates by block of seven
 
 
+@pytest.mark.long
 def test_two_stages_train_resume_and_score_the_interference_protocol(ier_data, tmp_path):
     from keras_avloc.cli import main
     from keras_avloc.evaluation.classes import evaluate_interference, interference_table

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -30,6 +31,7 @@ def test_trimap_explorer_runs(tmp_path, monkeypatch):
     assert images >= 3
 
 
+@pytest.mark.long
 def test_denseav_heads_notebook_runs(tmp_path, monkeypatch):
     outputs, images = _run("denseav_heads.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
     assert "DenseAV with 2 heads" in outputs and "per-head max over space" in outputs and "done: heads over time" in outputs
@@ -42,6 +44,7 @@ def test_sphere_explorer_runs(tmp_path, monkeypatch):
     assert images >= 2
 
 
+@pytest.mark.long
 def test_interference_explorer_runs(tmp_path, monkeypatch):
     outputs, images = _run("interference_explorer.ipynb", tmp_path, monkeypatch, ("AVLOC_MODEL", "AVLOC_DATA"))
     assert "IErStageTwo (4 clusters, mask image_max)" in outputs and "(combined): sounding" in outputs

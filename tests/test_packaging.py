@@ -16,6 +16,7 @@ import types
 import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -245,6 +246,7 @@ def _run(command, cwd, env, timeout):
     return result.stdout
 
 
+@pytest.mark.long
 def test_wheel_installs_into_a_fresh_venv_and_runs_info_and_the_tiny_demo(tmp_path):
     import site
     from email.parser import Parser

@@ -113,6 +113,7 @@ def test_settings_helpers_refuse_late_changes_clearly(monkeypatch):
     assert perf.configure_onednn(False) is True  # unchanged value: nothing to warn about
 
 
+@pytest.mark.long
 def test_bench_train_smoke_prints_table():
     command = [
         sys.executable, os.path.join(REPO, "benchmarks", "bench_train.py"),

@@ -69,6 +69,7 @@ def test_train_api_writes_outputs_and_finishes_idempotently(tmp_path):
     assert json.loads((out / "train_state.json").read_text())["completed_epochs"] == 3
 
 
+@pytest.mark.long
 def test_cli_train_resumes_after_kill_9(tmp_path):
     data = tmp_path / "data"
     write_tiny_dataset(str(data), count=4)  # one batch of 4 per epoch
@@ -172,6 +173,7 @@ def test_cli_train_offers_avgn_and_rejects_options_of_other_methods(tmp_path, ca
     assert "avgn" in help_text and "--mix-sources" in help_text
 
 
+@pytest.mark.long
 def test_precision_auto_is_bf16_where_native_and_a_resumed_run_keeps_its_own(tmp_path, monkeypatch):
     import keras_avloc.perf as perf
     from keras_avloc.cli import train as train_cli

@@ -17,7 +17,7 @@ def register(subparsers):
     parser.add_argument("--data", default="datasets/stamps-demo", help="where the stamps split is built")
     parser.add_argument("--preset", default="default", choices=["default", "full", "tiny"],
                         help="default: 8 classes, about 7 minutes on 2 cores with native bf16 and the data built, "
-                        "about 10 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
+                        "10 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
                         "tiny: a smoke run")
     parser.add_argument("--methods", default="lvs,ezvsl,avgn",
                         help="comma-separated methods (default lvs,ezvsl,avgn; all: lvs,ezvsl,avgn,csol,ier,denseav; "
