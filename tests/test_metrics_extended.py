@@ -1,6 +1,7 @@
 """AP-style metrics (SLAVC extended, AVGN CAP/PIAP, CSOL, DenseAV), retrieval and baselines."""
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -246,3 +247,93 @@ def test_evaluator_multi_source_and_masks():
     assert result["multi_source"]["piap"] == pytest.approx(1.0)
     assert result["multi_source"]["ciou@0.3"] == 0.0  # slots are swapped: per-source cIoU is order-aware
     assert result["mask_iou"] == pytest.approx(1.0)
+
+
+# ---- SLAVC's full table on the real Extended VGG-SS lists ------------------------------------------
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotations"
+
+
+def reference_vggss_area(boxes):
+    """Ground-truth area on the 224 grid as SLAVC's `bbox2gtmap` draws VGG-SS boxes: clip to [0, 1], scale by
+    224, truncate, fill rows ymin:ymax and columns xmin:xmax, binary union."""
+    canvas = np.zeros((224, 224))
+    for box in boxes:
+        x1, y1, x2, y2 = (int(224 * min(max(value, 0.0), 1.0)) for value in box)
+        canvas[y1:y2, x1:x2] = 1
+    return float(canvas.sum())
+
+
+def reference_table_entry(has_object, cious, confidences, keep, ciou_thr):
+    """Precision, AP, max F1 and AUC of one subset, written from the published loops (independent of the module)."""
+    idx = [i for i in range(len(keep)) if keep[i]]
+    if not idx:
+        return [float("nan")] * 4
+    obj = [has_object[i] for i in idx]
+    ious = [cious[i] for i in idx]
+    conf = [confidences[i] for i in idx]
+    precision = reference_pr(obj, ious, conf, -1000, ciou_thr)[0]
+    ap = reference_ap(obj, ious, conf, ciou_thr) if len(idx) > 2 else None
+    f1 = []
+    for thr in sorted(conf)[:: max(1, len(conf) // 10)]:
+        p, r = reference_pr(obj, ious, conf, thr, ciou_thr)
+        f1.append(2 * p * r / (p + r) if p + r > 0 else 0.0)
+    visible = [v for v, o in zip(ious, obj) if o]
+    if visible:
+        ts = [0.05 * i for i in range(21)]
+        fr = [sum(v >= t for v in visible) / len(visible) for t in ts]
+        auc = sum((ts[i + 1] - ts[i]) * (fr[i] + fr[i + 1]) / 2 for i in range(20))
+    else:
+        auc = float("nan")
+    return [precision, ap, max(f1), auc]
+
+
+def test_extended_table_matches_the_published_loops_on_the_real_extended_vggss_lists():
+    import csv
+    import json
+
+    from keras_avloc.metrics.extended import extended_table
+
+    if not REAL.is_dir():
+        pytest.skip("../shared/data/annotations is not available")
+    boxes = {entry["file"]: entry["bbox"] for entry in json.loads((REAL / "vggss.json").read_text())}
+    with open(REAL / "extended_vggss" / "vggss_test_plus_silent.csv", newline="") as handle:
+        silent = [row for row in csv.DictReader(handle) if row["label"] == "non-sounding"]
+    assert len(silent) == 5158
+    positives = sorted(boxes)[:400]
+    has_object = [True] * len(positives) + [False] * 400
+    areas = [reference_vggss_area(boxes[name]) for name in positives] + [0.0] * 400
+    assert {"small", "medium", "large", "huge"} <= {  # the real boxes fill every size subset
+        name for area in areas[:400] for name, (low, high) in
+        {"small": (0, 32**2), "medium": (32**2, 96**2), "large": (96**2, 144**2), "huge": (144**2, 1e8)}.items()
+        if low <= area < high}
+    rng = np.random.default_rng(7)
+    cious = np.concatenate([rng.beta(2, 2, 400), np.zeros(400)])
+    confidences = rng.random(800) + 0.2 * np.asarray(has_object)
+    table = extended_table(cious, confidences, has_object, areas)
+    bounds = {"all": None, "visible": None, "small": (0, 32**2), "medium": (32**2, 96**2),
+              "large": (96**2, 144**2), "huge": (144**2, 10000**2)}
+    for ciou_thr, tag in ((0.5, 50), (0.75, 75)):
+        for name, bound in bounds.items():
+            if name == "all":
+                keep = [True] * 800
+            elif name == "visible":
+                keep = has_object
+            else:
+                keep = [o and bound[0] <= a < bound[1] for o, a in zip(has_object, areas)]
+            expected = reference_table_entry(has_object, cious, confidences, keep, ciou_thr)
+            got = [table[f"{metric}-{name}@{tag}"] for metric in ("Precision", "AP", "F1", "AUC")]
+            if expected[1] is None:
+                expected[1] = got[1]  # fewer than three samples: no AP threshold pair to compare
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, err_msg=f"{name}@{tag}")
+    assert table["LocAcc"] == table["Precision-visible@50"] == pytest.approx(np.mean(cious[:400] >= 0.5))
+    assert table["AUC-all@50"] == table["AUC-visible@75"]  # the official AUC ignores the silent pairs and the threshold
+
+
+def test_extended_table_empty_subsets_are_nan_and_lengths_must_agree():
+    from keras_avloc.metrics.extended import extended_table
+
+    table = extended_table([0.6, 0.2], [0.9, 0.4], [True, False], [50.0**2, 0.0])
+    assert np.isnan(table["AP-small@50"]) and np.isnan(table["F1-huge@75"])
+    assert table["Precision-medium@50"] == 1.0 and table["Precision-all@50"] == 0.5
+    with pytest.raises(ValueError, match="differ in length"):
+        extended_table([0.6], [0.9, 0.4], [True, False], [1.0, 0.0])

@@ -4,7 +4,7 @@ Pure numpy (no TensorFlow, no file reading); `keras_avloc.evaluation` runs model
 
 Single source: `ciou`, `success_auc`, `pointing_game`, `mask_iou`. Ground truth (one rule per protocol):
 `ground_truth_map`, `box_gt_map`, `flickr_gt_map`, `PROTOCOL_GT_RULES`.
-Extended (SLAVC): `extended_metrics`, `top_quarter_confidence`.
+Extended (SLAVC): `extended_metrics`, `extended_table` (the official table), `top_quarter_confidence`.
 Multi-source (AVGN, CSOL): `permutation_invariant_ap`, `class_aware_ap`, `per_source_ciou`,
 `csol_class_ciou`, `ratio_ciou`, `match_clusters`, `no_sound_area`. DenseAV: `prompted_segmentation_map`, `prompted_segmentation_miou`,
 `retrieval_recall`. Shared: `average_precision`.
@@ -13,7 +13,7 @@ Multi-source (AVGN, CSOL): `permutation_invariant_ap`, `class_aware_ap`, `per_so
 from keras_avloc.metrics import baselines
 from keras_avloc.metrics.denseav import prompted_segmentation_map, prompted_segmentation_miou
 from keras_avloc.metrics.evaluator import PROTOCOLS, Evaluator
-from keras_avloc.metrics.extended import extended_metrics, top_quarter_confidence
+from keras_avloc.metrics.extended import extended_metrics, extended_table, top_quarter_confidence
 from keras_avloc.metrics.groundtruth import (
     GT_SIZE,
     PROTOCOL_GT_RULES,
@@ -62,6 +62,7 @@ __all__ = [
     "match_clusters",
     "ratio_ciou",
     "extended_metrics",
+    "extended_table",
     "flickr_gt_map",
     "ground_truth_map",
     "mask_iou",

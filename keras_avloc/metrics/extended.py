@@ -16,6 +16,14 @@ Semantics follow stoneMo/SLAVC `utils.EvaluatorFull` and `test.py`:
 * max-F1: the best F1 over the thresholds `sorted(conf)[::max(1, N // 10)]` (the list SLAVC prints).
 * Precision: precision with every sample detected (threshold −1000).
 * AUC and cIoU@t are computed on samples with objects only.
+
+`extended_table` is the whole table SLAVC's `EvaluatorFull.finalize_stats` computes: every metric at cIoU 0.5
+and 0.75 on the subsets all / visible / small / medium / large / huge (ground-truth area in pixels of the 224
+grid: [0, 32²), [32², 96²), [96², 144²), [144², 10000²), samples with objects only). Two choices of the official
+code are kept and named here: the AUC of every subset, "all" included, is over the samples with objects (and does
+not depend on the cIoU threshold), and an empty subset gives NaN. The official code prints F1 at each threshold and
+leaves the maximum to the reader; the table reports the maximum, and "LocAcc" (the published "Precision" of
+stoneMo/SLAVC's README) is Precision-visible@50.
 """
 
 import numpy as np
@@ -116,3 +124,57 @@ def extended_metrics(cious, confidences, has_object, ciou_thresholds=(0.3, 0.5))
     if obj.any():
         result["auc_visible"] = success_curve_area(ciou_values[obj])
     return result
+
+
+SUBSET_AREAS = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, 144.0**2),
+                "huge": (144.0**2, 10000.0**2)}
+"""Ground-truth area bounds [min, max) in pixels of the 224x224 grid (stoneMo/SLAVC `utils.py`, `EvaluatorFull`)."""
+
+
+def extended_table(cious, confidences, has_object, areas, ciou_thresholds=(0.5, 0.75)):
+    """SLAVC's full extended-protocol table (`EvaluatorFull.finalize_stats`), keyed as the official code prints it.
+
+    Args:
+        cious: [N] cIoU per sample (ignored where `has_object` is False).
+        confidences: [N] `top_quarter_confidence` of each map.
+        has_object: [N] bool, False for the non-sounding pairs.
+        areas: [N] ground-truth area per sample (the sum of its 224x224 ground-truth map; 0 without object).
+        ciou_thresholds: cIoU thresholds (official: 0.5 and 0.75).
+
+    Returns:
+        dict `{"<Metric>-<subset>@<T>": float}` for Metric in Precision, AP, F1 (the maximum over the official
+        thresholds) and AUC, subset in all, visible, small, medium, large, huge and T = 100 x the threshold; NaN for
+        an empty subset. Also "LocAcc" (= Precision-visible@50 when 0.5 is among the thresholds).
+
+    Example:
+    >>> table = extended_table([0.8, 0.1, 0.0], [0.9, 0.5, 0.7], [True, True, False], [900.0, 5000.0, 0.0])
+    >>> round(table["AP-all@50"], 3), table["LocAcc"]
+    (0.25, 0.5)
+    """
+    ciou_values = _as_float_array(cious, "cious", ndim=1)
+    conf = _as_float_array(confidences, "confidences", ndim=1)
+    obj = np.asarray(has_object, dtype=bool)
+    area = _as_float_array(areas, "areas", ndim=1)
+    if not len(ciou_values) == len(conf) == len(obj) == len(area):
+        raise ValueError(f"extended_table: cious, confidences, has_object and areas differ in length "
+                         f"({len(ciou_values)}, {len(conf)}, {len(obj)}, {len(area)}).")
+    subsets = {"all": np.ones(len(obj), dtype=bool), "visible": obj}
+    for name, (low, high) in SUBSET_AREAS.items():
+        subsets[name] = obj & (area >= low) & (area < high)
+    table = {}
+    for threshold in ciou_thresholds:
+        tag = int(round(threshold * 100))
+        for name, keep in subsets.items():
+            if not keep.any():
+                for metric in ("Precision", "AP", "F1", "AUC"):
+                    table[f"{metric}-{name}@{tag}"] = float("nan")
+                continue
+            args = (ciou_values[keep], conf[keep], obj[keep])
+            table[f"Precision-{name}@{tag}"] = float(precision_recall(*args, [-1000.0], threshold)[0][0])
+            table[f"AP-{name}@{tag}"] = extended_ap(*args, threshold)
+            table[f"F1-{name}@{tag}"] = float(extended_f1(*args, threshold)[1].max())
+            visible = ciou_values[keep & obj]
+            table[f"AUC-{name}@{tag}"] = success_curve_area(visible) if visible.size else float("nan")
+    if "Precision-visible@50" in table:
+        table["LocAcc"] = table["Precision-visible@50"]
+    return table
