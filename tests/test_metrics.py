@@ -67,6 +67,27 @@ def test_ciou_matches_official_loop_on_full_resolution_maps():
     np.testing.assert_array_equal(ciou(heat, gt, strict=True), expected_strict)
 
 
+def test_ciou_of_slavc_fixed_threshold_mode_thresholds_the_fixed_scale_map():
+    """SLAVC's test without --relative_prediction: pred_thr 0.5 on the fixed-range map (s/τ mapped from
+    [-1/τ, 1/τ] to [0, 1]), not on the per-image min-max normalised one (reference: the published loop)."""
+    rng = np.random.default_rng(5)
+    tau = 0.03
+    cosine = np.clip(rng.normal(0.1, 0.3, size=(12, 224, 224)), -1, 1)
+    cosine[4] = -0.4 + 0.2 * rng.random((224, 224))  # below zero everywhere: the fixed mode predicts nothing
+    scores = ((cosine / tau + 1 / tau) / (2 / tau)).astype(np.float32)
+    gt = np.stack([reference_box_map(random_boxes(rng, 1)) for _ in range(12)])
+    expected = []
+    for value, gt_map in zip(scores, gt):
+        infer = (value >= 0.5).astype(np.float64)
+        denominator = np.sum(gt_map) + np.sum(infer * (gt_map == 0))
+        expected.append(np.sum(infer * gt_map) / denominator if denominator else 0.0)
+    np.testing.assert_allclose(ciou(scores, gt, threshold=0.5, normalize=False), expected, rtol=1e-12)
+    assert not binarize_maps(scores[4:5], threshold=0.5, normalize=False).any()
+    assert 0.3 < binarize_maps(scores[4:5], threshold=0.5).mean() < 0.7  # normalised: about half the pixels
+    # the median threshold (--relative_prediction) does not depend on the normalisation
+    np.testing.assert_array_equal(binarize_maps(scores, normalize=False), binarize_maps(scores))
+
+
 def test_ciou_upsampling_matches_pytorch_align_corners_and_opencv():
     torch = pytest.importorskip("torch")
     import cv2

@@ -130,30 +130,35 @@ def normalize_maps(heatmaps):
     return flat.reshape(maps.shape)
 
 
-def binarize_maps(heatmaps, size=224, resize="align_corners", threshold="median", strict=False):
+def binarize_maps(heatmaps, size=224, resize="align_corners", threshold="median", strict=False, normalize=True):
     """Resizes, normalises and thresholds maps into the official binary predictions.
 
     Args:
         heatmaps: array [N, h, w], any scale.
         size: evaluation resolution (224 in every published protocol).
         resize: see `resize_maps`.
-        threshold: "median" (upper median, top 50%) or a float applied to the min-max normalised map
-            (SLAVC's absolute `pred_thr`).
+        threshold: "median" (upper median, top 50%: SLAVC's `--relative_prediction`) or a float.
         strict: use `>` instead of `>=` (the original LVS script).
+        normalize: min-max normalise each map before a float threshold (the LVS / EZ-VSL scripts). SLAVC's test
+            without `--relative_prediction` applies `pred_thr` 0.5 to maps on a fixed scale shared by all samples
+            (cosines mapped from [-1, 1] to [0, 1]), not normalised: pass `normalize=False` and such maps. The
+            median threshold does not depend on it.
 
     Returns:
         bool array [N, size, size].
     """
-    return _binarize(_as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32), size, resize, threshold, strict)
+    return _binarize(_as_float_array(heatmaps, "heatmaps", ndim=3, dtype=np.float32), size, resize, threshold, strict,
+                     normalize)
 
 
-def _binarize(maps, size, resize, threshold, strict):
+def _binarize(maps, size, resize, threshold, strict, normalize=True):
     """`binarize_maps` without input validation (maps: finite float32 [N, h, w])."""
     if maps.shape[1:] != (size, size):
         rows = _interpolation_matrix(maps.shape[1], size, resize).astype(np.float32)
         cols = _interpolation_matrix(maps.shape[2], size, resize).T.astype(np.float32)
         maps = np.matmul(np.matmul(rows, maps), cols)
-    maps = normalize_maps(maps)
+    if normalize:
+        maps = normalize_maps(maps)
     flat = maps.reshape(len(maps), -1)
     if isinstance(threshold, str):
         if threshold != "median":
@@ -192,15 +197,16 @@ def _ciou_counts(pred, gt):
     return np.divide(intersection, denominator, out=np.zeros_like(intersection), where=denominator > 0)
 
 
-def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=False, chunk=32):
+def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=False, chunk=32, normalize=True):
     """Consensus IoU of each heatmap with its ground truth (official LVS / EZ-VSL protocol).
 
     Args:
         heatmaps: array [N, h, w] of any scale (upsampled to the ground-truth size).
         gt_maps: array [N, H, W] in [0, 1] (binary for VGG-SS, soft for Flickr), H == W.
         resize: "align_corners" (default, EZ-VSL) or "half_pixel" (LVS / OpenCV).
-        threshold: "median" (default) or a float on the min-max normalised map.
+        threshold: "median" (default) or a float on the min-max normalised map (`normalize`).
         strict: `>` instead of `>=` at the threshold.
+        normalize: see `binarize_maps` (False: a float threshold on maps of a fixed scale, SLAVC's `pred_thr`).
         chunk: maps processed at once (bounds memory; small chunks reuse allocator memory).
 
     Returns:
@@ -224,7 +230,8 @@ def ciou(heatmaps, gt_maps, resize="align_corners", threshold="median", strict=F
     out = np.zeros(len(maps))
     for start in range(0, len(maps), chunk):
         part = slice(start, start + chunk)
-        binary = _binarize(_as_float_array(maps[part], "heatmaps", dtype=np.float32), size, resize, threshold, strict)
+        binary = _binarize(_as_float_array(maps[part], "heatmaps", dtype=np.float32), size, resize, threshold, strict,
+                           normalize)
         gt_part = _as_float_array(gt[part], "gt_maps", dtype=np.float32)
         out[part] = _ciou_counts(binary.reshape(len(binary), -1), gt_part.reshape(len(gt_part), -1))
     return out
