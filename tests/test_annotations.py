@@ -152,3 +152,30 @@ def test_real_annotation_files_parse_with_published_counts():
     assert sum(r["clamped"] for r in solo) == 0  # x + w and y + h stay inside the frame: the format is xywh
     music_duet = annotations.read_music_duet_json(str(REAL / "music_duet.json"))
     assert len(music_duet) == 1020 and all(len(r["sources"]) == 2 for r in music_duet)
+
+
+def test_nonsounding_pairs_of_the_real_extended_lists_and_bad_rows(tmp_path):
+    from keras_avloc.data.protocols import read_nonsounding_pairs
+
+    if not REAL.is_dir():
+        pytest.skip("../shared/data/annotations is not available")
+    flickr = read_nonsounding_pairs(str(REAL / "extended_flickr" / "flickr_test_plus_silent.csv"))
+    flickr_ids = annotations.read_id_list(str(REAL / "extended_flickr" / "flickr_test.csv"))
+    assert len(flickr) == 250 and sorted(p["video"] for p in flickr) == sorted(flickr_ids)
+    assert all(p["audio"] != p["video"] and p["audio"] in set(flickr_ids) for p in flickr)
+    vggss = read_nonsounding_pairs(str(REAL / "extended_vggss" / "vggss_test_plus_silent.csv"))
+    test_ids = set(annotations.read_id_list(str(REAL / "vggss_test.csv")))
+    assert len(vggss) == 5158 and len({p["video"] for p in vggss}) == 5158
+    own_audio = [p for p in vggss if p["video"] == p["audio"]]
+    assert len(own_audio) == 379 and not {p["video"] for p in own_audio} & test_ids
+    assert sum(p["video"] in test_ids and p["audio"] in test_ids for p in vggss) == 4779
+
+    good = tmp_path / "list.csv"
+    good.write_text("a,b,non-sounding\r\nc,d,sounding\r\n\r\n")  # no header; another label is left out
+    assert read_nonsounding_pairs(str(good)) == [{"video": "a", "audio": "b", "label": "non-sounding"}]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("video,audio,label\na,b,non-sounding\nc,non-sounding\n")
+    with pytest.raises(annotations.AnnotationError, match=r"bad\.csv: line 3 has 2 fields"):
+        read_nonsounding_pairs(str(bad))
+    with pytest.raises(annotations.AnnotationError, match="file not found"):
+        read_nonsounding_pairs(str(tmp_path / "missing.csv"))
