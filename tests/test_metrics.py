@@ -231,6 +231,15 @@ def test_evaluator_matches_functions_and_excludes_silent_samples():
     assert result["mean_ciou"] == pytest.approx(values.mean())
     assert result["pointing_game"] == pytest.approx(np.mean(hits))
     assert result["extended"]["num_without_object"] == 10
+    # SLAVC's whole table: LocAcc over the visible samples; size subsets by the ground-truth area on the 224 grid
+    table = result["extended_table"]
+    assert table["LocAcc"] == pytest.approx(np.mean(values >= 0.5))
+    areas = gt[:30].reshape(30, -1).sum(axis=1)
+    small, large = areas < 32**2, (areas >= 96**2) & (areas < 144**2)
+    assert small.sum() == 9 and large.sum() == 6 and not (areas >= 144**2).any()  # this seed's boxes
+    assert table["Precision-small@50"] == pytest.approx(np.mean(values[small] >= 0.5))
+    assert table["Precision-large@75"] == pytest.approx(np.mean(values[large] >= 0.75))
+    assert np.isnan(table["AP-huge@50"])  # an empty subset
     json.dumps(result)
     with pytest.raises(ValueError):
         Evaluator("nope")

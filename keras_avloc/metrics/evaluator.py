@@ -16,7 +16,7 @@ statistics and only enter the extended protocol (as negatives).
 
 import numpy as np
 
-from keras_avloc.metrics.extended import extended_metrics, top_quarter_confidence
+from keras_avloc.metrics.extended import extended_metrics, extended_table, top_quarter_confidence
 from keras_avloc.metrics.groundtruth import PROTOCOL_GT_RULES
 from keras_avloc.metrics.localization import (
     SUCCESS_THRESHOLDS,
@@ -75,6 +75,7 @@ class Evaluator:
         """Forgets every accumulated sample."""
         self._names, self._cious, self._hits, self._confidences = [], [], [], []
         self._has_object, self._mask_ious, self._source_cious, self._piap = [], [], [], []
+        self._areas = []  # ground-truth area in pixels of a 224 grid (SLAVC's size subsets)
         self._mask_hits = []
         self._class_maps, self._class_gts = {}, {}  # class id -> list of [S*S] normalised maps / bool ground truth
 
@@ -125,6 +126,7 @@ class Evaluator:
             gt = _as_float_array(gt_all[part], "gt_maps", dtype=np.float32).reshape(len(resized), -1)
             binary = _binarize(resized, size, self.resize, "median", self.strict).reshape(len(resized), -1)
             self._cious.extend(_ciou_counts(binary, gt).tolist())
+            self._areas.extend((gt.sum(axis=1, dtype=np.float64) * (224.0 / size) ** 2).tolist())
             peak = np.argmax(resized.reshape(len(resized), -1), axis=1)
             peaks.extend(peak.tolist())
             self._hits.extend((gt[np.arange(len(gt)), peak] > 0).astype(float).tolist())
@@ -247,7 +249,8 @@ class Evaluator:
         Keys: "protocol", "num_samples", "num_evaluated", "ciou@0.5", "auc", "mean_ciou",
         "pointing_game", "success_curve" ({"thresholds", "fraction"}); "mask_iou" and "mask_pointing_game"
         (the maximum on the exact mask) when masks were given;
-        "extended" (SLAVC) for extended protocols or when silent/off-screen samples exist; "multi_source"
+        "extended" (SLAVC) and "extended_table" (SLAVC's whole table, `extended_table`) for extended protocols or
+        when silent/off-screen samples exist; "multi_source"
         when per-source maps were given.
         """
         if not self._cious:
@@ -278,6 +281,8 @@ class Evaluator:
             result["extended"] = extended_metrics(
                 np.asarray(self._cious), np.asarray(self._confidences), has_object, ciou_thresholds=(0.3, 0.5)
             )
+            result["extended_table"] = extended_table(np.asarray(self._cious), np.asarray(self._confidences),
+                                                      has_object, np.asarray(self._areas))
         source_rows = [row for row in self._source_cious if row is not None]
         if source_rows:
             flat = np.concatenate([np.asarray(row) for row in source_rows])
