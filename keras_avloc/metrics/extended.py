@@ -21,7 +21,7 @@ Semantics follow stoneMo/SLAVC `utils.EvaluatorFull` and `test.py`:
 and 0.75 on the subsets all / visible / small / medium / large / huge (ground-truth area in pixels of the 224
 grid: [0, 32²), [32², 96²), [96², 144²), [144², 10000²), samples with objects only). Two choices of the official
 code are kept and named here: the AUC of every subset, "all" included, is over the samples with objects (and does
-not depend on the cIoU threshold), and an empty subset gives NaN. The official code prints F1 at each threshold and
+not depend on the cIoU threshold), and an empty subset gives no value (None here, NaN there). The official code prints F1 at each threshold and
 leaves the maximum to the reader; the table reports the maximum, and "LocAcc" (the published "Precision" of
 stoneMo/SLAVC's README) is Precision-visible@50.
 """
@@ -143,8 +143,8 @@ def extended_table(cious, confidences, has_object, areas, ciou_thresholds=(0.5, 
 
     Returns:
         dict `{"<Metric>-<subset>@<T>": float}` for Metric in Precision, AP, F1 (the maximum over the official
-        thresholds) and AUC, subset in all, visible, small, medium, large, huge and T = 100 x the threshold; NaN for
-        an empty subset. Also "LocAcc" (= Precision-visible@50 when 0.5 is among the thresholds).
+        thresholds) and AUC, subset in all, visible, small, medium, large, huge and T = 100 x the threshold; None for
+        an empty subset (the official code: NaN; None keeps the table valid JSON and comparable). Also "LocAcc" (= Precision-visible@50 when 0.5 is among the thresholds).
 
     Example:
     >>> table = extended_table([0.8, 0.1, 0.0], [0.9, 0.5, 0.7], [True, True, False], [900.0, 5000.0, 0.0])
@@ -167,14 +167,14 @@ def extended_table(cious, confidences, has_object, areas, ciou_thresholds=(0.5, 
         for name, keep in subsets.items():
             if not keep.any():
                 for metric in ("Precision", "AP", "F1", "AUC"):
-                    table[f"{metric}-{name}@{tag}"] = float("nan")
+                    table[f"{metric}-{name}@{tag}"] = None
                 continue
             args = (ciou_values[keep], conf[keep], obj[keep])
             table[f"Precision-{name}@{tag}"] = float(precision_recall(*args, [-1000.0], threshold)[0][0])
             table[f"AP-{name}@{tag}"] = extended_ap(*args, threshold)
             table[f"F1-{name}@{tag}"] = float(extended_f1(*args, threshold)[1].max())
             visible = ciou_values[keep & obj]
-            table[f"AUC-{name}@{tag}"] = success_curve_area(visible) if visible.size else float("nan")
+            table[f"AUC-{name}@{tag}"] = success_curve_area(visible) if visible.size else None
     if "Precision-visible@50" in table:
         table["LocAcc"] = table["Precision-visible@50"]
     return table
