@@ -1,15 +1,15 @@
 """Annotation parsers on small fixtures in the public formats, plus the real files when present."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from keras_avloc.data import annotations
 from keras_avloc.metrics.groundtruth import box_gt_map, flickr_gt_map
+from shared_data import SHARED, shared_path
 
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotations"
+REAL = SHARED / "annotations"
 PLACEHOLDER = -2.8823037615171176e16
 
 
@@ -133,8 +133,7 @@ def test_load_split_flat_folder_and_missing_split(tmp_path):
 
 
 def test_real_annotation_files_parse_with_published_counts():
-    if not REAL.is_dir():
-        pytest.skip("/work/shared/data is not available")
+    shared_path("annotations")
     vggss = annotations.read_vggss_json(str(REAL / "vggss.json"))
     assert len(vggss) == 5158
     assert sum(len(r["boxes"]) for r in vggss) == 5941
@@ -157,8 +156,7 @@ def test_real_annotation_files_parse_with_published_counts():
 def test_nonsounding_pairs_of_the_real_extended_lists_and_bad_rows(tmp_path):
     from keras_avloc.data.protocols import read_nonsounding_pairs
 
-    if not REAL.is_dir():
-        pytest.skip("../shared/data/annotations is not available")
+    shared_path("annotations")
     flickr = read_nonsounding_pairs(str(REAL / "extended_flickr" / "flickr_test_plus_silent.csv"))
     flickr_ids = annotations.read_id_list(str(REAL / "extended_flickr" / "flickr_test.csv"))
     assert len(flickr) == 250 and sorted(p["video"] for p in flickr) == sorted(flickr_ids)

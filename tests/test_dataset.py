@@ -3,7 +3,6 @@
 import json
 import os
 import warnings
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -15,6 +14,7 @@ from PIL import Image
 
 from keras_avloc.data import make_dataset
 from keras_avloc.data.synthetic import write_synthetic_dataset
+from shared_data import shared_path
 
 SIZE = 64
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -225,9 +225,7 @@ def test_model_fit_survives_bad_files_under_skip(tmp_path):
 
 
 def test_real_demo_clip_mp4_matches_its_wav_and_png():
-    clips = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "clips"
-    if not (clips / "demo1_orig.mp4").exists():
-        pytest.skip("/work/shared/data is not available")
+    clips = shared_path("clips", "demo1_orig.mp4").parent
     base = {"file": "demo1", "class": "", "boxes": np.zeros([0, 4], np.float32), "mask": None}
     from_wav = dict(base, image=str(clips / "demo1_orig.png"), audio=str(clips / "demo1_orig.wav"), video=None)
     from_mp4 = dict(base, image=None, audio=None, video=str(clips / "demo1_orig.mp4"))

@@ -24,10 +24,10 @@ from keras_avloc.io import files, media
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from loopback_server import LoopbackServer  # noqa: E402
+from shared_data import SHARED, shared_path  # noqa: E402
 from tiny_av_data import write_quad_mp4  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 FPS = 10
 SOURCE_SECONDS = 12
 
@@ -112,8 +112,7 @@ def test_read_clip_ids_all_formats(tmp_path):
 
 
 def test_read_clip_ids_on_the_real_annotation_files():
-    if not SHARED.exists():
-        pytest.skip("no ../shared/data")
+    shared_path("annotations", "vggss.json")
     records = json.loads((SHARED / "annotations" / "vggss.json").read_text())
     ids, invalid = download.read_clip_ids(SHARED / "annotations" / "vggss.json")
     assert ids == list(dict.fromkeys(r["file"] for r in records)) and invalid == []

@@ -1,11 +1,12 @@
 """Single-source metrics against separate numpy references of the published formulas and hand cases."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from sklearn.metrics import auc as sklearn_auc
+
+from shared_data import shared_path
 
 from keras_avloc.metrics import (
     Evaluator,
@@ -20,7 +21,6 @@ from keras_avloc.metrics import (
     success_curve,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 # ---- independent references, written like the official per-sample evaluators -------------------
@@ -190,9 +190,7 @@ def test_flickr_gt_map_soft_consensus():
 
 
 def test_box_gt_map_on_shared_vggss_annotations():
-    path = SHARED_DATA / "annotations" / "vggss.json"
-    if not path.exists():
-        pytest.skip("/work/shared/data is not available")
+    path = shared_path("annotations", "vggss.json")
     records = json.loads(path.read_text())[:50]
     for record in records:
         np.testing.assert_array_equal(box_gt_map(record["bbox"]), reference_box_map(record["bbox"]))

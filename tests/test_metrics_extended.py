@@ -1,7 +1,6 @@
 """AP-style metrics (SLAVC extended, AVGN CAP/PIAP, CSOL, DenseAV), retrieval and baselines."""
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -250,7 +249,9 @@ def test_evaluator_multi_source_and_masks():
 
 
 # ---- SLAVC's full table on the real Extended VGG-SS lists ------------------------------------------
-REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "annotations"
+from shared_data import SHARED, shared_path  # noqa: E402
+
+REAL = SHARED / "annotations"
 
 
 def reference_vggss_area(boxes):
@@ -293,8 +294,7 @@ def test_extended_table_matches_the_published_loops_on_the_real_extended_vggss_l
 
     from keras_avloc.metrics.extended import extended_table
 
-    if not REAL.is_dir():
-        pytest.skip("../shared/data/annotations is not available")
+    shared_path("annotations")
     boxes = {entry["file"]: entry["bbox"] for entry in json.loads((REAL / "vggss.json").read_text())}
     with open(REAL / "extended_vggss" / "vggss_test_plus_silent.csv", newline="") as handle:
         silent = [row for row in csv.DictReader(handle) if row["label"] == "non-sounding"]
