@@ -299,7 +299,8 @@ def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_p
                  "--out", str(tmp_path / "eval"), "--no-progress"]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["source"]["settings"] == {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop",
-                                             "strict_median": True, "audio_level_db": None}
+                                             "strict_median": True, "audio_level_db": None,
+                                             "threshold": "median"}
     assert metrics["model"]["num_evaluated"] == 3
     assert main(["localize", "--checkpoint", str(model_path), "--image", str(data / "frames" / "clip_00.jpg"),
                  "--audio", str(data / "audio" / "clip_00.wav"), "--out", str(tmp_path / "fig.png")]) == 0

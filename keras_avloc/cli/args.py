@@ -50,3 +50,16 @@ CLIP_SECONDS = number(minimum=0.1, maximum=600.0)
 SAMPLE_RATE = integer(1000, 384000)
 WORKERS = integer(1, 256)
 SEED = integer(0, 2**31 - 1)
+
+
+def median_or_number(text):
+    """An argparse `type`: the word "median" or a finite number."""
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'median' or a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be 'median' or a finite number, got {text!r}")
+    return value

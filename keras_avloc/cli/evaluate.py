@@ -6,7 +6,7 @@ from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
-                    "stamps-speech", "sphere", "stamps-interference"]
+                    "stamps-speech", "sphere", "stamps-interference", "extended-vggss", "extended-flickr"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -17,6 +17,11 @@ EPILOG = """Examples:
 
   # synthetic stamps with silent / off-screen samples (adds SLAVC's AP, max-F1, precision)
   avloc evaluate --checkpoint model.keras --data data/stamps --protocol stamps --out runs/stamps
+
+  # Extended VGG-SS / Flickr (SLAVC): positives + non-sounding pairs; AP, max-F1, LocAcc. ROOT/frames, ROOT/audio
+  # and SLAVC's metadata/ lists (vggss_test.csv, vggss.json, vggss_test_plus_silent.csv); Flickr: --gt-dir Annotations
+  avloc evaluate --checkpoint model.keras --data data/vggss --protocol extended-vggss --metadata metadata \
+      --baselines --out runs/ext_vggss
 
   # two-source mixtures: adds per-source cIoU@0.3 / AUC, PIAP and CAP (AVGN localises each source)
   avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
@@ -73,11 +78,19 @@ def register(subparsers):
                         help="batch size when running a checkpoint")
     parser.add_argument(
         "--resize",
-        default="align_corners",
+        default=None,
         choices=["align_corners", "half_pixel", "bicubic_align_corners"],
-        help="heatmap upsampling: align_corners (bilinear, EZ-VSL/FNAC, default), half_pixel (LVS/OpenCV) "
-        "or bicubic_align_corners (SLAVC/AVGN)",
+        help="heatmap upsampling: align_corners (bilinear, EZ-VSL/FNAC; default), half_pixel (LVS/OpenCV) "
+        "or bicubic_align_corners (SLAVC/AVGN; default of the extended protocols)",
     )
+    parser.add_argument("--metadata", metavar="DIR", default=None,
+                        help="extended-*: the folder of SLAVC's lists (<set>_test.csv, <set>_test_plus_silent.csv, "
+                        "vggss.json); default ROOT/metadata")
+    parser.add_argument("--gt-dir", metavar="DIR", default=None,
+                        help="extended-flickr: the Flickr-SoundNet box files (<id>.xml); default ROOT/Annotations")
+    parser.add_argument("--pred-threshold", type=types.median_or_number, default="median", metavar="median|NUMBER",
+                        help="binarise each map at its median (default; SLAVC's --relative_prediction, which its "
+                        "published numbers use) or at a fixed value on the map's own scale (SLAVC's pred_thr 0.5)")
     parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=None,
                         help="model input size (default: the model's own setting, i.e. its training size, else 224)")
     parser.add_argument("--clip-seconds", type=types.CLIP_SECONDS, default=None,
@@ -137,6 +150,11 @@ def run(args):
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
     check_output_folder(args.out)
+    if args.protocol.startswith("extended-"):
+        return _run_extended(args)
+    if args.pred_threshold != "median":
+        raise CliError(f"--pred-threshold applies to the extended protocols, not --protocol {args.protocol}.")
+    args.resize = args.resize or "align_corners"
     if args.protocol in ("stamps-classes", "stamps-interference"):
         return _run_classes(args)
     if args.protocol in ("stamps-sound", "stamps-speech"):
@@ -169,6 +187,31 @@ def run(args):
               + (f"  CAP {multi['cap']:.4f}" if "cap" in multi else "") + f"  ({multi['num_mixtures']} mixtures)")
     if args.baselines and "objectness" not in metrics["baselines"]:
         print("objectness baseline skipped: pass --objectness-weights (ImageNet ResNet-18) or use --checkpoint")
+    for line in skipped_lines(metrics):
+        print(line)
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_extended(args):
+    from keras_avloc.evaluation.extended import evaluate_extended, extended_results_table
+
+    testset = args.protocol.split("-", 1)[1]
+    options = dict(out_dir=args.out, baselines=args.baselines, resize=args.resize or "bicubic_align_corners",
+                   progress=not args.no_progress, strict=args.strict, threshold=args.pred_threshold)
+    if args.heatmaps:
+        options["image_encoder"] = _objectness_encoder(args.objectness_weights) if args.baselines else None
+        metrics = evaluate_extended(None, args.data, testset, args.metadata, args.gt_dir, heatmaps=args.heatmaps,
+                                    strict_median=bool(args.strict_median), **options)
+    else:
+        from keras_avloc.models import load_model
+
+        model = load_model(args.checkpoint, compile=False)
+        metrics = evaluate_extended(model, args.data, testset, args.metadata, args.gt_dir,
+                                    batch_size=args.batch_size, image_size=args.image_size,
+                                    clip_seconds=args.clip_seconds, image_mode=args.image_mode,
+                                    strict_median=args.strict_median, **options)
+    print(extended_results_table(metrics))
     for line in skipped_lines(metrics):
         print(line)
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")

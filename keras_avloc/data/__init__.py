@@ -18,6 +18,7 @@ from keras_avloc.data.annotations import (
     read_vggss_json,
     write_split,
 )
+from keras_avloc.data.protocols import extended_records, read_nonsounding_pairs
 
 _LAZY = {
     "make_dataset": "keras_avloc.data.dataset",
@@ -44,6 +45,7 @@ def __getattr__(name):
 __all__ = [
     "AnnotationError",
     "class_names",
+    "extended_records",
     "flickr_records",
     "load_split",
     "read_flickr_annotations",
@@ -51,6 +53,7 @@ __all__ = [
     "read_id_list",
     "read_music_duet_json",
     "read_music_solo_json",
+    "read_nonsounding_pairs",
     "read_vggsound_duet_csv",
     "read_vggss_json",
     "write_split",

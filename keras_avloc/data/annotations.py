@@ -331,7 +331,9 @@ def load_split(root, split="test"):
         `gt` ("union" or "consensus"), `sources` (list of `{class, boxes, mask, audio}`), `objects` (every visible
         object of a mosaic / duet scene: `{class, boxes, mask, sounding}`), `clamped`, the spoken-prompt fields
         `prompt` (text or None), `language` (or None) and `speech` ((start, end) seconds or None), and the
-        media paths `image`, `audio`, `video`.
+        media paths `image`, `audio`, `video` (from `file`, or from an entry's `frame_id` / `audio_id`: a pair
+        of one clip's frame with another clip's audio, as in the non-sounding pairs of the extended protocols;
+        such a record also carries `frame_id` / `audio_id` and `audio_video`, the video its audio falls back to).
 
     Raises:
         AnnotationError: naming the file and entry, for: a missing or unsafe id (`keras_avloc.io.paths`:
@@ -367,6 +369,12 @@ def load_split(root, split="test"):
     for position, entry in enumerate(_read_json_list(path)):
         records.append(_split_record(root, path, position, entry, seen))
     return records
+
+
+def records_from_entries(root, entries, source):
+    """`load_split` records of split entries built in memory (`source` names them in errors)."""
+    seen = {}
+    return [_split_record(root, source, position, entry, seen) for position, entry in enumerate(entries)]
 
 
 def _split_record(root, path, position, entry, seen):
@@ -410,6 +418,17 @@ def _split_record(root, path, position, entry, seen):
         "interference": _interference(entry.get("interference"), where),
     }
     record.update(_media_paths(root, file_id))
+    for key, media_key in (("frame_id", "image"), ("audio_id", "audio")):
+        other = entry.get(key)
+        if other is None or other == file_id:
+            continue
+        try:
+            paths.check_file_id(other)
+        except paths.UnsafePathError as err:
+            raise AnnotationError(f"{where}: {key}: {err}; it is refused, never followed") from None
+        record[key] = other
+        record[media_key] = _media_paths(root, other)[media_key]
+        record["video" if key == "frame_id" else "audio_video"] = _media_paths(root, other)["video"]
     return record
 
 
@@ -561,7 +580,7 @@ def write_split(records, path):
                 if item.get("direction") is not None:
                     written["direction"] = np.asarray(item["direction"]).tolist()
                 entry["objects"].append(written)
-        for key in ("prompt", "language", "scenario"):
+        for key in ("prompt", "language", "scenario", "frame_id", "audio_id"):
             if record.get(key):
                 entry[key] = record[key]
         if record.get("interference") is not None:

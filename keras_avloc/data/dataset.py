@@ -269,13 +269,13 @@ class SampleLoader:
 
     def wave(self, record):
         path = record.get("audio")
+        video = record.get("audio_video") or record.get("video")  # a pair's audio comes from another clip
         if path and os.path.exists(path):
             source = path
-        elif record.get("video") and os.path.exists(record["video"]):
-            source = record["video"]
+        elif video and os.path.exists(video):
+            source = video
         else:
-            raise media.MediaError(f"{path}: audio file does not exist (nor does {record.get('video')}); "
-                                   "re-extract the clip")
+            raise media.MediaError(f"{path}: audio file does not exist (nor does {video}); re-extract the clip")
         return media.read_audio(source, self.sample_rate, clip_seconds=self.clip_seconds)
 
     def partner(self, position, rng):

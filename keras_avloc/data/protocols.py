@@ -17,10 +17,18 @@ Example:
 """
 
 import csv
+import os
 
-from keras_avloc.data.annotations import AnnotationError
+from keras_avloc.data.annotations import (AnnotationError, flickr_records, read_id_list, read_vggss_json,
+                                          records_from_entries)
 
 NONSOUNDING_HEADER = ("video", "audio", "label")
+EXTENDED_FILES = {
+    "vggss": ("vggss_test.csv", "vggss_test_plus_silent.csv", "vggss.json"),
+    "flickr": ("flickr_test.csv", "flickr_test_plus_silent.csv", None),
+}
+"""Per test set: the positives' id list, the non-sounding pairs and (VGG-SS) the boxes, as SLAVC's `metadata/`
+names them. Flickr's boxes are the `Annotations/<id>.xml` files of the Flickr-SoundNet download."""
 
 
 def read_nonsounding_pairs(path):
@@ -54,3 +62,80 @@ def read_nonsounding_pairs(path):
         if cells[2] == "non-sounding":
             pairs.append(dict(zip(NONSOUNDING_HEADER, cells)))
     return pairs
+
+
+def _metadata_file(folder, name, testset):
+    path = os.path.join(folder, name)
+    if not os.path.isfile(path):
+        raise AnnotationError(f"{path}: not found; Extended {testset} needs {name} in the metadata folder (stoneMo/SLAVC "
+                              "`metadata/`; pass that folder with --metadata)")
+    return path
+
+
+def _available(root, file_id):
+    return (os.path.isfile(os.path.join(root, "frames", f"{file_id}.jpg"))
+            and os.path.isfile(os.path.join(root, "audio", f"{file_id}.wav")))
+
+
+def extended_records(root, testset, metadata, annotations=None):
+    """The records of Extended VGG-SS or Extended Flickr-SoundNet on a local copy laid out as SLAVC expects.
+
+    Layout (stoneMo/SLAVC `datasets.py`, `get_test_dataset`): `ROOT/frames/<id>.jpg` and `ROOT/audio/<id>.wav`;
+    `metadata/` holding `EXTENDED_FILES[testset]`; for Flickr, `annotations/<id>.xml` (the Flickr-SoundNet boxes).
+    Positives are the ids of the test list, with their boxes (VGG-SS: union ground truth; Flickr: annotator
+    consensus); negatives are the `non-sounding` rows of the plus-silent list, named `<video>__<audio>` and scored
+    as samples without a visible source (`kind` "offscreen"), each pairing one clip's frame with another clip's
+    audio (`frame_id` / `audio_id`).
+
+    Where the official loader silently drops positives without media (and swaps a failing negative for a random
+    other sample), here every listed pair whose frame or audio is missing is returned in `missing` with the file
+    it lacks.
+
+    Args:
+        root: folder holding `frames/` and `audio/`.
+        testset: "vggss" or "flickr".
+        metadata: folder holding the lists (default layout: `ROOT/metadata`).
+        annotations: Flickr only: the folder of `<id>.xml` boxes (default `ROOT/Annotations`).
+
+    Returns:
+        (records as `load_split` returns them, positives first in list order then negatives in file order;
+        missing: {record name: reason}).
+
+    Raises:
+        AnnotationError: naming the file, for a missing list or box file, or a positive without boxes.
+    """
+    if testset not in EXTENDED_FILES:
+        raise AnnotationError(f"unknown extended test set {testset!r}; use one of {', '.join(EXTENDED_FILES)}")
+    ids_name, pairs_name, boxes_name = EXTENDED_FILES[testset]
+    ids = list(dict.fromkeys(read_id_list(_metadata_file(metadata, ids_name, testset))))
+    pairs = read_nonsounding_pairs(_metadata_file(metadata, pairs_name, testset))
+    if testset == "vggss":
+        boxes_path = _metadata_file(metadata, boxes_name, testset)
+        by_id = {record["file"]: record for record in read_vggss_json(boxes_path)}
+    else:
+        boxes_path = annotations or os.path.join(root, "Annotations")
+        if not os.path.isdir(boxes_path):
+            raise AnnotationError(f"{boxes_path}: not a folder; Extended Flickr needs the Flickr-SoundNet box files "
+                                  "(<id>.xml), pass their folder with --gt-dir")
+        by_id = {record["file"]: record for record in flickr_records(boxes_path, ids)}
+    missing, entries = {}, []
+    for file_id in ids:
+        record = by_id.get(file_id)
+        if record is None or not len(record["boxes"]):
+            raise AnnotationError(f"{boxes_path}: no boxes for test id {file_id!r} of {ids_name}; the official "
+                                  "loader cannot score it either (fix the list or the box file)")
+        if not _available(root, file_id):
+            missing[file_id] = f"frames/{file_id}.jpg or audio/{file_id}.wav missing under {root}"
+            continue
+        entries.append({"file": file_id, "class": record.get("class", ""), "bbox": record["boxes"].tolist(),
+                        "gt": "consensus" if testset == "flickr" else "union"})
+    for pair in pairs:
+        name = f"{pair['video']}__{pair['audio']}"
+        lacking = [path for path in (f"frames/{pair['video']}.jpg", f"audio/{pair['audio']}.wav")
+                   if not os.path.isfile(os.path.join(root, path))]
+        if lacking:
+            missing[name] = f"{' and '.join(lacking)} missing under {root}"
+            continue
+        entries.append({"file": name, "kind": "offscreen", "frame_id": pair["video"], "audio_id": pair["audio"]})
+    source = os.path.join(metadata, pairs_name)
+    return records_from_entries(root, entries, source), missing

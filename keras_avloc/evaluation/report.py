@@ -184,8 +184,8 @@ def load_heatmaps_npz(path):
 class _Run:
     """One evaluation (the model or a baseline): an Evaluator plus small copies of the maps."""
 
-    def __init__(self, protocol, resize, keep_maps, strict_median=False):
-        self.evaluator = Evaluator(protocol, resize=resize, strict=strict_median)
+    def __init__(self, protocol, resize, keep_maps, strict_median=False, threshold="median"):
+        self.evaluator = Evaluator(protocol, resize=resize, strict=strict_median, threshold=threshold)
         self.keep_maps = keep_maps
         self.small_maps = []
 
@@ -223,9 +223,14 @@ def _check_protocol(protocol):
         raise EvaluationError(f"unknown protocol {protocol!r}; choose one of {', '.join(sorted(PROTOCOLS))}.")
 
 
-def _records(root, split):
+def _records(root, split, records=None, missing=None, problems=None):
+    """`records` (built in memory) or `ROOT/<split>.json`'s; listed samples without media go to `problems`."""
     import keras_avloc.data as data_lib
 
+    for name, reason in (missing or {}).items():
+        problems.skip("listed_without_media", name, reason)
+    if records is not None:
+        return list(records)
     records = data_lib.load_split(root, split)
     if not records:
         raise EvaluationError(f"{os.path.join(root, split + '.json')} has no entries; nothing to evaluate.")
@@ -246,6 +251,9 @@ def evaluate_heatmaps(
     seed=0,
     strict=False,
     strict_median=False,
+    threshold="median",
+    records=None,
+    missing=None,
 ):
     """Scores saved heatmaps against the ground truth of `ROOT/<split>.json`.
 
@@ -265,6 +273,10 @@ def evaluate_heatmaps(
         seed: seed of the random baseline.
         strict: raise on the first record whose ground truth cannot be built instead of skipping it.
         strict_median: `>` instead of `>=` at the median threshold (the original LVS test script).
+        threshold: "median" or a fixed threshold on the maps' own scale (`keras_avloc.metrics.Evaluator`).
+        records: records built in memory (e.g. `keras_avloc.data.extended_records`) instead of the split file's.
+        missing: {name: reason} of listed samples whose media are missing: counted and named in `skipped`
+            (`listed_without_media`), an error with `strict`.
 
     Returns:
         dict as written to metrics.json: {"model": {...}, "baselines": {...}, "skipped": {...},
@@ -273,7 +285,8 @@ def evaluate_heatmaps(
     _check_protocol(protocol)
     if out_dir is not None:
         check_output_folder(out_dir)
-    records = _records(root, split)
+    problems = Problems(strict)
+    records = _records(root, split, records, missing, problems)
     files, heatmaps = load_heatmaps_npz(heatmaps_npz)
     by_name = {record["file"]: record for record in records}
     matched = [i for i, name in enumerate(files) if name in by_name]
@@ -284,11 +297,11 @@ def evaluate_heatmaps(
             "check --data / --split (heatmap `files` must equal the records' 'file' values)."
         )
     covered = {files[i] for i in matched}
-    missing = [record["file"] for record in records if record["file"] not in covered]
-    problems = Problems(strict)
+    without_maps = [record["file"] for record in records if record["file"] not in covered]
     baseline_names = ["center", "random"] + (["objectness"] if image_encoder is not None else [])
-    model_run = _Run(protocol, resize, keep_maps=True, strict_median=strict_median)
-    runs = {name: _Run(protocol, resize, False, strict_median) for name in baseline_names} if baselines else {}
+    model_run = _Run(protocol, resize, keep_maps=True, strict_median=strict_median, threshold=threshold)
+    runs = ({name: _Run(protocol, resize, False, strict_median, threshold) for name in baseline_names}
+            if baselines else {})
     chunks = [matched[start : start + batch_size] for start in range(0, len(matched), batch_size)]
     for chunk in _progress(chunks, len(chunks), "evaluate", progress):
         batch = _Batch([by_name[files[i]] for i in chunk], protocol, problems)
@@ -317,11 +330,11 @@ def evaluate_heatmaps(
     skipped, annotations = problems.summary()
     skipped.update({
         "heatmaps_without_record": len(unmatched),
-        "records_without_heatmap": len(missing),
+        "records_without_heatmap": len(without_maps),
         "examples_without_record": unmatched[:5],
-        "examples_without_heatmap": missing[:5],
+        "examples_without_heatmap": without_maps[:5],
     })
-    source = {"heatmaps": os.path.abspath(heatmaps_npz)}
+    source = {"heatmaps": os.path.abspath(heatmaps_npz), "settings": {"threshold": threshold}}
     return _finish(model_run, runs, root, split, protocol, out_dir, skipped, annotations, source, by_name)
 
 
@@ -348,6 +361,9 @@ def evaluate_model(
     audio_level_db="model",
     swap_audio=None,
     listening=False,
+    threshold="median",
+    records=None,
+    missing=None,
 ):
     """Runs the model over `make_dataset(root, split)` and evaluates its heatmaps (plus the baselines).
 
@@ -383,6 +399,8 @@ def evaluate_model(
         swap_audio: the listening control: an int seed gives every frame the audio of another record of another
             class (`swapped_audio_records`), scored against the frame's own ground truth. A map that follows the
             sound loses its lead over the random map; an objectness map loses nothing. None: each frame's own audio.
+        listening: also run the listening control (`swap_audio` with `seed`) and report it beside the model.
+        threshold, records, missing: as in `evaluate_heatmaps`.
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -411,11 +429,12 @@ def evaluate_model(
                       progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
                       clip_seconds=clip_seconds, image_mode=image_mode, strict_median=strict_median,
                       class_conditioned=False if heard else class_conditioned, strict=strict,
-                      audio_level_db=audio_level_db)
+                      audio_level_db=audio_level_db, threshold=threshold, records=records)
         swapped_row = evaluate_model(model, root, split=split, swap_audio=seed, **common)["model"]
         if heard:
             own_row = evaluate_model(model, root, split=split, **common)["model"]
-    records = _records(root, split)
+    problems = Problems(strict)
+    records = _records(root, split, records, missing, problems)
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
     inputs = records if swap_audio is None else swapped_audio_records(records, swap_audio)
     dataset = data_lib.make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
@@ -427,9 +446,9 @@ def evaluate_model(
     without_sources = 0
     encoder = objectness_encoder if objectness_encoder is not None else getattr(model, "image_encoder", None)
     baseline_names = ["center", "random"] + (["objectness"] if encoder is not None else [])
-    problems = Problems(strict)
-    model_run = _Run(protocol, resize, keep_maps=True, strict_median=strict_median)
-    runs = {name: _Run(protocol, resize, False, strict_median) for name in baseline_names} if baselines else {}
+    model_run = _Run(protocol, resize, keep_maps=True, strict_median=strict_median, threshold=threshold)
+    runs = ({name: _Run(protocol, resize, False, strict_median, threshold) for name in baseline_names}
+            if baselines else {})
     total = -(-len(records) // batch_size)
     if max_batches is not None:
         total = min(total, max_batches)
@@ -483,7 +502,7 @@ def evaluate_model(
                 problems.skip("unreadable_clips", name, reason)
     source = {"model": getattr(model, "name", type(model).__name__),
               "settings": {"image_size": image_size, "clip_seconds": clip_seconds, "image_mode": image_mode,
-                           "strict_median": strict_median, "audio_level_db": audio_level_db}}
+                           "strict_median": strict_median, "audio_level_db": audio_level_db, "threshold": threshold}}
     if swap_audio is not None:
         source["audio"] = f"another class's clip (listening control, seed {int(swap_audio)})"
     if class_conditioned and hasattr(model, "localize_sources"):

@@ -37,6 +37,8 @@ PROTOCOLS = {
     "stamps": {"gt": PROTOCOL_GT_RULES["stamps"], "extended": True, "multi": False},
     "stamps-mix": {"gt": PROTOCOL_GT_RULES["stamps-mix"], "extended": True, "multi": True},
     "music-duet": {"gt": PROTOCOL_GT_RULES["music-duet"], "extended": False, "multi": True},
+    "extended-vggss": {"gt": PROTOCOL_GT_RULES["extended-vggss"], "extended": True, "multi": False},
+    "extended-flickr": {"gt": PROTOCOL_GT_RULES["extended-flickr"], "extended": True, "multi": False},
 }
 """Each protocol's ground-truth rule (`keras_avloc.metrics.groundtruth`), whether it adds SLAVC's
 extended metrics, and whether it scores mixtures per source."""
@@ -50,6 +52,8 @@ class Evaluator:
         protocol: one of `PROTOCOLS` ("vggss", "flickr", "stamps", "stamps-mix", "music-duet").
         resize: heatmap upsampling, "align_corners" (EZ-VSL, default) or "half_pixel" (LVS).
         strict: `>` instead of `>=` at the median threshold (original LVS script).
+        threshold: "median" (the top half of each map: every published cIoU, and SLAVC's `--relative_prediction`)
+            or a number applied to the maps as they are, not normalised (SLAVC's `pred_thr` on its fixed-scale maps).
 
     Example:
     >>> ev = Evaluator("vggss")
@@ -62,13 +66,16 @@ class Evaluator:
 
     CHUNK = 32  # maps processed together; keeps temporaries small enough to stay in reused memory
 
-    def __init__(self, protocol="vggss", resize="align_corners", strict=False):
+    def __init__(self, protocol="vggss", resize="align_corners", strict=False, threshold="median"):
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}.")
+        if threshold != "median" and not isinstance(threshold, (int, float)):
+            raise ValueError(f"threshold must be 'median' or a number, got {threshold!r}.")
         self.protocol = protocol
         self.options = PROTOCOLS[protocol]
         self.resize = resize
         self.strict = strict
+        self.threshold = threshold
         self.reset()
 
     def reset(self):
@@ -124,7 +131,8 @@ class Evaluator:
             part = slice(start, start + self.CHUNK)
             resized = resize_maps(maps[part], size, self.resize)
             gt = _as_float_array(gt_all[part], "gt_maps", dtype=np.float32).reshape(len(resized), -1)
-            binary = _binarize(resized, size, self.resize, "median", self.strict).reshape(len(resized), -1)
+            binary = _binarize(resized, size, self.resize, self.threshold, self.strict,
+                               normalize=self.threshold == "median").reshape(len(resized), -1)
             self._cious.extend(_ciou_counts(binary, gt).tolist())
             self._areas.extend((gt.sum(axis=1, dtype=np.float64) * (224.0 / size) ** 2).tolist())
             peak = np.argmax(resized.reshape(len(resized), -1), axis=1)

@@ -32,7 +32,7 @@ GT_SIZE = 224
 """Side of every ground-truth map (all published protocols evaluate at 224 x 224)."""
 
 PROTOCOL_GT_RULES = {"vggss": "union", "flickr": "consensus", "stamps": "union", "stamps-mix": "union",
-                     "music-duet": "union"}
+                     "music-duet": "union", "extended-vggss": "union", "extended-flickr": "consensus"}
 GT_RULES = ("union", "consensus", "mask")
 
 
