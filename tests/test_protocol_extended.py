@@ -244,3 +244,37 @@ def test_extended_flickr_reads_the_annotator_boxes_and_equals_the_official_evalu
     expected = official_table(names, maps, pixel_boxes, relative=True, gt_of=official_flickr_gt)
     for key, value in expected.items():
         assert metrics["model"]["extended_table"][key] == (None if value is None else pytest.approx(value, abs=1e-6)), key
+
+
+def test_data_pairs_extends_any_split_with_cross_class_pairs(tmp_path, capsys):
+    from tiny_av_data import write_colour_tone_split
+
+    from keras_avloc.data import load_split
+
+    root = tmp_path / "mine"
+    write_colour_tone_split(str(root), classes=("red", "blue", "green"), count=9, size=32, seconds=0.5, split="test",
+                            masks=True)
+    assert main(["data", "pairs", str(root), "--split", "test"]) == 0
+    assert "9 records of test + 9 non-sounding pairs" in capsys.readouterr().out
+    records = load_split(str(root), "test_pairs")
+    by_file = {r["file"]: r for r in records}
+    pairs = [r for r in records if r["kind"] == "offscreen"]
+    assert len(records) == 18 and len(pairs) == 9
+    for pair in pairs:
+        frame, heard = pair["frame_id"], pair["audio_id"]
+        assert pair["file"] == f"{frame}__{heard}" and by_file[frame]["class"] != by_file[heard]["class"]
+        assert pair["image"] == by_file[frame]["image"] and pair["audio"] == by_file[heard]["audio"]
+        assert not len(pair["boxes"]) and pair["mask"] is None
+    assert records[0]["mask"] == str(root / "masks" / "clip_00.png")  # masks stay relative to ROOT in the file
+    assert main(["data", "pairs", str(root), "--split", "test"]) != 0
+    assert "--overwrite" in capsys.readouterr().err
+    assert main(["data", "pairs", str(root), "--split", "test", "--seed", "1", "--overwrite"]) == 0
+    # scored as an extended protocol: the table is printed beside the usual one
+    names = [r["file"] for r in load_split(str(root), "test_pairs")]
+    maps = np.random.default_rng(0).random((len(names), 7, 7)).astype(np.float32)
+    np.savez(tmp_path / "maps.npz", files=np.array(names), heatmaps=maps)
+    capsys.readouterr()
+    assert main(["evaluate", "--heatmaps", str(tmp_path / "maps.npz"), "--data", str(root), "--split", "test_pairs",
+                 "--protocol", "stamps", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "Extended protocol (SLAVC)" in printed and "9 positives, 9 non-sounding pairs" in printed

@@ -4,7 +4,7 @@ import importlib
 
 from keras_avloc.cli import ExampleFormatter
 
-DATA_ACTIONS = ["data_extract", "data_tfrecord", "data_stamps", "data_sphere"]
+DATA_ACTIONS = ["data_extract", "data_tfrecord", "data_stamps", "data_sphere", "data_pairs"]
 
 
 def register(subparsers):
@@ -14,7 +14,7 @@ def register(subparsers):
         formatter_class=ExampleFormatter,
         epilog="Examples:\n  avloc data extract videos/ datasets/mine\n"
         "  avloc data to-tfrecord datasets/mine shards/\n  avloc data stamps --out datasets/stamps\n"
-        "  avloc data sphere --out datasets/sphere",
+        "  avloc data sphere --out datasets/sphere\n  avloc data pairs datasets/stamps --split test",
     )
     actions = parser.add_subparsers(dest="data_command", metavar="ACTION")
     for name in DATA_ACTIONS:

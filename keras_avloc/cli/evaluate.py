@@ -181,6 +181,10 @@ def run(args):
             audio_level_db="model" if args.audio_level_db is None else args.audio_level_db,
         )
     print(metrics["table"])
+    if metrics["model"].get("extended_table"):
+        from keras_avloc.evaluation.extended import extended_results_table
+
+        print("\nExtended protocol (SLAVC):\n" + extended_results_table(metrics))
     multi = metrics["model"].get("multi_source")
     if multi:
         print(f"per-source: cIoU@0.3 {multi['ciou@0.3']:.4f}  AUC {multi['auc']:.4f}  PIAP {multi['piap']:.4f}"

@@ -139,3 +139,44 @@ def extended_records(root, testset, metadata, annotations=None):
         entries.append({"file": name, "kind": "offscreen", "frame_id": pair["video"], "audio_id": pair["audio"]})
     source = os.path.join(metadata, pairs_name)
     return records_from_entries(root, entries, source), missing
+
+
+def nonsounding_pairs(records, seed=0):
+    """Non-sounding pairs for any split, built as Extended VGG-SS / Flickr build theirs: each frame with the audio
+    of another clip, of another class when classes are known (then the sound's source is not in the picture).
+
+    Only records with a visible source (not "silent" / "offscreen") take part, as frame and as audio donor.
+
+    Args:
+        records: `load_split` records.
+        seed: the donor draw (same seed, same pairs).
+
+    Returns:
+        new records named `<frame>__<audio>`, `kind` "offscreen", no boxes, one per record that has a donor.
+
+    Example:
+    >>> pairs = nonsounding_pairs(load_split("datasets/stamps", "test"), seed=0)  # doctest: +SKIP
+    """
+    import numpy as np
+
+    pool = [record for record in records if record.get("kind") not in ("silent", "offscreen")]
+    classes = np.array([str(record.get("class") or "") for record in pool])
+    rng = np.random.default_rng([int(seed), 2022])
+    pairs = []
+    for position, record in enumerate(pool):
+        if classes[position]:
+            donors = np.nonzero(classes != classes[position])[0]
+        else:  # unknown classes: any other clip
+            donors = np.array([i for i in range(len(pool)) if i != position], dtype=int)
+        if not len(donors):
+            continue
+        donor = pool[int(donors[rng.integers(0, len(donors))])]
+        frame, heard = record.get("frame_id", record["file"]), donor.get("audio_id", donor["file"])
+        pairs.append({
+            "file": f"{frame}__{heard}", "class": "", "boxes": np.zeros((0, 4)), "mask": None, "kind": "offscreen",
+            "gt": record.get("gt", "union"), "sources": [], "objects": [], "clamped": 0, "prompt": None,
+            "language": None, "speech": None, "scenario": None, "interference": None,
+            "frame_id": frame, "audio_id": heard, "image": record["image"], "video": record.get("video"),
+            "audio": donor["audio"], "audio_video": donor.get("audio_video") or donor.get("video"),
+        })
+    return pairs
