@@ -6,7 +6,7 @@ from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
-                    "stamps-speech", "sphere", "stamps-interference", "extended-vggss", "extended-flickr"]
+                    "stamps-speech", "sphere", "stamps-interference", "extended-vggss", "extended-flickr", "is3"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -22,6 +22,11 @@ EPILOG = """Examples:
   # and SLAVC's metadata/ lists (vggss_test.csv, vggss.json, vggss_test_plus_silent.csv); Flickr: --gt-dir Annotations
   avloc evaluate --checkpoint model.keras --data data/vggss --protocol extended-vggss --metadata metadata \
       --baselines --out runs/ext_vggss
+
+  # IS3: two objects per image, each with its own audio (cIoU, AUC, iIoU, iAUC): the official download
+  # (ROOT/visual_frames, ROOT/audio_wav, --metadata holding synthetic3240_bbox.json) or a per-source split
+  avloc evaluate --checkpoint model.keras --data data/is3 --protocol is3 --metadata metadata --out runs/is3
+  avloc evaluate --checkpoint model.keras --data data/stamps --protocol is3 --split test_mix_is3 --out runs/is3
 
   # two-source mixtures: adds per-source cIoU@0.3 / AUC, PIAP and CAP (AVGN localises each source)
   avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
@@ -86,6 +91,9 @@ def register(subparsers):
     parser.add_argument("--metadata", metavar="DIR", default=None,
                         help="extended-*: the folder of SLAVC's lists (<set>_test.csv, <set>_test_plus_silent.csv, "
                         "vggss.json); default ROOT/metadata")
+    parser.add_argument("--mask-ground-truth", action="store_true",
+                        help="is3: score against each entry's mask (the official seg list, synthetic3240_seg.json, "
+                        "or the split's masks) instead of its box")
     parser.add_argument("--gt-dir", metavar="DIR", default=None,
                         help="extended-flickr: the Flickr-SoundNet box files (<id>.xml); default ROOT/Annotations")
     parser.add_argument("--pred-threshold", type=types.median_or_number, default="median", metavar="median|NUMBER",
@@ -146,7 +154,8 @@ def run(args):
     from keras_avloc.io.files import check_output_folder
 
     if args.split is None:
-        args.split = {"stamps-speech": "test_speech", "stamps-interference": "test_interf"}.get(args.protocol, "test")
+        args.split = {"stamps-speech": "test_speech", "stamps-interference": "test_interf",
+                      "is3": "test_mix_is3"}.get(args.protocol, "test")
     if not os.path.isdir(args.data):
         raise CliError(f"--data {args.data} is not a directory; point it at a dataset root holding {args.split}.json.")
     check_output_folder(args.out)
@@ -154,6 +163,8 @@ def run(args):
         return _run_extended(args)
     if args.pred_threshold != "median":
         raise CliError(f"--pred-threshold applies to the extended protocols, not --protocol {args.protocol}.")
+    if args.protocol == "is3":
+        return _run_is3(args)
     args.resize = args.resize or "align_corners"
     if args.protocol in ("stamps-classes", "stamps-interference"):
         return _run_classes(args)
@@ -216,6 +227,37 @@ def _run_extended(args):
                                     clip_seconds=args.clip_seconds, image_mode=args.image_mode,
                                     strict_median=args.strict_median, **options)
     print(extended_results_table(metrics))
+    for line in skipped_lines(metrics):
+        print(line)
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_is3(args):
+    from keras_avloc.data import load_split
+    from keras_avloc.data.annotations import split_path
+    from keras_avloc.data.protocols import IS3_FILES, is3_records
+    from keras_avloc.evaluation.is3 import evaluate_is3, is3_results_table
+
+    official = os.path.join(args.metadata or os.path.join(args.data, "metadata"), IS3_FILES["boxes"])
+    missing = None
+    if args.metadata or (not os.path.exists(split_path(args.data, args.split)) and os.path.isfile(official)):
+        records, missing = is3_records(args.data, os.path.dirname(official), masks=args.mask_ground_truth)
+    else:
+        records = load_split(args.data, args.split)
+    model = None
+    if args.checkpoint:
+        from keras_avloc.models import load_model
+
+        model = load_model(args.checkpoint, compile=False)
+    settings = dict(image_size=args.image_size, clip_seconds=args.clip_seconds, image_mode=args.image_mode,
+                    audio_level_db="model" if args.audio_level_db is None else args.audio_level_db)
+    metrics = evaluate_is3(model, args.data, records, missing=missing, heatmaps=args.heatmaps, out_dir=args.out,
+                           batch_size=args.batch_size, baselines=args.baselines or bool(args.checkpoint),
+                           progress=not args.no_progress, strict=args.strict, resize=args.resize or "align_corners",
+                           ground_truth="mask" if args.mask_ground_truth else "box",
+                           **(settings if args.checkpoint else {}))
+    print(is3_results_table(metrics))
     for line in skipped_lines(metrics):
         print(line)
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")

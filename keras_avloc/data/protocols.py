@@ -19,6 +19,8 @@ Example:
 import csv
 import os
 
+import numpy as np
+
 from keras_avloc.data.annotations import (AnnotationError, flickr_records, read_id_list, read_vggss_json,
                                           records_from_entries)
 
@@ -157,7 +159,6 @@ def nonsounding_pairs(records, seed=0):
     Example:
     >>> pairs = nonsounding_pairs(load_split("datasets/stamps", "test"), seed=0)  # doctest: +SKIP
     """
-    import numpy as np
 
     pool = [record for record in records if record.get("kind") not in ("silent", "offscreen")]
     classes = np.array([str(record.get("class") or "") for record in pool])
@@ -180,3 +181,125 @@ def nonsounding_pairs(records, seed=0):
             "audio": donor["audio"], "audio_video": donor.get("audio_video") or donor.get("video"),
         })
     return pairs
+
+
+IS3_FILES = {"boxes": "synthetic3240_bbox.json", "masks": "synthetic3240_seg.json"}
+IS3_SIZE = 224  # IS3 boxes are pixels of the 224 x 224 frame
+IS3_FOLDERS = {"image": ("visual_frames", "frames"), "audio": ("audio_wav", "audio"), "mask": ("gt_masks", "masks")}
+"""Where an IS3 file is looked for under ROOT, by kind: the official download's folder, then keras-avloc's."""
+
+
+def is3_group(stem):
+    """IS3's image key of an entry: its file name up to the last `_` (`accordion_baby_10467_baby` ->
+    `accordion_baby_10467`), the rule of kaistmm/SSLalignment `test.py`."""
+    return "_".join(stem.split("_")[:-1]) or stem
+
+
+def _is3_local(root, kind, original):
+    """The local copy of an IS3 file named by an authors' absolute path: ROOT/<its folder>/<name> or the
+    keras-avloc folder of that kind; None when neither exists."""
+    name = os.path.basename(str(original).replace("\\", "/"))
+    folder = os.path.basename(os.path.dirname(str(original).replace("\\", "/")))
+    for candidate in dict.fromkeys((folder,) + IS3_FOLDERS[kind]):
+        path = os.path.join(root, candidate, name)
+        if candidate and os.path.isfile(path):
+            return path
+    return None
+
+
+def is3_records(root, metadata, masks=False):
+    """The IS3 entries on a local copy: one record per (image, sounding object), its own audio and box.
+
+    The annotation lists (`metadata/synthetic3240_bbox.json`, and `synthetic3240_seg.json` with `masks`) name media
+    by the authors' absolute paths; each is looked for by file name under ROOT (`visual_frames/` or `frames/`,
+    `audio_wav/` or `audio/`, `gt_masks/` or `masks/`).
+
+    Args:
+        root: the local copy.
+        metadata: folder holding the annotation lists.
+        masks: also read each entry's mask (the segmentation ground truth of the seg list).
+
+    Returns:
+        (records, missing): `load_split`-style records with `group` (the image key, `is3_group`) and
+        `pixel_boxes` (int [1, 4], exclusive ends on the 224 grid, the official ground truth); missing:
+        {entry: the files it lacks}.
+
+    Raises:
+        AnnotationError: a missing or malformed list (naming the file and the entry).
+    """
+    import json
+
+    def read(name):
+        path = _metadata_file(metadata, name, "IS3")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                entries = json.load(handle)
+        except (OSError, ValueError) as err:
+            raise AnnotationError(f"{path}: not a readable JSON list ({err})") from None
+        if not isinstance(entries, list):
+            raise AnnotationError(f"{path}: expected a JSON list of {{image, audio, gt_box}} entries")
+        return path, entries
+
+    path, entries = read(IS3_FILES["boxes"])
+    mask_entries = read(IS3_FILES["masks"])[1] if masks else None
+    if mask_entries is not None and len(mask_entries) != len(entries):
+        raise AnnotationError(f"{os.path.join(metadata, IS3_FILES['masks'])}: {len(mask_entries)} entries, but "
+                              f"{path} has {len(entries)}; the two lists must match entry for entry")
+    records, missing, built = [], {}, []
+    for position, entry in enumerate(entries):
+        where = f"{path} entry {position}"
+        box = entry.get("gt_box") if isinstance(entry, dict) else None
+        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+            raise AnnotationError(f"{where}: expected {{image, audio, gt_box: [xmin, ymin, xmax, ymax]}}")
+        stem = os.path.splitext(os.path.basename(str(entry.get("image", ""))))[0]
+        local = {"image": _is3_local(root, "image", entry.get("image", "")),
+                 "audio": _is3_local(root, "audio", entry.get("audio", ""))}
+        if mask_entries is not None:
+            local["mask"] = _is3_local(root, "mask", mask_entries[position].get("gt_box", ""))
+        lacking = [kind for kind, found in local.items() if found is None]
+        if lacking:
+            missing[stem] = f"no {' / '.join(lacking)} file under {root} (looked for by file name)"
+            continue
+        pixels = np.asarray([[int(v) for v in box]])
+        built.append({"file": stem, "bbox": (pixels / IS3_SIZE).tolist(), "class": stem.split("_")[-1]})
+        records.append({"group": is3_group(stem), "pixel_boxes": pixels, **local})
+    out = records_from_entries(root, built, path)
+    for record, extra in zip(out, records):
+        record.update(extra)
+        record.pop("video", None)
+    return out, missing
+
+
+def per_source_records(records):
+    """IS3-style entries from mixture scenes: each on-screen source of a scene as its own entry, the scene's frame
+    with that source's own recording, scored against that source's box (and mask).
+
+    Args:
+        records: `load_split` records; those with `sources` (mixtures) take part. A source needs its own audio
+            file in ROOT/audio/ and a box (off-screen sources are left out).
+
+    Returns:
+        new records named after each source's audio file, `frame_id` the scene (their IS3 image key).
+
+    Example:
+    >>> entries = per_source_records(load_split("datasets/stamps", "test_mix"))  # doctest: +SKIP
+    """
+    out = []
+    for record in records:
+        for source in record.get("sources") or []:
+            audio = source.get("audio")
+            if not audio or not len(source.get("boxes", [])) or source.get("offscreen"):
+                continue
+            stem = os.path.splitext(os.path.basename(audio))[0]
+            if os.path.dirname(os.path.abspath(audio)) != os.path.dirname(os.path.abspath(record["audio"])):
+                raise AnnotationError(f"{audio}: a source's audio must sit in the scene's audio folder "
+                                      f"({os.path.dirname(record['audio'])}) to become an entry of its own")
+            frame = record.get("frame_id", record["file"])
+            out.append({
+                "file": stem, "class": source.get("class", ""), "boxes": np.asarray(source["boxes"]),
+                "mask": source.get("mask"), "kind": "single", "gt": record.get("gt", "union"), "sources": [],
+                "objects": [], "clamped": 0, "prompt": None, "language": None, "speech": None, "scenario": None,
+                "interference": None, "frame_id": frame, "image": record["image"], "video": record.get("video"),
+                "audio": audio,
+            })
+    return out
