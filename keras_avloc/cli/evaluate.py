@@ -6,7 +6,8 @@ from keras_avloc.cli import CliError, ExampleFormatter
 from keras_avloc.cli import args as types
 
 PROTOCOL_CHOICES = ["vggss", "flickr", "stamps", "stamps-mix", "music-duet", "stamps-classes", "stamps-sound",
-                    "stamps-speech", "sphere", "stamps-interference", "extended-vggss", "extended-flickr", "is3"]
+                    "stamps-speech", "sphere", "stamps-interference", "extended-vggss", "extended-flickr", "is3",
+                    "negative-audio"]
 
 EPILOG = """Examples:
   # score saved heatmaps (npz with `files` [N] and `heatmaps` [N, h, w]) against ROOT/test.json
@@ -27,6 +28,10 @@ EPILOG = """Examples:
   # (ROOT/visual_frames, ROOT/audio_wav, --metadata holding synthetic3240_bbox.json) or a per-source split
   avloc evaluate --checkpoint model.keras --data data/is3 --protocol is3 --metadata metadata --out runs/is3
   avloc evaluate --checkpoint model.keras --data data/stamps --protocol is3 --split test_mix_is3 --out runs/is3
+
+  # negative audio (vssl_eval): each frame also with silence, noise and an off-screen clip; pIA, AOC, F.
+  # The universal threshold is chosen on --threshold-split (val) unless given
+  avloc evaluate --checkpoint model.keras --data data/stamps --protocol negative-audio --passes 3 --out runs/neg
 
   # two-source mixtures: adds per-source cIoU@0.3 / AUC, PIAP and CAP (AVGN localises each source)
   avloc evaluate --checkpoint runs/avgn/model.keras --data data/stamps --split test_mix \
@@ -94,6 +99,17 @@ def register(subparsers):
     parser.add_argument("--mask-ground-truth", action="store_true",
                         help="is3: score against each entry's mask (the official seg list, synthetic3240_seg.json, "
                         "or the split's masks) instead of its box")
+    parser.add_argument("--universal-threshold", type=types.median_or_number, default=None, metavar="NUMBER",
+                        help="negative-audio: one threshold for every map, on the scale of the model's maps (default: "
+                        "chosen on --threshold-split, the candidate with the best F)")
+    parser.add_argument("--threshold-split", default="val",
+                        help="negative-audio: the split the universal threshold is chosen on (default val)")
+    parser.add_argument("--passes", type=types.integer(1, 10), default=10,
+                        help="negative-audio: passes with fresh noise and off-screen draws (the official ten seeds; "
+                        "fewer: the first N)")
+    parser.add_argument("--official-log-quirk", action="store_true",
+                        help="negative-audio: noise and silence spectrograms without the log, as vssl_eval computes "
+                        "them for EZ-VSL / SLAVC / FNAC (default: with the log, like every other input)")
     parser.add_argument("--gt-dir", metavar="DIR", default=None,
                         help="extended-flickr: the Flickr-SoundNet box files (<id>.xml); default ROOT/Annotations")
     parser.add_argument("--pred-threshold", type=types.median_or_number, default="median", metavar="median|NUMBER",
@@ -165,6 +181,8 @@ def run(args):
         raise CliError(f"--pred-threshold applies to the extended protocols, not --protocol {args.protocol}.")
     if args.protocol == "is3":
         return _run_is3(args)
+    if args.protocol == "negative-audio":
+        return _run_negative_audio(args)
     args.resize = args.resize or "align_corners"
     if args.protocol in ("stamps-classes", "stamps-interference"):
         return _run_classes(args)
@@ -258,6 +276,37 @@ def _run_is3(args):
                            ground_truth="mask" if args.mask_ground_truth else "box",
                            **(settings if args.checkpoint else {}))
     print(is3_results_table(metrics))
+    for line in skipped_lines(metrics):
+        print(line)
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+def _run_negative_audio(args):
+    from keras_avloc.data import load_split
+    from keras_avloc.evaluation.negative_audio import (OFFICIAL_SEEDS, choose_threshold, evaluate_negative_audio,
+                                                       negative_audio_table)
+    from keras_avloc.models import load_model
+
+    if not args.checkpoint:
+        raise CliError("--protocol negative-audio needs --checkpoint (the negative maps come from the model).")
+    if args.universal_threshold == "median":
+        raise CliError("--universal-threshold takes a number (leave it out to choose one on --threshold-split).")
+    model = load_model(args.checkpoint, compile=False)
+    settings = dict(image_size=args.image_size, clip_seconds=args.clip_seconds, image_mode=args.image_mode,
+                    audio_level_db="model" if args.audio_level_db is None else args.audio_level_db)
+    common = dict(batch_size=args.batch_size, progress=not args.no_progress, official_log_quirk=args.official_log_quirk)
+    encoder = getattr(model, "image_encoder", None)
+    baselines = ("center",) + (("objectness",) if encoder is not None else ())
+    threshold, chosen_on = args.universal_threshold, "given (--universal-threshold)"
+    if threshold is None:
+        threshold, _ = choose_threshold(model, args.data, load_split(args.data, args.threshold_split), **common,
+                                        baselines=baselines, encoder=encoder, **settings)
+        chosen_on = f"chosen on {args.threshold_split} (best F among the candidates of choose_threshold)"
+    metrics = evaluate_negative_audio(model, args.data, load_split(args.data, args.split), threshold, out_dir=args.out,
+                                      seeds=OFFICIAL_SEEDS[:args.passes], strict=args.strict, chosen_on=chosen_on,
+                                      encoder=encoder, **common, **settings)
+    print(negative_audio_table(metrics))
     for line in skipped_lines(metrics):
         print(line)
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
