@@ -185,7 +185,7 @@ def test_extended_cli_errors_name_the_fix(tmp_path, capsys):
     assert main(common + ["--protocol", "extended-vggss", "--out", str(tmp_path / "a")]) != 0
     assert "none of the 1 heatmap files" in capsys.readouterr().err
     assert main(common + ["--protocol", "vggss", "--pred-threshold", "0.5", "--out", str(tmp_path / "b")]) != 0
-    assert "--pred-threshold applies to the extended protocols" in capsys.readouterr().err
+    assert "--pred-threshold and --saliency-alpha apply to the extended protocols" in capsys.readouterr().err
     assert main(common + ["--protocol", "extended-vggss", "--pred-threshold", "high", "--out", str(tmp_path / "c")]) == 2
     assert "must be 'median' or a number" in capsys.readouterr().err
 
@@ -278,3 +278,33 @@ def test_data_pairs_extends_any_split_with_cross_class_pairs(tmp_path, capsys):
                  "--protocol", "stamps", "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "Extended protocol (SLAVC)" in printed and "9 positives, 9 non-sounding pairs" in printed
+
+
+def test_saliency_fusion_follows_slavc_on_fixed_scales(tmp_path):
+    """alpha = 1 leaves (cos + 1) / 2, so every confidence is (plain confidence + 1) / 2; alpha = 0 leaves the
+    objectness alone, so a frame's confidence no longer depends on what it hears."""
+    from keras_avloc.metrics.extended import saliency_fusion
+    from keras_avloc.models import EZVSL
+
+    cosine = np.array([[[-1.0, 0.5]]], np.float32)
+    objectness = np.array([[[2.5, 0.0]]], np.float32)
+    np.testing.assert_allclose(saliency_fusion(cosine, objectness, 0.9), [[[0.1, 0.675]]], atol=1e-7)
+    root, positives, chosen, _ = official_layout(tmp_path, pairs=3)
+    model = EZVSL(embed_dim=16, backbone_kwargs={"width": 8})
+    model({"image": np.zeros((1, 64, 64, 3), np.float32), "audio": np.zeros((1, 257, 100, 1), np.float32)})
+    model.save(tmp_path / "ezvsl.keras")
+    confidences = {}
+    for alpha in (None, "1", "0"):
+        out = tmp_path / f"out_{alpha}"
+        extra = [] if alpha is None else ["--saliency-alpha", alpha]
+        assert main(["evaluate", "--checkpoint", str(tmp_path / "ezvsl.keras"), "--data", str(root), "--protocol",
+                     "extended-vggss", "--image-size", "64", "--clip-seconds", "0.5", "--out", str(out),
+                     "--no-progress", *extra]) == 0
+        rows = json.loads((out / "per_sample.json").read_text())
+        confidences[alpha] = {row["name"]: row["confidence"] for row in rows}
+    for name, plain in confidences[None].items():
+        assert confidences["1"][name] == pytest.approx((plain + 1) / 2, abs=1e-5)
+    first = chosen[0]
+    pair = f"{first['video']}__{first['audio']}"
+    assert confidences["0"][pair] == pytest.approx(confidences["0"][first["video"]], abs=1e-6)
+    assert confidences[None][pair] != pytest.approx(confidences[None][first["video"]], abs=1e-6)

@@ -80,8 +80,8 @@ def register(subparsers):
     parser.add_argument(
         "--objectness-weights",
         metavar="FILE.weights.h5",
-        help="with --heatmaps --baselines: ImageNet ResNet-18 weights (from `avloc port-weights`) for the "
-        "objectness baseline (with --checkpoint the model's own image encoder is used)",
+        help="ImageNet ResNet-18 weights (from `avloc port-weights`): the objectness baseline with --heatmaps "
+        "--baselines, and the extended protocols' objectness and --saliency-alpha (else the model's own encoder)",
     )
     parser.add_argument("--out", required=True, metavar="DIR", help="output directory")
     parser.add_argument("--batch-size", type=types.integer(1, 4096), default=16,
@@ -110,6 +110,10 @@ def register(subparsers):
     parser.add_argument("--official-log-quirk", action="store_true",
                         help="negative-audio: noise and silence spectrograms without the log, as vssl_eval computes "
                         "them for EZ-VSL / SLAVC / FNAC (default: with the log, like every other input)")
+    parser.add_argument("--saliency-alpha", type=types.number(minimum=0, maximum=1), default=None, metavar="ALPHA",
+                        help="extended-*: fuse each map with object saliency as SLAVC's published numbers do "
+                        "(alpha (cos + 1) / 2 + (1 - alpha) objectness / 2.5; its README: 0.9); the saliency comes "
+                        "from --objectness-weights (ImageNet ResNet-18, as officially) or the model's image encoder")
     parser.add_argument("--gt-dir", metavar="DIR", default=None,
                         help="extended-flickr: the Flickr-SoundNet box files (<id>.xml); default ROOT/Annotations")
     parser.add_argument("--pred-threshold", type=types.median_or_number, default="median", metavar="median|NUMBER",
@@ -177,8 +181,9 @@ def run(args):
     check_output_folder(args.out)
     if args.protocol.startswith("extended-"):
         return _run_extended(args)
-    if args.pred_threshold != "median":
-        raise CliError(f"--pred-threshold applies to the extended protocols, not --protocol {args.protocol}.")
+    if args.pred_threshold != "median" or args.saliency_alpha is not None:
+        raise CliError(f"--pred-threshold and --saliency-alpha apply to the extended protocols, not --protocol "
+                       f"{args.protocol}.")
     if args.protocol == "is3":
         return _run_is3(args)
     if args.protocol == "negative-audio":
@@ -235,13 +240,18 @@ def _run_extended(args):
     if args.heatmaps:
         options["image_encoder"] = _objectness_encoder(args.objectness_weights) if args.baselines else None
         metrics = evaluate_extended(None, args.data, testset, args.metadata, args.gt_dir, heatmaps=args.heatmaps,
-                                    strict_median=bool(args.strict_median), **options)
+                                    saliency_alpha=args.saliency_alpha, strict_median=bool(args.strict_median), **options)
     else:
         from keras_avloc.models import load_model
 
         model = load_model(args.checkpoint, compile=False)
+        encoder = _objectness_encoder(args.objectness_weights)
+        if args.saliency_alpha is not None and encoder is None:
+            print("saliency from the model's own image encoder (the official script uses an ImageNet ResNet-18: "
+                  "pass --objectness-weights)")
         metrics = evaluate_extended(model, args.data, testset, args.metadata, args.gt_dir,
-                                    batch_size=args.batch_size, image_size=args.image_size,
+                                    saliency_alpha=args.saliency_alpha, saliency_encoder=encoder,
+                                    objectness_encoder=encoder, batch_size=args.batch_size, image_size=args.image_size,
                                     clip_seconds=args.clip_seconds, image_mode=args.image_mode,
                                     strict_median=args.strict_median, **options)
     print(extended_results_table(metrics))

@@ -31,7 +31,26 @@ TABLE_COLUMNS = (("AP@50", "AP-all@50"), ("max-F1@50", "F1-all@50"), ("precision
 """Columns of the printed table: (title, `extended_table` key)."""
 
 
-def evaluate_extended(model, root, testset, metadata=None, annotations=None, heatmaps=None, **options):
+def saliency_transform(encoder, alpha):
+    """`map_transform` for `evaluate_model`: SLAVC's AV+OGL fusion (`keras_avloc.metrics.extended.saliency_fusion`)
+    with the objectness of `encoder` (an ImageNet ResNet-18, as the official script uses), upsampled bicubically
+    with aligned corners as the official script upsamples it."""
+    import numpy as np
+
+    from keras_avloc.metrics import resize_maps
+    from keras_avloc.metrics.extended import saliency_fusion
+    from keras_avloc.models.base import objectness_map
+
+    def fuse(maps, images):
+        features = np.asarray(encoder(images, training=False))
+        objectness = resize_maps(np.asarray(objectness_map(features)), maps.shape[-1], "bicubic_align_corners")
+        return saliency_fusion(maps, objectness, alpha)
+
+    return fuse
+
+
+def evaluate_extended(model, root, testset, metadata=None, annotations=None, heatmaps=None, saliency_alpha=None,
+                      saliency_encoder=None, **options):
     """Scores a model (or saved heatmaps) on Extended VGG-SS or Extended Flickr-SoundNet.
 
     Args:
@@ -41,6 +60,9 @@ def evaluate_extended(model, root, testset, metadata=None, annotations=None, hea
         metadata: folder with SLAVC's lists (default `ROOT/metadata`); annotations: Flickr's `<id>.xml` folder
             (default `ROOT/Annotations`).
         heatmaps: an .npz of saved maps (`evaluate_heatmaps`); the non-sounding pairs are named `<video>__<audio>`.
+        saliency_alpha: fuse each map with object saliency as SLAVC's published numbers do (`saliency_transform`;
+            0.9 in its README); None: the audio-visual map alone.
+        saliency_encoder: the saliency's image encoder (default: the model's own image encoder).
         **options: passed to `evaluate_model` / `evaluate_heatmaps` (out_dir, baselines, threshold, resize, ...).
 
     Returns:
@@ -53,7 +75,15 @@ def evaluate_extended(model, root, testset, metadata=None, annotations=None, hea
     options.setdefault("resize", "bicubic_align_corners")
     common = dict(split=f"extended_{testset}", protocol=f"extended-{testset}", records=records, missing=missing)
     if heatmaps is not None:
+        if saliency_alpha is not None:
+            raise report.EvaluationError("saliency fusion needs the frames' features: use a checkpoint, not saved "
+                                         "heatmaps (or fuse the maps before saving them).")
         return report.evaluate_heatmaps(heatmaps, root, **common, **options)
+    if saliency_alpha is not None:
+        encoder = saliency_encoder if saliency_encoder is not None else getattr(model, "image_encoder", None)
+        if encoder is None:
+            raise report.EvaluationError("saliency fusion needs an image encoder: pass ImageNet ResNet-18 weights.")
+        options["map_transform"] = saliency_transform(encoder, float(saliency_alpha))
     return report.evaluate_model(model, root, **common, **options)
 
 

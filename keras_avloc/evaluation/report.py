@@ -364,6 +364,7 @@ def evaluate_model(
     threshold="median",
     records=None,
     missing=None,
+    map_transform=None,
 ):
     """Runs the model over `make_dataset(root, split)` and evaluates its heatmaps (plus the baselines).
 
@@ -401,6 +402,8 @@ def evaluate_model(
             sound loses its lead over the random map; an objectness map loses nothing. None: each frame's own audio.
         listening: also run the listening control (`swap_audio` with `seed`) and report it beside the model.
         threshold, records, missing: as in `evaluate_heatmaps`.
+        map_transform: optional callable (maps [B, 224, 224], images) -> maps applied to the model's single maps
+            before scoring (e.g. SLAVC's saliency fusion, `keras_avloc.evaluation.extended`).
 
     Returns:
         the metrics dict written to `out_dir/metrics.json`.
@@ -474,6 +477,8 @@ def evaluate_model(
                               dtype=np.float32)
         else:
             maps = np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE)), dtype=np.float32)
+        if map_transform is not None:
+            maps = np.asarray(map_transform(maps, images), dtype=np.float32)
         source_gts = class_ids = None
         if multi:
             source_gts = batch.source_gts()

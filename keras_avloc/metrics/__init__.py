@@ -5,6 +5,7 @@ Pure numpy (no TensorFlow, no file reading); `keras_avloc.evaluation` runs model
 Single source: `ciou`, `success_auc`, `pointing_game`, `mask_iou`. Ground truth (one rule per protocol):
 `ground_truth_map`, `box_gt_map`, `flickr_gt_map`, `PROTOCOL_GT_RULES`.
 Extended (SLAVC): `extended_metrics`, `extended_table` (the official table), `top_quarter_confidence`.
+IS3: `is3_cious`, `is3_table`. Negative audio: `NegativeAudioEvaluator`, `NEGATIVE_KINDS`.
 Multi-source (AVGN, CSOL): `permutation_invariant_ap`, `class_aware_ap`, `per_source_ciou`,
 `csol_class_ciou`, `ratio_ciou`, `match_clusters`, `no_sound_area`. DenseAV: `prompted_segmentation_map`, `prompted_segmentation_miou`,
 `retrieval_recall`. Shared: `average_precision`.
@@ -22,6 +23,7 @@ from keras_avloc.metrics.groundtruth import (
     flickr_gt_map,
     ground_truth_map,
 )
+from keras_avloc.metrics.interactive import is3_cious, is3_table
 from keras_avloc.metrics.localization import (
     SUCCESS_THRESHOLDS,
     binarize_maps,
@@ -42,12 +44,15 @@ from keras_avloc.metrics.multisource import (
     per_source_ciou,
     permutation_invariant_ap,
 )
+from keras_avloc.metrics.negative import NEGATIVE_KINDS, NegativeAudioEvaluator
 from keras_avloc.metrics.ranking import average_precision, retrieval_recall
 
 
 __all__ = [
     "GT_SIZE",
     "GroundTruthError",
+    "NEGATIVE_KINDS",
+    "NegativeAudioEvaluator",
     "PROTOCOL_GT_RULES",
     "PROTOCOLS",
     "SUCCESS_THRESHOLDS",
@@ -65,6 +70,8 @@ __all__ = [
     "extended_table",
     "flickr_gt_map",
     "ground_truth_map",
+    "is3_cious",
+    "is3_table",
     "mask_iou",
     "no_sound_area",
     "per_source_ciou",

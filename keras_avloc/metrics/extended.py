@@ -178,3 +178,25 @@ def extended_table(cious, confidences, has_object, areas, ciou_thresholds=(0.5, 
     if "Precision-visible@50" in table:
         table["LocAcc"] = table["Precision-visible@50"]
     return table
+
+
+SLAVC_OBJECTNESS_MAX = 2.5
+"""SLAVC `test.py`: the object-saliency map is scaled by 1 / 2.5 (its fixed range [0, 2.5]) before the fusion."""
+
+
+def saliency_fusion(cosine_maps, objectness_maps, alpha=0.9):
+    """SLAVC's AV+OGL map: `alpha * (cosine + 1) / 2 + (1 - alpha) * objectness / 2.5`, both on fixed scales.
+
+    Args:
+        cosine_maps: [N, H, W] audio-visual cosine maps (what `localize` returns).
+        objectness_maps: [N, H, W] mean |layer4 feature| of an ImageNet ResNet-18, upsampled like the maps.
+        alpha: weight of the audio-visual map (SLAVC's README and published numbers: 0.9; its argparse default 0.4).
+
+    Returns:
+        float32 [N, H, W]; no normalisation, so the confidence (top-quarter mean) stays comparable across samples.
+    """
+    cosine = _as_float_array(cosine_maps, "cosine_maps", ndim=3, dtype=np.float32)
+    objectness = _as_float_array(objectness_maps, "objectness_maps", ndim=3, dtype=np.float32)
+    if cosine.shape != objectness.shape:
+        raise ValueError(f"saliency_fusion: maps {cosine.shape} and objectness {objectness.shape} differ in shape.")
+    return (alpha * (cosine + 1.0) / 2.0 + (1.0 - alpha) * objectness / SLAVC_OBJECTNESS_MAX).astype(np.float32)
