@@ -22,9 +22,8 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 
 import keras  # noqa: E402
 
-from keras_avloc.data.audio import FRONTEND_SAMPLE_RATES, get_frontend  # noqa: E402
 from keras_avloc.models import build_model, get_method_class, method_names  # noqa: E402
-from tiny_configs import TINY_BACKBONE, TINY_OPTIONS  # noqa: E402
+from tiny_configs import TINY_BACKBONE, TINY_OPTIONS, tiny_batch  # noqa: E402
 
 BATCH = 8  # global batch: 4 clips per replica
 EAGER = True  # one step: tracing would cost more than it saves
@@ -36,19 +35,7 @@ UNGATHERED = "lvs-without-gather"
 
 
 def batch_for(method, rng):
-    model_class = get_method_class("lvs" if method == UNGATHERED else method)
-    if model_class.data_kind == "sphere":
-        views = model_class.viewpoints_per_clip
-        x = {"image": rng.normal(size=(BATCH, views, 4, 32, 32, 3)).astype(np.float32),
-             "audio": 10 * rng.normal(size=(BATCH, views, 101, 128, 4)).astype(np.float32)}
-        return x, {"index": np.arange(BATCH)}
-    seconds = 1.0
-    wave = 0.3 * rng.normal(size=(BATCH, int(FRONTEND_SAMPLE_RATES[model_class.frontend] * seconds)))
-    audio = np.asarray(get_frontend(model_class.frontend)(tf.constant(wave, tf.float32)))
-    x = {"image": rng.normal(size=(BATCH, 64, 64, 3)).astype(np.float32), "audio": audio}
-    labels = rng.integers(0, 3, size=(BATCH, 2)).astype(np.int32)
-    labels[:, 1] = (labels[:, 0] + 1) % 3
-    return x, {"index": np.arange(BATCH), "label": labels[:, 0], "labels": labels}
+    return tiny_batch(get_method_class("lvs" if method == UNGATHERED else method), rng, BATCH)
 
 
 def one_step(method, strategy, x, y):

@@ -168,67 +168,7 @@ def test_a_run_folder_without_its_state_file_is_not_resumed_blindly(tmp_path):
 
 
 # --------------------------------------------------------------------------- save / load
-def _build(method, dtype):
-    from keras_avloc.models import build_model
-
-    extra = {"lvs": {}, "ezvsl": {"embed_dim": 16}, "avgn": {"embed_dim": 16, "num_classes": 3, "depth": 1,
-                                                               "num_heads": 2, "class_names": ["a", "b", "c"]},
-             "denseav": {"code_dim": 12}}
-    return build_model(method, backbone_kwargs={"width": 8}, dtype=dtype,
-                       eval_settings={"image_size": 64, "clip_seconds": 0.5}, **extra[method])
-
-
-@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
-@pytest.mark.parametrize("method", ["lvs", "ezvsl", "avgn", "denseav"])
-def test_save_load_rebuilds_every_model_exactly(tmp_path, method, dtype):
-    import keras
-
-    from keras_avloc.models import load_model
-
-    rng = np.random.default_rng(0)
-    x = {"image": rng.normal(size=(2, 64, 64, 3)).astype("float32"),
-         "audio": rng.normal(size=(2, 65, 24, 1)).astype("float32")}
-    model = _build(method, dtype)
-    model(x)
-    path = str(tmp_path / "model.keras")
-    model.save(path)
-    assert keras.config.dtype_policy().name == "float32"  # loading must not depend on the global policy
-    restored = load_model(path, compile=False)
-    assert type(restored) is type(model) and restored.get_config() == model.get_config()
-    assert restored.dtype_policy.name == dtype
-    for backbone in (restored.image_backbone, restored.audio_backbone):
-        assert {layer.dtype_policy.name for layer in backbone.layers if layer.weights} == {dtype}
-    assert restored.eval_settings["image_size"] == 64 and restored.eval_settings["clip_seconds"] == 0.5
-    np.testing.assert_array_equal(restored.localize(x["image"], x["audio"]), model.localize(x["image"], x["audio"]))
-    before = model(x)
-    after = restored(x)
-    for key in before:
-        np.testing.assert_array_equal(np.asarray(after[key]), np.asarray(before[key]))
-    rebuilt = type(model).from_config(model.get_config())
-    assert rebuilt.get_config() == model.get_config() and rebuilt.dtype_policy.name == dtype
-
-
-@pytest.mark.parametrize("method", ["lvs", "ezvsl", "avgn", "denseav"])
-def test_bf16_models_compute_in_bf16_but_keep_losses_and_heatmaps_in_float32(method):
-    """bf16 is the default where it is native: the encoders compute in bfloat16, while every loss term, the
-    gradients' target and the heatmaps the evaluator reads stay float32."""
-    from keras_avloc.models.avgn import AVGN
-
-    rng = np.random.default_rng(0)
-    x = {"image": rng.normal(size=(4, 64, 64, 3)).astype("float32"),
-         "audio": rng.normal(size=(4, 65, 24, 1)).astype("float32")}
-    y = {"label": np.array([0, 1, 2, 0]), "labels": np.array([[0, 1], [1, 2], [2, 0], [0, 2]]), "index": np.arange(4)}
-    model = _build(method, "mixed_bfloat16")
-    features = model(x, training=False)
-    import keras
-
-    dtype = keras.backend.standardize_dtype
-    assert "bfloat16" in {dtype(value.dtype) for value in features.values() if hasattr(value, "dtype")}
-    terms = model.compute_batch_terms(x, y if isinstance(model, AVGN) else None, training=True)
-    for name in model.loss_term_names:
-        assert dtype(terms[name].dtype) == "float32", (name, terms[name].dtype)
-    heatmaps = model.localize(x["image"], x["audio"])
-    assert heatmaps.dtype == np.float32 and np.isfinite(heatmaps).all()
+# Every registered method's config / .keras round trip and its bf16 loss terms: tests/test_conformance.py.
 
 
 def test_resnet18_config_rebuilds_the_same_backbone_in_bf16():

@@ -1,0 +1,89 @@
+"""The method contract, checked for every registered method (keras-hub's shared `TestCase`, for keras-avloc).
+
+Each method supplies its tiny configuration once (`tiny_configs.TINY_OPTIONS`) and its input kind (`data_kind`:
+frames or 360° viewpoints, `tiny_configs.tiny_batch`). Every method in `method_names()` must then:
+
+* rebuild exactly from `get_config` and from a `.keras` file, in float32 and mixed bfloat16: same class, same
+  config, its `eval_settings`, the dtype policy of every layer with weights, bit-identical outputs (and heatmaps,
+  for frame methods);
+* compute in bfloat16 under the mixed policy;
+* report every loss term as a float32 scalar, in bf16 too;
+* move its weights with one `fit` step;
+* give `localize` maps of the requested size (frame methods).
+
+A method added with `register_method` and an entry in TINY_OPTIONS is checked with no other test code. The
+global-batch check of every method (one step on one device against two replicas) is `test_distribute.py`.
+"""
+
+import keras
+import numpy as np
+import pytest
+from tiny_configs import TINY_OPTIONS, tiny_batch
+
+from keras_avloc.models import build_model, get_method_class, load_model, method_names
+
+METHODS = method_names()
+
+
+SETTINGS = {"image_size": 64, "clip_seconds": 0.5}
+
+
+def _model(method, dtype):
+    return build_model(method, dtype=dtype, eval_settings=SETTINGS, **TINY_OPTIONS.get(method, {}))
+
+
+def _outputs(model, x):
+    values = model(x, training=False)
+    return {key: np.asarray(value) for key, value in values.items() if hasattr(value, "shape")}
+
+
+def test_every_registered_method_has_a_tiny_configuration():
+    assert sorted(TINY_OPTIONS) == METHODS
+
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("method", METHODS)
+def test_config_and_keras_file_rebuild_the_model_exactly(tmp_path, method, dtype):
+    x, _ = tiny_batch(get_method_class(method), np.random.default_rng(0), batch=2)
+    model = _model(method, dtype)
+    before = _outputs(model, x)
+    rebuilt = type(model).from_config(model.get_config())
+    assert rebuilt.get_config() == model.get_config() and rebuilt.dtype_policy.name == dtype
+    model.save(tmp_path / "model.keras")
+    assert keras.config.dtype_policy().name == "float32"  # loading must not depend on the global policy
+    restored = load_model(str(tmp_path / "model.keras"), compile=False)
+    assert type(restored) is type(model) and restored.get_config() == model.get_config()
+    assert restored.dtype_policy.name == dtype and restored.eval_settings["image_size"] == 64
+    assert restored.eval_settings["clip_seconds"] == 0.5
+    policies = [(layer.name, layer.dtype_policy.name) for layer in model._flatten_layers() if layer.weights]
+    assert [(layer.name, layer.dtype_policy.name) for layer in restored._flatten_layers() if layer.weights] == policies
+    assert dtype in {name for _, name in policies}
+    after = _outputs(restored, x)
+    assert before and set(after) == set(before)
+    if dtype == "mixed_bfloat16":
+        assert "bfloat16" in {keras.backend.standardize_dtype(value.dtype) for value in before.values()}
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key], err_msg=f"{method} output {key}")
+    if model.data_kind == "frames":
+        heatmaps = model.localize(x["image"], x["audio"], image_size=(40, 48))
+        assert heatmaps.shape == (2, 40, 48) and heatmaps.dtype == np.float32 and np.isfinite(heatmaps).all()
+        np.testing.assert_array_equal(restored.localize(x["image"], x["audio"], image_size=(40, 48)), heatmaps)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_loss_terms_are_float32_scalars_and_one_step_moves_the_weights(method):
+    keras.utils.set_random_seed(1)
+    x, y = tiny_batch(get_method_class(method), np.random.default_rng(1), batch=4)
+    model = _model(method, "mixed_bfloat16")
+    model(x, training=False)
+    terms = model.compute_batch_terms(x, y, training=True)
+    assert set(model.loss_term_names) <= set(terms)
+    for name in model.loss_term_names:
+        value = terms[name]
+        assert keras.backend.standardize_dtype(value.dtype) == "float32" and tuple(value.shape) == (), (name, value)
+    before = [np.asarray(weight) for weight in model.trainable_weights]
+    model.compile(optimizer=keras.optimizers.SGD(0.1), run_eagerly=True)
+    history = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    moved = max(float(np.max(np.abs(np.asarray(w, np.float32) - b))) for w, b in zip(model.trainable_weights, before))
+    assert moved > 0
