@@ -28,6 +28,7 @@ import os
 import time
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import atomic_output, write_json, write_text
+from keras_avloc.models.contract import MultiSource
 from keras_avloc.perf import resolve_precision
 
 DEMO_CLASSES = ("chicken", "cow", "dog", "drum kit", "duck", "horse", "owl", "pig")
@@ -372,7 +373,7 @@ def heatmap_figure(models, data_root, path, preset, count=4):
     rows = []
     for name, model in models:
         x, y = batch_for(model)
-        conditioned = {"class_ids": y["label"]} if hasattr(model, "localize_sources") else {}
+        conditioned = {"class_ids": y["label"]} if isinstance(model, MultiSource) else {}
         maps = np.asarray(model.localize(x["image"], x["audio"], image_size=(side, side), **conditioned))
         tiles = []
         for image, heatmap, index in zip(images, maps, np.asarray(y["index"])):
@@ -579,7 +580,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
         display = getattr(model, "display_name", None) or method
         # A class-aware model (AVGN) is scored as its paper's test code does: the map of each clip's ground-truth
         # class. The maps of the classes it predicts itself get a row of their own.
-        conditioned = hasattr(model, "localize_sources")
+        conditioned = isinstance(model, MultiSource)
         metrics = evaluate_method(model, data_root, os.path.join(out_dir, name, "eval"), "test", settings,
                                   baselines=(number == 0), encoder=encoder, class_conditioned=conditioned,
                                   listening=init == "stand-in")

@@ -170,12 +170,16 @@ class FastLocalizer:
 
         from keras_avloc.backbones.fold import fold_batch_norms
 
-        for attribute in ("image_encoder", "audio_encoder", "similarity_map"):
-            if not hasattr(model, attribute):
-                raise TypeError(
-                    f"fast_inference_model needs a keras_avloc model with image_encoder, audio_encoder and "
-                    f"similarity_map; {type(model).__name__} has no {attribute}."
-                )
+        from keras_avloc.models.contract import FastInference
+
+        if getattr(model, "data_kind", "frames") != "frames":
+            raise TypeError(f"fast_inference_model serves frame methods; {type(model).__name__} scores 360° clips.")
+        if not isinstance(model, FastInference):
+            missing = [name for name in ("image_encoder", "audio_encoder", "similarity_map") if not hasattr(model, name)]
+            raise TypeError(
+                f"fast_inference_model needs a keras_avloc model with image_encoder, audio_encoder and "
+                f"similarity_map; {type(model).__name__} has no {missing[0]}."
+            )
         self.source_model = model
         self.image_encoder = fold_batch_norms(model.image_encoder) if fold else model.image_encoder
         self.audio_encoder = fold_batch_norms(model.audio_encoder) if fold else model.audio_encoder

@@ -87,3 +87,25 @@ def test_loss_terms_are_float32_scalars_and_one_step_moves_the_weights(method):
     assert np.isfinite(history.history["loss"][0])
     moved = max(float(np.max(np.abs(np.asarray(w, np.float32) - b))) for w, b in zip(model.trainable_weights, before))
     assert moved > 0
+
+
+def test_capabilities_are_declared_by_the_protocols_of_the_contract():
+    """The plumbing asks `isinstance(model, Capability)`; this is the matrix it sees (and docs/design.md shows).
+    AVC and AVSA alias their video encoder as `image_encoder` but score 360° viewpoints: the plumbing checks
+    `data_kind` before a frame capability."""
+    from keras_avloc.models import contract
+
+    expected = {
+        contract.MultiSource: {"avgn"},
+        contract.ClassAware: {"csolstage2", "ierstage2"},
+        contract.MultiHead: {"denseav"},
+        contract.InterferenceFilters: {"ierstage2"},
+        contract.FastInference: {"lvs", "ezvsl", "avgn", "csol", "csolstage2", "ier", "ierstage2", "denseav"},
+    }
+    for capability, names in expected.items():
+        found = {method for method in METHODS if isinstance(_model(method, "float32"), capability)
+                 and get_method_class(method).data_kind == "frames"}
+        assert found == names, capability.__name__
+    assert {m for m in METHODS if issubclass(get_method_class(m), contract.OfficialCheckpoint)} == {"lvs"}
+    assert {m: get_method_class(m).next_stage for m in METHODS if get_method_class(m).next_stage} == {
+        "csol": "csolstage2", "ier": "ierstage2"}

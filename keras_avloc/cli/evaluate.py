@@ -327,13 +327,14 @@ def _run_classes(args):
     from keras_avloc.evaluation.classes import (classes_table, evaluate_classes, evaluate_interference,
                                                 interference_table)
     from keras_avloc.models import load_model
+    from keras_avloc.models.contract import InterferenceFilters
 
     if not args.checkpoint:
         raise CliError(f"--protocol {args.protocol} needs --checkpoint (class maps come from the model).")
     model = load_model(args.checkpoint, compile=False)
     options = {}
     if args.no_silent_filter or args.no_offscreen_filter or args.mask_variant:
-        if not hasattr(model, "offscreen_filter"):
+        if not isinstance(model, InterferenceFilters):
             raise CliError("--no-silent-filter / --no-offscreen-filter / --mask-variant apply to IEr stage-two "
                            f"models; {args.checkpoint} holds a {type(model).__name__}.")
         # An unset flag keeps the model's own setting (None).

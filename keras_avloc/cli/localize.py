@@ -118,6 +118,7 @@ def run(args):
 
     from keras_avloc.io.media import MediaError, read_audio, read_frames, read_image
     from keras_avloc.models import load_model
+    from keras_avloc.models.contract import MultiHead
 
     model = load_model(args.checkpoint, compile=False)
     if getattr(model, "data_kind", "frames") == "sphere":
@@ -128,7 +129,7 @@ def run(args):
         raise CliError(f"--out {args.out}: a video input writes a video; use a .mp4 name.")
     if args.ogl is not None and "ogl_alpha" not in inspect.signature(model.localize).parameters:
         raise CliError(f"--ogl is only supported by EZ-VSL models; {args.checkpoint} is {type(model).__name__}.")
-    if args.heads and not hasattr(model, "localize_heads"):
+    if args.heads and not isinstance(model, MultiHead):
         raise CliError(f"--heads needs a model with several similarity heads (DenseAV); {args.checkpoint} is "
                        f"{type(model).__name__}.")
     if args.heads and args.ogl is not None:

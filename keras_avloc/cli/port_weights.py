@@ -62,9 +62,10 @@ def _port_method(args):
         raise CliError(f"INPUT {args.input}: no such file; pass the official checkpoint (e.g. lvs_vggss.pth.tar).")
     from keras_avloc.io.files import atomic_output
     from keras_avloc.models import get_method_class
+    from keras_avloc.models.contract import OfficialCheckpoint
 
     model_class = get_method_class(args.method)
-    if not hasattr(model_class, "from_official_checkpoint"):
+    if not issubclass(model_class, OfficialCheckpoint):
         raise CliError(f"--method {args.method}: keras-avloc cannot convert an official checkpoint of this method "
                        "(only its backbones: drop --method and pass --prefix for each ResNet-18).")
     model, report = model_class.from_official_checkpoint(args.input)

@@ -133,6 +133,14 @@ def register(subparsers):
     parser.set_defaults(func=run)
 
 
+def _accepts(model_class, parameter):
+    """Whether a method's constructor (or one of its bases') names `parameter`."""
+    import inspect
+
+    return any(parameter in inspect.signature(klass.__init__).parameters for klass in model_class.__mro__
+               if "__init__" in vars(klass))
+
+
 def run(args):
     from keras_avloc.io.files import check_output_folder
 
@@ -142,26 +150,29 @@ def run(args):
     if args.init_image_weights and not os.path.isfile(args.init_image_weights):
         raise CliError(f"--init-image-weights {args.init_image_weights}: no such file; create it with "
                        "`avloc port-weights`.")
-    if args.depth is not None and args.method != "avgn":
-        raise CliError(f"--depth applies to --method avgn only (got --method {args.method}); drop it.")
-    two_stage = ("csol", "ier")
+    from keras_avloc.models.registry import get_method_class, method_names
+
     if args.stage == 2:
-        if args.method not in two_stage:
-            raise CliError(f"--stage 2 applies to --method csol or ier only (got --method {args.method}); drop it.")
-        args.method = args.method + "stage2"
-    if args.clusters is not None and not args.method.startswith(two_stage):
-        raise CliError(f"--clusters applies to --method csol or ier only (got --method {args.method}); drop it.")
+        staged = [name for name in method_names() if get_method_class(name).next_stage]
+        following = get_method_class(args.method).next_stage
+        if not following:
+            raise CliError(f"--stage 2 applies to --method {' or '.join(staged)} only (got --method {args.method}); "
+                           "drop it.")
+        args.method = following
+    for flag, value, parameter in (("--depth", args.depth, "depth"), ("--clusters", args.clusters, "num_clusters"),
+                                   ("--embed-dim", args.embed_dim, "embed_dim")):
+        if value is not None and not _accepts(get_method_class(args.method), parameter):
+            takers = [name for name in method_names() if _accepts(get_method_class(name), parameter)]
+            raise CliError(f"{flag} applies to --method {' / '.join(takers)} only (got --method {args.method}); "
+                           "drop it.")
     if args.tfrecords and not os.path.isdir(args.tfrecords):
         raise CliError(f"--tfrecords {args.tfrecords}: no such folder; write the shards with `avloc data to-tfrecord "
                        f"{args.data} {args.tfrecords} --split train`.")
     if args.data_service and not args.tfrecords:
         raise CliError("--data-service runs the input pipeline on other processes, which needs the pure-graph TFRecord "
                        "reader: add --tfrecords DIR (write it with `avloc data to-tfrecord`).")
-    if args.embed_dim is not None and args.method == "lvs":
-        raise CliError("--embed-dim applies to methods with a projection (not lvs); drop it.")
 
     from keras_avloc.data.augment import get_augmentation
-    from keras_avloc.models.registry import get_method_class
     from keras_avloc.training import train
 
     augment = args.augment

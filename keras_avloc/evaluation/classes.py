@@ -29,6 +29,7 @@ from keras_avloc.io.files import check_output_folder, write_json
 from keras_avloc.metrics.groundtruth import GT_SIZE, ground_truth_map
 from keras_avloc.metrics.localization import success_curve, success_curve_area
 from keras_avloc.metrics.multisource import match_clusters, ratio_ciou
+from keras_avloc.models.contract import ClassAware, MultiSource
 
 PROTOCOL = "stamps-classes"
 KIND_RATIOS = {"mosaic": 0.5, "duet": 0.2, "mixture": 0.2, "interference": 0.2}
@@ -192,13 +193,13 @@ def evaluate_classes(model, root, split="test_mosaic", assign_split="val", rule=
                               "`avloc data stamps --n-test-mosaic 300 --n-test-duet 300`.")
     class_list = class_names(root)
     index = {name: position for position, name in enumerate(class_list)}
-    class_aware = hasattr(model, "localize_classes") and hasattr(model, "cluster_ids")
+    class_aware = isinstance(model, ClassAware)
     assignment = None
     if class_aware:
         assignment = fit_assignment(model, root, assign_split, class_list, rule, batch_size, progress, max_batches,
                                     assign_by)
     vocabulary = list(getattr(model, "class_names", None) or [])
-    conditioned = hasattr(model, "localize_sources") and bool(vocabulary)
+    conditioned = isinstance(model, MultiSource) and bool(vocabulary)
     runs = {"model": _Scores()}
     if baselines:
         runs.update(center=_Scores(), random=_Scores())

@@ -33,6 +33,7 @@ from keras_avloc.io.files import check_output_folder, write_json
 from keras_avloc.metrics.groundtruth import GT_SIZE
 from keras_avloc.metrics.denseav import prompted_segmentation_map, prompted_segmentation_miou
 from keras_avloc.metrics.ranking import average_precision, retrieval_recall
+from keras_avloc.models.contract import MultiHead
 
 PROTOCOLS = {"stamps-sound": "test", "stamps-speech": "test_speech"}
 """Protocol -> default split."""
@@ -111,7 +112,7 @@ class _Collector:
 
     def __init__(self, model, root, split, batch_size, progress, max_batches, clip_seconds, retrieval_limit):
         self.records = _records(root, split)
-        self.dense = hasattr(model, "evaluation_outputs")
+        self.dense = isinstance(model, MultiHead)
         self.maps, self.masks, self.classes, self.positions, self.scores = [], [], [], [], []
         self.advanced = []  # DenseAV maps averaged over the spoken word only (None where a record has no span)
         offset = max(SPEECH_CLIP_SECONDS / 2.0 - float(clip_seconds) / 2.0, 0.0)  # the centred clip's start
@@ -147,7 +148,7 @@ class _Collector:
                     if "audio_vecs" in outputs and "image_maps" in outputs:
                         self.retrieval["image"].append(np.asarray(outputs["image_maps"], np.float32)[:take])
                         self.retrieval["audio"].append(np.asarray(outputs["audio_vecs"], np.float32)[:take])
-            if self.dense and len(self.figure) < FIGURE_SAMPLES and hasattr(model, "localize_heads"):
+            if self.dense and len(self.figure) < FIGURE_SAMPLES:
                 heads = model.localize_heads(images[:1], audio[:1])
                 self.figure.append((images[0], heads[0], self.records[int(positions[0])]))
             for position in positions:

@@ -23,6 +23,7 @@ from keras_avloc.io.files import check_output_folder, write_json
 from keras_avloc.io.imagenet import normalize_images
 from keras_avloc.metrics.baselines import center_prior, random_maps
 from keras_avloc.metrics.evaluator import NO_OBJECT_KINDS, PROTOCOLS, Evaluator
+from keras_avloc.models.contract import MultiSource
 from keras_avloc.metrics.groundtruth import (
     GT_SIZE,
     PROTOCOL_GT_RULES,
@@ -427,7 +428,7 @@ def evaluate_model(
     if listening and swap_audio is None:
         # A class-conditioned map is told which class to draw: the control scores the maps of the classes the model
         # hears instead, with its own audio and with another class's.
-        heard = class_conditioned and hasattr(model, "localize_sources")
+        heard = class_conditioned and isinstance(model, MultiSource)
         common = dict(protocol=protocol, batch_size=batch_size, baselines=False, frontend=frontend, resize=resize,
                       progress=progress, seed=seed, max_batches=max_batches, image_size=image_size,
                       clip_seconds=clip_seconds, image_mode=image_mode, strict_median=strict_median,
@@ -470,7 +471,7 @@ def evaluate_model(
             continue
         keep = np.asarray(batch.keep)
         images, audio = np.asarray(x["image"])[keep], np.asarray(x["audio"])[keep]
-        if class_conditioned and not multi and hasattr(model, "localize_sources"):
+        if class_conditioned and not multi and isinstance(model, MultiSource):
             index = {name: position for position, name in enumerate(vocabulary)}
             truth = np.array([index.get(record.get("class"), -1) for record in batch.records], np.int32)
             maps = np.asarray(model.localize(images, audio, image_size=(GT_SIZE, GT_SIZE), class_ids=truth),
@@ -510,11 +511,11 @@ def evaluate_model(
                            "strict_median": strict_median, "audio_level_db": audio_level_db, "threshold": threshold}}
     if swap_audio is not None:
         source["audio"] = f"another class's clip (listening control, seed {int(swap_audio)})"
-    if class_conditioned and hasattr(model, "localize_sources"):
+    if class_conditioned and isinstance(model, MultiSource):
         source["classes"] = "ground truth (class-conditioned protocol)"
     if multi:
-        source["per_source_maps"] = ("ground-truth classes" if class_conditioned else "predicted classes") if hasattr(
-            model, "localize_sources") else "single map for every source"
+        source["per_source_maps"] = (("ground-truth classes" if class_conditioned else "predicted classes")
+                                     if isinstance(model, MultiSource) else "single map for every source")
     skipped, annotations = problems.summary()
     if without_sources:
         skipped["samples_without_per_source_scores"] = without_sources
@@ -619,7 +620,7 @@ def mixture_maps(model, images, audio, class_ids, single_maps, class_conditioned
         `class_ids[b, k]`).
     """
     sources = class_ids.shape[1]
-    if not hasattr(model, "localize_sources"):
+    if not isinstance(model, MultiSource):
         repeated = np.repeat(np.asarray(single_maps, np.float32)[:, None], sources, axis=1)
         return repeated, repeated
     size = (GT_SIZE, GT_SIZE)

@@ -22,6 +22,10 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
                           `keras_avloc.data.sphere_dataset.make_sphere_dataset`; AVC / AVSA)
     draws_heatmaps        `train` draws the heatmaps of a fixed batch after each epoch (False for AVC / AVSA)
     default_image_size    training image (crop) side when none is given (224; AVC / AVSA: 112)
+    next_stage            the registered method that continues this one (`avloc train --stage 2`; None)
+
+The optional capabilities the plumbing asks for (multi-source, class-aware, multi-head, ...) are the protocols of
+`keras_avloc.models.contract`.
 """
 
 import numpy as np
@@ -142,6 +146,7 @@ class AVLocModel(keras.Model):
     data_kind = "frames"
     draws_heatmaps = True
     default_image_size = 224
+    next_stage = None
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)

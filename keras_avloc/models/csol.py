@@ -411,6 +411,7 @@ class CSOLStageOne(_CSOLBase):
     """
 
     loss_term_names = ("loss", "positive_bce", "negative_bce", "pair_accuracy")
+    next_stage = "csolstage2"
     display_name = "CSOL stage one"
     needs_feature_pass = True
 

@@ -331,6 +331,7 @@ class IErStageOne(_IErAudio, CSOLStageOne):
     """
 
     display_name = "IEr stage one"
+    next_stage = "ierstage2"
     init_from_method = "csol"
     init_from_optional = True
     inherited_kwargs = ("num_clusters", "embed_dim", "backbone_kwargs", "av_scale_init", "weight_decay",

@@ -7,6 +7,7 @@ import keras
 
 from keras_avloc.io.files import atomic_output, write_json
 from keras_avloc.io.imagenet import denormalize_images
+from keras_avloc.models.contract import ClassAware
 
 
 class AtomicModelCheckpoint(keras.callbacks.Callback):
@@ -100,7 +101,7 @@ class HeatmapImages(keras.callbacks.Callback):
         with atomic_output(path, suffix=".png") as temporary:
             cv2.imwrite(temporary, np.concatenate(list(overlays), axis=1)[..., ::-1])
         class_overlays = None
-        if hasattr(self.model, "localize_classes"):  # class-aware methods (CSOL): every class in its own colour
+        if isinstance(self.model, ClassAware):  # class-aware methods (CSOL): every class in its own colour
             from keras_avloc.viz.figures import class_colour_overlay
 
             class_maps = self.model.localize_classes(self.images, self.audio)
