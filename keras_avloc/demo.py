@@ -48,69 +48,83 @@ LOGMEL_MASKS = dict(freq_mask_width=6, time_mask_width=36)
 spectrogram (the widths count bins and frames): DenseAV in the demo. CSOL and IEr keep the unscaled ones, chosen
 on val (docs/demo.md, "Every method")."""
 
-METHOD_TRAINING = {
-    "lvs": {"augment": AMBIENCE},
-    # 12 epochs, chosen on val and val_ood with levels normalised (val AUC 0.345 / pointing 0.831, val_ood 0.286 /
-    # 0.731, against 0.321 / 0.781 and 0.277 / 0.644 after 8; LVS gained nothing from 12: docs/generalisation.md).
-    "ezvsl": {"epochs": 12},
-    "avgn": {"learning_rate": 6e-4},
-    "denseav": {"augment": LOGMEL_MASKS, "clip_seconds": 2.0},
-    # CSOL (docs/demo.md, "Every method"): stage one 16 epochs (12 localisation-only, then 4 with clustering; 12 epochs
-    # with 8 localisation-only: val AUC 0.320 against 0.336), stage two 5 at the official 1e-4.
-    # Stage one adds LVS's ambience: with one class pass per clustering (METHOD_SETTINGS) its map otherwise lost
-    # 30% of its val AUC on unseen recordings (docs/demo.md, "Every method").
-    "csol": {"epochs": 16, "augment": AMBIENCE},
-    "csolstage2": {"epochs": 5, "learning_rate": 1e-4},
-    # IEr continues CSOL's stage one for 6 epochs with the audio instance identifier (and CSOL's augmentation),
-    # then its referrer. On CSOL's 16 epochs, 6 were chosen on val (val AUC 0.326 / 0.332 / 0.339 after 2 / 4 / 6).
-    "ier": {"epochs": 6, "init_from": "csol", "augment": AMBIENCE},
-    "ierstage2": {"epochs": 5, "learning_rate": 1e-4},
-}
-"""Per-method training settings of the demo, chosen on val (docs/demo.md). LVS adds ambience to
-`DEMO_AUGMENTATION`: another scene's sound as background halved its AUC loss on unseen recordings (val_unseen
-against val: 12.4% -> 6.8%) but cost EZ-VSL 0.018 of val AUC. AVGN learns faster at 6e-4 than at the shared
-3e-4 (val AUC 0.346 vs 0.336; 1e-3: 0.342). DenseAV (only with `--methods denseav` or `all`) trains on sound and
-speech pairs with the demo's audio augmentation, its masks scaled to DenseAV's log-mel (`LOGMEL_MASKS`), and 2 s
-clips, its default: a spoken description lasts up to 2 s."""
+AUGMENTATION_PRESETS = {"ambience": AMBIENCE, "logmel_masks": LOGMEL_MASKS}
+"""The augmentation presets a method's `demo_recipe` may name in its "training" ("augment": "ambience")."""
 
-METHOD_SETTINGS = {
-    # Map resolution: 10 x 10 at 160 px like LVS's (layer4 stride 1), instead of the paper's 5 x 5 there.
-    "ezvsl": {"image_layer4_stride": 1},
-    "avgn": {"image_layer4_stride": 1, "embed_dim": 128, "num_heads": 4, "depth": 1},
-    # The audio featurizer trains from scratch here: no phase of frozen featurizers, and a 50-step warm-up (the
-    # official 1,000 steps are more than the demo's 600 steps of training). Cosine similarities (the official
-    # option `norm_vectors`) with the calibration starting at 14.3 (about 1 / 0.07, the temperature of LVS and
-    # EZ-VSL): with the official dot products the map stayed below the targets on val (docs/demo.md, "Every method").
-    "denseav": {"pretrain_steps": 0, "warmup_steps": 50, "norm_vectors": True, "cal_init": 14.3},
-    # K = the demo's 8 classes; mask av > 0.5 (chosen on val_mosaic); 12 localisation-only epochs before the 4
-    # clusterings (chosen on val: CSOL's localisation loss is still falling after 8); one class pass per
-    # clustering instead of 3 (chosen on val: the passes train the image network on whole-frame pseudo-labels,
-    # and 3 of them moved the single-source map off the objects).
-    "csol": {"num_clusters": 8, "warmup_epochs": 12, "mask_threshold": 0.5, "class_passes": 1},
-    "ier": {"num_clusters": 8, "warmup_epochs": 0, "mask_threshold": 0.5, "class_passes": 1},
-    # The mask weighting chosen on val_interf (the paper's default, image_max, was among the worst there).
-    "ierstage2": {"mask_variant": "gap"},
-}
+
+def _recipes():
+    """{registered name: `demo_recipe`} of every method that has one."""
+    from keras_avloc.models.registry import get_method_class, method_names
+
+    return {name: get_method_class(name).demo_recipe for name in method_names()
+            if get_method_class(name).demo_recipe}
+
+
+def _training(recipe, key="training"):
+    settings = dict(recipe.get(key, recipe.get("training", {})))
+    if isinstance(settings.get("augment"), str) and settings["augment"] in AUGMENTATION_PRESETS:
+        settings["augment"] = AUGMENTATION_PRESETS[settings["augment"]]
+    return settings
+
+
+def _recipe_table(key):
+    """{method: its recipe's `key`} over the methods whose recipe sets it ("training" and "full_training" resolve
+    named augmentations; "full_training" falls back to "training")."""
+    table = {}
+    for name, recipe in _recipes().items():
+        if key in ("training", "full_training"):
+            if recipe.get("training") or recipe.get(key):
+                table[name] = _training(recipe, key)
+        elif key in recipe:
+            table[name] = dict(recipe[key])
+    return table
+
+
+METHOD_TRAINING = _recipe_table("training")
+"""Per-method training settings of the demo, chosen on val: each method's `demo_recipe["training"]` (the reasons
+sit beside each recipe in its module and in docs/demo.md)."""
+
+METHOD_SETTINGS = _recipe_table("settings")
 """Per-method constructor arguments of the demo (named options; the defaults stay the papers')."""
 
-METHOD_STAGES = {"csol": ("csol", "csolstage2"), "ier": ("ier", "ierstage2")}
-"""Two-stage methods: stage one trains on `train` into `<run>-stage1/`, stage two on `train_mosaic` from it into
-`<run>/`. The demo trains the stages up to the one `SCORED_STAGE` names (default: the last) and scores that one;
-with both stage ones scored, it trains no stage two and builds no train_mosaic. A stage that names another
-method in its "init_from" (`METHOD_TRAINING`: IEr's stage one continues CSOL's) starts from that method's stage
-one of the same init."""
+FULL_METHOD_TRAINING = _recipe_table("full_training")
+"""`METHOD_TRAINING` of the full preset (65 classes, 6,000 scenes): a recipe's "full_training" where it has one
+(EZ-VSL: its official 1e-4)."""
 
-SCORED_STAGE = {"csol": 1, "ier": 1}
-"""The stage whose class-agnostic map the demo scores, chosen on val: CSOL's stage-one av map (val AUC 0.329,
-pointing game 0.537) against its stage two's (0.099 / 0.006: trained on mosaics, its localisation loss moves the
-map off the objects; docs/methods/csol.md). IEr's stage one too (val AUC 0.347, pointing game
-0.750, 2.7% lost on val_unseen) against its stage two's (0.343 / 0.719, 16% lost on val_unseen)."""
 
-FULL_METHOD_TRAINING = {**METHOD_TRAINING, "ezvsl": {"learning_rate": 1e-4}}
-"""`METHOD_TRAINING` of the full preset (65 classes, 6,000 scenes). EZ-VSL trains at the official EZ-VSL rate,
-1e-4 (the EZ-VSL repository's default `--init_lr`): at the demo's 3e-4 its loss stayed at chance for 8 of 12
-epochs and its map took the one-cell shortcut (val AUC 0.108, pointing game 0.098, below the random map's; at
-1e-4: 0.319 and 0.705, centre prior 0.277 and 0.410; docs/demo.md, "The full preset")."""
+def method_stages(method):
+    """The registered models of a demo method, in order: it, then each `next_stage` (CSOL / IEr: stage one, then
+    stage two). A stage that names another method in its "init_from" (IEr's stage one continues CSOL's) starts from
+    that method's stage one of the same init."""
+    from keras_avloc.models.registry import get_method_class
+
+    stages = [method]
+    while get_method_class(stages[-1]).next_stage:
+        stages.append(get_method_class(stages[-1]).next_stage)
+    return tuple(stages)
+
+
+def trained_stages(method):
+    """The stages the demo trains: those up to the one it scores (a recipe's "scored_stage"; default: the last); a
+    later stage would change nothing in the report. Multi-stage methods train stage one on `train` into
+    `<run>-stage1/` and stage two on `train_mosaic` from it into `<run>/`."""
+    stages = method_stages(method)
+    return stages[:_recipes().get(method, {}).get("scored_stage", len(stages))]
+
+
+def all_methods():
+    """`avloc demo --methods all`: every method that localises in a frame and has a place in the demo (its recipe's
+    "order"; AVC / AVSA score 360° clips), in that order."""
+    recipes = _recipes()
+    return tuple(sorted((name for name, recipe in recipes.items() if "order" in recipe),
+                        key=lambda name: (recipes[name]["order"], name)))
+
+
+def default_methods():
+    """The default demo's methods: those whose recipe says "default", in demo order."""
+    recipes = _recipes()
+    return tuple(name for name in all_methods() if recipes[name].get("default"))
+
 
 _TRAINING = dict(
     size=224, image_size=160, clip_seconds=1.0, batch_size=32, width=16, learning_rate=3e-4, augment=DEMO_AUGMENTATION,
@@ -134,28 +148,21 @@ PRESETS = {
         variety="wide", audio_level_db=-20.0,
         image_size=64, clip_seconds=0.5, epochs=1, batch_size=4, width=4, learning_rate=1e-4,
         augment=DEMO_AUGMENTATION, method_training=METHOD_TRAINING, cache=True,
-        method_settings={"avgn": {"embed_dim": 16, "num_heads": 2, "depth": 1},
-                         "ezvsl": {"embed_dim": 16}, "denseav": {**METHOD_SETTINGS["denseav"], "code_dim": 12},
-                         "csol": {"num_clusters": 4, "warmup_epochs": 0, "kmeans_restarts": 1},
-                         "ier": {"num_clusters": 4, "warmup_epochs": 0, "kmeans_restarts": 1, "step_hidden": [16, 8]},
-                         "ierstage2": {"mask_variant": "gap"}},
+        method_settings=_recipe_table("tiny_settings"),
         method_epochs=False,
         scratch=False, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
         run_eagerly=True,
     ),
 }
-METHODS = ("lvs", "ezvsl", "avgn")
-ALL_METHODS = ("lvs", "ezvsl", "avgn", "csol", "ier", "denseav")
-"""`avloc demo --methods all`: every method that localises in a frame (AVC / AVSA score 360° clips)."""
 REPORT_METRICS = [("cIoU@0.5", "ciou@0.5"), ("AUC", "auc"), ("pointing game", "pointing_game"),
                   ("pointing (mask)", "mask_pointing_game"), ("mask IoU", "mask_iou")]
 BASELINE_NAMES = {"center": "centre prior", "random": "random map", "objectness": "objectness (stand-in ResNet-18)"}
 ORACLE_NAME = "ground-truth box (the metric's ceiling)"
-TARGETS = {"auc_ratio": 1.2, "pointing": 0.6, "lvs_pointing": 0.8, "unseen_auc_drop": 0.10, "ood_pointing": 0.7,
+TARGETS = {"auc_ratio": 1.2, "pointing": 0.6, "unseen_auc_drop": 0.10, "ood_pointing": 0.7,
            "margin_lost": 0.5}
 """The demo's targets (docs/demo.md, docs/generalisation.md): AUC >= 1.2 x the centre prior's and pointing game
->= 0.6 for every method from the stand-in (LVS >= 0.8), at most 10% relative AUC lost on val_unseen against val;
+>= 0.6 for every method from the stand-in (a recipe's "pointing_target" raises it: LVS >= 0.8), at most 10% relative AUC lost on val_unseen against val;
 on test_ood AUC >= 1.2 x its centre prior's and pointing game >= 0.7; and another class's audio takes at least half
 of every method's AUC margin over the random map, on test and test_ood."""
 
@@ -166,18 +173,6 @@ class DemoError(AvlocError, FileExistsError):
 
 def _step(message):
     print(f"\n== {message}", flush=True)
-
-
-def method_stages(method):
-    """The registered models of a demo method, in order (a two-stage method: stage one, then stage two)."""
-    return METHOD_STAGES.get(method, (method,))
-
-
-def trained_stages(method):
-    """The stages the demo trains: those up to the one it scores (`SCORED_STAGE`); a later stage would change
-    nothing in the report."""
-    stages = method_stages(method)
-    return stages[:SCORED_STAGE.get(method, len(stages))]
 
 
 def training_split(method, preset=None):
@@ -496,11 +491,21 @@ def outside_checks(ood_rows, listening):
     return checks
 
 
+def _pointing_target(display):
+    """The pointing-game target of the method shown as `display`: its recipe's "pointing_target", else the shared."""
+    from keras_avloc.models.registry import get_method_class
+
+    for name, recipe in _recipes().items():
+        if (get_method_class(name).display_name or name) == display and "pointing_target" in recipe:
+            return recipe["pointing_target"]
+    return TARGETS["pointing"]
+
+
 def target_checks(stand_in_rows, centre, generalisation):
     checks = []
     for name, row in stand_in_rows:
         ratio = row["auc"] / centre["auc"]
-        need = TARGETS["lvs_pointing"] if name == "LVS" else TARGETS["pointing"]
+        need = _pointing_target(name)
         checks.append(f"{name}: AUC {row['auc']:.3f} = {ratio:.2f} x centre (target >= {TARGETS['auc_ratio']}) "
                       f"{'met' if ratio >= TARGETS['auc_ratio'] else 'NOT met'}; pointing game "
                       f"{row['pointing_game']:.3f} (target >= {need}) {'met' if row['pointing_game'] >= need else 'NOT met'}")
@@ -511,7 +516,7 @@ def target_checks(stand_in_rows, centre, generalisation):
     return checks
 
 
-def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="default", methods=METHODS, seed=0,
+def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="default", methods=None, seed=0,
              workers=None, epochs=None, precision="auto", scratch=None):
     """Runs the whole demo and returns the path of `report.md`.
 
@@ -521,7 +526,8 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
         preset: "default" (about 7 minutes on 2 CPU cores with native bf16 and the data built), "full" (every
             sounding class, about 32 minutes with the data built, measured with the earlier settings) or "tiny"
             (a smoke run).
-        methods: methods to train, in order (the registered names, e.g. "lvs", "ezvsl", "avgn").
+        methods: methods to train, in order (the registered names, e.g. "lvs", "ezvsl", "avgn"; default:
+            `default_methods()`).
         seed: seed for the data, the stand-in and the training.
         workers: processes for building the data (default: all cores).
         epochs: override the preset's epochs.
@@ -540,6 +546,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     if scratch is not None:
         settings["scratch"] = bool(scratch)
     settings["precision"] = resolve_precision(precision)
+    methods = tuple(methods) if methods else default_methods()
     os.makedirs(out_dir, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     timings = {}

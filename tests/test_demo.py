@@ -120,7 +120,7 @@ def test_tiny_demo_trains_denseav_on_sound_and_speech(tiny_data, tmp_path):
 def test_tiny_demo_trains_ier_on_csols_stage_one(tiny_data, tmp_path):
     out, data = tmp_path / "demo", tiny_data
     # IEr, then CSOL: IEr's stage one continues CSOL's stage one (trained for it first); the report scores both
-    # stage ones (SCORED_STAGE), so the demo trains no stage two and builds no train_mosaic
+    # stage ones (their demo_recipe["scored_stage"]), so the demo trains no stage two and builds no train_mosaic
     report = open(run_demo(str(out), str(data), preset="tiny", precision=None, methods=("ier", "csol"),
                            scratch=False)).read()
     assert "| IEr stage one | stand-in |" in report and "| CSOL stage one | stand-in |" in report

@@ -38,11 +38,11 @@ def run(args):
     from keras_avloc.io.files import check_output_folder
     from keras_avloc.models.registry import method_names, normalize_name
 
-    from keras_avloc.demo import ALL_METHODS
+    from keras_avloc.demo import all_methods
 
     methods = tuple(normalize_name(m.strip()) for m in args.methods.split(",") if m.strip())
     if methods == ("all",):
-        methods = ALL_METHODS
+        methods = all_methods()
     unknown = sorted(set(methods) - set(method_names()))
     if unknown or not methods:
         raise CliError(f"--methods: unknown {unknown or args.methods!r}; choose from {', '.join(method_names())}.")

@@ -23,6 +23,13 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     draws_heatmaps        `train` draws the heatmaps of a fixed batch after each epoch (False for AVC / AVSA)
     default_image_size    training image (crop) side when none is given (224; AVC / AVSA: 112)
     next_stage            the registered method that continues this one (`avloc train --stage 2`; None)
+    demo_recipe           its settings in `avloc demo`, chosen on val (`keras_avloc.demo`, docs/demo.md): "order"
+                          (its place in the demo's runs and tables; frame methods without one are not in the
+                          demo), "default" (in the default demo), "training" (`train` arguments; an "augment" may
+                          name one of the demo's augmentation presets), "settings" (constructor arguments),
+                          "full_training" (the full preset's "training", when it differs), "tiny_settings" (the
+                          smoke preset's constructor arguments), "scored_stage" (a multi-stage method: the stage
+                          the demo scores), "pointing_target" (its pointing-game target, when not the shared one)
 
 The optional capabilities the plumbing asks for (multi-source, class-aware, multi-head, ...) are the protocols of
 `keras_avloc.models.contract`.
@@ -147,6 +154,7 @@ class AVLocModel(keras.Model):
     draws_heatmaps = True
     default_image_size = 224
     next_stage = None
+    demo_recipe = {}
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)
