@@ -82,3 +82,42 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     sample = tmp_path / "sample.py"
     sample.write_text("def f():\n    from keras_avloc.cli import main\n    import keras_avloc.data.media\n")
     assert _imported_rooms(sample) == {"cli", "data"}
+
+
+def _module_imports():
+    """{module: the package modules it imports (at module level or inside functions)}; packages' __init__ left out
+    (their lazy attributes are not imports)."""
+    modules = {".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts): path for path in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        if name.endswith("__init__"):
+            continue
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("keras_avloc"):
+                for alias in node.names:
+                    found.add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names if alias.name in modules)
+        graph[name] = {module for module in found if module in modules and not module.endswith("__init__")}
+    return graph
+
+
+def test_no_module_imports_itself_through_another():
+    graph = _module_imports()
+    assert "keras_avloc.data.pipeline" in graph["keras_avloc.data.tfrecord"]  # the reader's shared machinery
+    state, cycles = {}, []
+
+    def visit(module, path):
+        state[module] = "open"
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == "open":
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in state:
+                visit(target, path + [target])
+        state[module] = "done"
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles

@@ -22,8 +22,8 @@ from keras_avloc.data.protocols import extended_records, read_nonsounding_pairs
 
 _LAZY = {
     "make_dataset": "keras_avloc.data.dataset",
-    "SkipCounter": "keras_avloc.data.dataset",
-    "SkipReport": "keras_avloc.data.dataset",
+    "SkipCounter": "keras_avloc.data.pipeline",
+    "SkipReport": "keras_avloc.data.pipeline",
     "lvs_spectrogram": "keras_avloc.data.audio",
     "csol_logmel": "keras_avloc.data.audio",
     "avsa_logmel": "keras_avloc.data.audio",

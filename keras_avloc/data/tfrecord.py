@@ -197,7 +197,7 @@ def make_tfrecord_dataset(tfrecord_dir, split="train", frontend="lvs", image_siz
     """
     import tensorflow as tf
 
-    from keras_avloc.data import dataset as dataset_lib
+    from keras_avloc.data import pipeline as dataset_lib
 
     if mix_sources:
         raise ValueError("mix_sources is not supported with tfrecord_dir; read the media folder for mixtures")
