@@ -616,7 +616,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     for key, row in baselines.items():
         rows.append((BASELINE_NAMES.get(key, key), "-", row, None))
     rows.append((ORACLE_NAME, "-", oracle_metrics(data_root, "test", out_dir), None))
-    from keras_avloc.evaluation.report import listening_summary
+    from keras_avloc.evaluation.controls import listening_summary
 
     random_rows = {"test": baselines.get("random"), "test_ood": ood_baselines.get("random")}
     # Each side of the control as the evaluation ran it (a class-aware model: the classes it hears, both times).

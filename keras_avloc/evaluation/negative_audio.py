@@ -1,7 +1,7 @@
 """Negative-audio protocol: each positive frame also heard with silence, noise and an off-screen clip.
 
 The metrics are `keras_avloc.metrics.negative` (xavijuanola/vssl_eval). Each pass draws one off-screen clip of
-another class per frame (`report.swapped_audio_records`) and one Gaussian-noise waveform, from the pass's seed. The
+another class per frame (`controls.swapped_audio_records`) and one Gaussian-noise waveform, from the pass's seed. The
 official runs make 10 passes with the seeds of `OFFICIAL_SEEDS` and pool them; positive maps do not change between
 passes.
 
@@ -21,7 +21,8 @@ Example:
 
 import numpy as np
 
-from keras_avloc.evaluation.report import EvaluationError, Problems, _objectness, swapped_audio_records
+from keras_avloc.evaluation.controls import swapped_audio_records
+from keras_avloc.evaluation.report import EvaluationError, Problems, _objectness
 from keras_avloc.evaluation.runner import model_inputs, resolve_settings, write_outputs
 from keras_avloc.io import media
 from keras_avloc.metrics import GT_SIZE
