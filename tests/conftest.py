@@ -19,3 +19,19 @@ def _fresh_keras_session():
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: otherwise the collection order
+
+
+@pytest.fixture(scope="session")
+def resnet_fixtures(tmp_path_factory):
+    """The folder holding `lvs_w8_checkpoint.npz` (a width-8 checkpoint in the official LVS layout, random weights)
+    and `resnet18_w8_outputs.npz` (torch's layer4 outputs on fixed inputs), made by the torch reference once per run
+    (`tests/fixtures/make_resnet_fixture.py`)."""
+    import importlib.util
+    from pathlib import Path
+
+    pytest.importorskip("torch", reason="the porting fixtures are made by torch (pip install -e .[torch])")
+    script = Path(__file__).resolve().parent / "fixtures" / "make_resnet_fixture.py"
+    spec = importlib.util.spec_from_file_location("make_resnet_fixture", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return Path(module.main(str(tmp_path_factory.mktemp("resnet_fixtures"))))

@@ -3,7 +3,6 @@ refuses other settings, exact save/load (dtype policy included), and the officia
 command line."""
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +10,6 @@ import pytest
 
 from tiny_av_data import write_colour_tone_split
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
 def numpy_ciou(heatmap, gt):
@@ -202,22 +200,22 @@ def test_avgn_custom_encoders_serialise(tmp_path):
 
 
 # --------------------------------------------------------------------------- the official LVS checkpoint
-def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_path, capsys):
-    """The committed width-8 fixture is a checkpoint in the official layout (`module.imgnet.*`,
+def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_path, capsys, resnet_fixtures):
+    """The width-8 fixture is a checkpoint in the official layout (`module.imgnet.*`,
     `module.audnet.*`, made by torch); its layer4 outputs were computed by torch. The heatmap of the ported
     model must be the cosine map computed here in numpy from those torch outputs."""
     from keras_avloc.cli import main
     from keras_avloc.models import LVS, load_model
 
     model_path = tmp_path / "lvs_official" / "model.keras"
-    assert main(["port-weights", str(FIXTURES / "lvs_w8_checkpoint.npz"), str(model_path), "--method", "lvs"]) == 0
+    assert main(["port-weights", str(resnet_fixtures / "lvs_w8_checkpoint.npz"), str(model_path), "--method", "lvs"]) == 0
     model = load_model(str(model_path), compile=False)
     assert isinstance(model, LVS) and model.image_backbone.width == 8
     # The official test settings; the official pipeline keeps the files' levels (no level normalisation).
     assert model.eval_settings == {"image_size": 224, "clip_seconds": 10.0, "image_mode": "crop", "strict_median": True,
                                    "audio_level_db": None}
 
-    with np.load(FIXTURES / "resnet18_w8_outputs.npz") as outputs:
+    with np.load(resnet_fixtures / "resnet18_w8_outputs.npz") as outputs:
         image_features, audio_features = outputs["image_stride1"], outputs["audio_stride1"]
         image_input, audio_input = outputs["image_input"], outputs["audio_input"]
     image_unit = image_features / np.linalg.norm(image_features, axis=-1, keepdims=True)
@@ -246,7 +244,7 @@ def test_port_weights_writes_a_complete_lvs_model_from_the_official_layout(tmp_p
                  "--audio", str(data / "audio" / "clip_00.wav"), "--out", str(tmp_path / "fig.png")]) == 0
     assert cv2.imread(str(tmp_path / "fig.png")).shape[0] > 100
     # a backbone-only option with --method is a clear error
-    assert main(["port-weights", str(FIXTURES / "lvs_w8_checkpoint.npz"), str(tmp_path / "x.keras"), "--method",
+    assert main(["port-weights", str(resnet_fixtures / "lvs_w8_checkpoint.npz"), str(tmp_path / "x.keras"), "--method",
                  "lvs", "--prefix", "imgnet."]) == 2
     assert "drop them" in capsys.readouterr().err
 

@@ -4,7 +4,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -142,11 +141,11 @@ def test_lvs_model_shapes_and_stride_one_layer4():
     assert isinstance(build_model("lvs", backbone_kwargs={"width": 8}), LVS)
 
 
-def test_load_official_checkpoint_from_npz():
-    """The committed fixture is a width-8 checkpoint in the official layout written by torch
-    (tests/fixtures/make_resnet_fixture.py): `module.imgnet.*` / `module.audnet.*` with the unused stems of the
+def test_load_official_checkpoint_from_npz(resnet_fixtures):
+    """The fixture is a width-8 checkpoint in the official layout written by torch
+    (tests/fixtures/make_resnet_fixture.py, made once per run): `module.imgnet.*` / `module.audnet.*` with the unused stems of the
     official nets. The loaded model must reproduce torch's layer4 outputs on the fixture's inputs."""
-    fixtures = Path(__file__).resolve().parent / "fixtures"
+    fixtures = resnet_fixtures
     model = LVS(backbone_kwargs={"width": 8})
     report = model.load_official_checkpoint(str(fixtures / "lvs_w8_checkpoint.npz"))
     assert {"conv1.weight", "conv1_flow.weight", "fc.weight"} <= set(report["audio"]["ignored"])

@@ -26,19 +26,18 @@ from keras_avloc.backbones.porting import PortingError  # noqa: E402
 from keras_avloc.cli import main as avloc_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO / "tests" / "fixtures"
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def checkpoint():
-    with np.load(FIXTURES / "lvs_w8_checkpoint.npz", allow_pickle=False) as archive:
+def checkpoint(resnet_fixtures):
+    with np.load(resnet_fixtures / "lvs_w8_checkpoint.npz", allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
 
 
 @pytest.fixture(scope="module")
-def expected():
-    with np.load(FIXTURES / "resnet18_w8_outputs.npz", allow_pickle=False) as archive:
+def expected(resnet_fixtures):
+    with np.load(resnet_fixtures / "resnet18_w8_outputs.npz", allow_pickle=False) as archive:
         return {key: archive[key] for key in archive.files}
 
 
