@@ -231,6 +231,21 @@ def run(args):
     return 0
 
 
+def _input_settings(args):
+    """The model-input options of a checkpoint's evaluation; "model" keeps the model's own level setting."""
+    return dict(image_size=args.image_size, clip_seconds=args.clip_seconds, image_mode=args.image_mode,
+                audio_level_db="model" if args.audio_level_db is None else args.audio_level_db)
+
+
+def _report(table, metrics, out):
+    """Prints a protocol's table, what was skipped and where metrics.json went; the exit code."""
+    print(table)
+    for line in skipped_lines(metrics):
+        print(line)
+    print(f"wrote {os.path.join(out, 'metrics.json')}")
+    return 0
+
+
 def _run_extended(args):
     from keras_avloc.evaluation.extended import evaluate_extended, extended_results_table
 
@@ -251,14 +266,9 @@ def _run_extended(args):
                   "pass --objectness-weights)")
         metrics = evaluate_extended(model, args.data, testset, args.metadata, args.gt_dir,
                                     saliency_alpha=args.saliency_alpha, saliency_encoder=encoder,
-                                    objectness_encoder=encoder, batch_size=args.batch_size, image_size=args.image_size,
-                                    clip_seconds=args.clip_seconds, image_mode=args.image_mode,
-                                    strict_median=args.strict_median, **options)
-    print(extended_results_table(metrics))
-    for line in skipped_lines(metrics):
-        print(line)
-    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
-    return 0
+                                    objectness_encoder=encoder, batch_size=args.batch_size,
+                                    strict_median=args.strict_median, **_input_settings(args), **options)
+    return _report(extended_results_table(metrics), metrics, args.out)
 
 
 def _run_is3(args):
@@ -278,18 +288,13 @@ def _run_is3(args):
         from keras_avloc.models import load_model
 
         model = load_model(args.checkpoint, compile=False)
-    settings = dict(image_size=args.image_size, clip_seconds=args.clip_seconds, image_mode=args.image_mode,
-                    audio_level_db="model" if args.audio_level_db is None else args.audio_level_db)
+    settings = _input_settings(args)
     metrics = evaluate_is3(model, args.data, records, missing=missing, heatmaps=args.heatmaps, out_dir=args.out,
                            batch_size=args.batch_size, baselines=args.baselines or bool(args.checkpoint),
                            progress=not args.no_progress, strict=args.strict, resize=args.resize or "align_corners",
                            ground_truth="mask" if args.mask_ground_truth else "box",
                            **(settings if args.checkpoint else {}))
-    print(is3_results_table(metrics))
-    for line in skipped_lines(metrics):
-        print(line)
-    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
-    return 0
+    return _report(is3_results_table(metrics), metrics, args.out)
 
 
 def _run_negative_audio(args):
@@ -303,8 +308,7 @@ def _run_negative_audio(args):
     if args.universal_threshold == "median":
         raise CliError("--universal-threshold takes a number (leave it out to choose one on --threshold-split).")
     model = load_model(args.checkpoint, compile=False)
-    settings = dict(image_size=args.image_size, clip_seconds=args.clip_seconds, image_mode=args.image_mode,
-                    audio_level_db="model" if args.audio_level_db is None else args.audio_level_db)
+    settings = _input_settings(args)
     common = dict(batch_size=args.batch_size, progress=not args.no_progress, official_log_quirk=args.official_log_quirk)
     encoder = getattr(model, "image_encoder", None)
     baselines = ("center",) + (("objectness",) if encoder is not None else ())
@@ -316,11 +320,7 @@ def _run_negative_audio(args):
     metrics = evaluate_negative_audio(model, args.data, load_split(args.data, args.split), threshold, out_dir=args.out,
                                       seeds=OFFICIAL_SEEDS[:args.passes], strict=args.strict, chosen_on=chosen_on,
                                       encoder=encoder, **common, **settings)
-    print(negative_audio_table(metrics))
-    for line in skipped_lines(metrics):
-        print(line)
-    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
-    return 0
+    return _report(negative_audio_table(metrics), metrics, args.out)
 
 
 def _run_classes(args):
