@@ -1,7 +1,8 @@
 """The method contract, checked for every registered method (keras-hub's shared `TestCase`, for keras-avloc).
 
-Each method supplies its tiny configuration once (`tiny_configs.TINY_OPTIONS`) and its input kind (`data_kind`:
-frames or 360° viewpoints, `tiny_configs.tiny_batch`). Every method in `method_names()` must then:
+Each method declares its tiny configuration (`tiny_config`) and its input kind (`data_kind`: frames or 360°
+viewpoints, `tiny_configs.tiny_batch`). Every method in `method_names()`, and the example method of the design docs
+(`tests/example_method.py`), must then:
 
 * rebuild exactly from a `.keras` file (`from_config(get_config())`), in float32 and mixed bfloat16: same
   class, same config, its `eval_settings`, the dtype policy of every layer with weights, bit-identical outputs;
@@ -10,25 +11,34 @@ frames or 360° viewpoints, `tiny_configs.tiny_batch`). Every method in `method_
 * move its weights with one `fit` step;
 * give `localize` maps of the requested size (frame methods).
 
-A method added with `register_method` and an entry in TINY_OPTIONS is checked with no other test code. The
-global-batch check of every method (one step on one device against two replicas) is `test_distribute.py`.
+A method added with `register_method` (or a `METHODS` declaration in its module) is checked with no other test code.
+The global-batch check of every method (one step on one device against two replicas) is `test_distribute.py`.
 """
 
 import keras
 import numpy as np
 import pytest
-from tiny_configs import TINY_OPTIONS, tiny_batch
+from tiny_configs import tiny_batch
 
-from keras_avloc.models import build_model, get_method_class, load_model, method_names
+from keras_avloc.models import build_model, get_method_class, load_model, method_names, register_method, registry
 
-METHODS = method_names()
+EXAMPLE = "example"
+METHODS = method_names() + [EXAMPLE]
+
+
+@pytest.fixture(autouse=True)
+def example_method_registered():
+    """The design docs' example method, registered for this module's tests only (other tests list the built-ins)."""
+    register_method(EXAMPLE, "example_method:ExampleMethod")
+    yield
+    registry._REGISTERED.pop(EXAMPLE, None)
 
 
 SETTINGS = {"image_size": 64, "clip_seconds": 0.5}
 
 
 def _model(method, dtype):
-    return build_model(method, dtype=dtype, eval_settings=SETTINGS, **TINY_OPTIONS.get(method, {}))
+    return build_model(method, dtype=dtype, eval_settings=SETTINGS, **get_method_class(method).tiny_config)
 
 
 def _outputs(model, x):
@@ -36,8 +46,9 @@ def _outputs(model, x):
     return {key: np.asarray(value) for key, value in values.items() if hasattr(value, "shape")}
 
 
-def test_every_registered_method_has_a_tiny_configuration():
-    assert sorted(TINY_OPTIONS) == METHODS
+def test_every_method_declares_a_tiny_configuration():
+    missing = [method for method in METHODS if not isinstance(get_method_class(method).tiny_config, dict)]
+    assert not missing, f"{missing}: set the class attribute `tiny_config` (the smallest constructor arguments)"
 
 
 @pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
@@ -96,7 +107,7 @@ def test_capabilities_are_declared_by_the_protocols_of_the_contract():
         contract.ClassAware: {"csolstage2", "ierstage2"},
         contract.MultiHead: {"denseav"},
         contract.InterferenceFilters: {"ierstage2"},
-        contract.FastInference: {"lvs", "ezvsl", "avgn", "csol", "csolstage2", "ier", "ierstage2", "denseav"},
+        contract.FastInference: {"lvs", "ezvsl", "avgn", "csol", "csolstage2", "ier", "ierstage2", "denseav", EXAMPLE},
     }
     models = {method: _model(method, "float32") for method in METHODS}
     for capability, names in expected.items():

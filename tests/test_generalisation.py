@@ -64,7 +64,7 @@ def test_a_clip_20_db_louder_or_quieter_leaves_every_methods_map_unchanged(metho
     waves = np.stack([wave * 10 ** (gain / 20) for gain in (-20.0, 0.0, 20.0)])
     images = np.repeat(rng.normal(size=(1, 64, 64, 3)).astype(np.float32), 3, axis=0)
     tf.keras.utils.set_random_seed(0)
-    model = build_model(method, **TINY_OPTIONS.get(method, {}))
+    model = build_model(method, **(TINY_OPTIONS[method] or {}))
 
     def maps(frontend):
         audio = np.asarray(frontend(tf.constant(waves)))

@@ -212,8 +212,8 @@ def test_every_registered_model_class_is_exported():
     import keras_avloc.models as models
     from keras_avloc.models import registry
 
-    assert registry._BUILTIN
-    for method, target in registry._BUILTIN.items():
+    assert registry.builtin_methods()
+    for method, target in registry.builtin_methods().items():
         module_name, _, class_name = target.partition(":")
         assert class_name in models.__all__, f"{class_name} ({method}) is missing from keras_avloc.models.__all__"
         assert models._LAZY.get(class_name) == module_name.rsplit(".", 1)[-1], f"{class_name}: not in _LAZY"

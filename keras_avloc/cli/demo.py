@@ -19,9 +19,10 @@ def register(subparsers):
                         help="default: 8 classes, about 7 minutes on 2 cores with native bf16 and the data built, "
                         "10 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
                         "tiny: a smoke run")
-    parser.add_argument("--methods", default="lvs,ezvsl,avgn",
-                        help="comma-separated methods (default lvs,ezvsl,avgn; all: lvs,ezvsl,avgn,csol,ier,denseav; "
-                        "csol and ier train the stage the demo scores, their stage one)")
+    parser.add_argument("--methods", default="default",
+                        help="comma-separated registered methods, or 'default' (the methods whose demo recipe is marked "
+                        "default: LVS, EZ-VSL and AVGN today) or 'all' (every method with a demo recipe); a multi-stage "
+                        "method trains the stage the demo scores")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 when the CPU has native bf16 (see `avloc info`), else float32")
     parser.add_argument("--ablations", action="store_true",
@@ -38,11 +39,11 @@ def run(args):
     from keras_avloc.io.files import check_output_folder
     from keras_avloc.models.registry import method_names, normalize_name
 
-    from keras_avloc.demo import all_methods
+    from keras_avloc.demo import all_methods, default_methods
 
     methods = tuple(normalize_name(m.strip()) for m in args.methods.split(",") if m.strip())
-    if methods == ("all",):
-        methods = all_methods()
+    if methods in (("all",), ("default",)):
+        methods = all_methods() if methods == ("all",) else default_methods()
     unknown = sorted(set(methods) - set(method_names()))
     if unknown or not methods:
         raise CliError(f"--methods: unknown {unknown or args.methods!r}; choose from {', '.join(method_names())}.")

@@ -48,589 +48,32 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import time
-import zlib
 
 import numpy as np
 
-from keras_avloc.data import stamps_catalog as catalog, stamps_variety
+from keras_avloc.data import stamps_variety
+from keras_avloc.data.stamps_compose import (  # noqa: F401 - re-exported: the scene composition helpers
+    TRAIN_VOICES, _choose_recording, _clip_from, _compose, _compose_mosaic, _other_classes, _patch_size, _pick,
+    _prepare_object, _recording_clip, _render_background, _rms, _spoken_prompt, _stamps_of, _write_jpg, _write_wav,
+    mask_box, visible_masks,
+)
+from keras_avloc.data.stamps_media import (  # noqa: F401 - re-exported: the media of the benchmark
+    MIN_SPLIT_SECONDS, SAMPLE_RATE, SEEN_LANGUAGES, UNSEEN_LANGUAGES, MediaCache, MediaMissingError, OtherBuildError,
+    StampsError, assign_unseen_recordings, check_media, decode_audio, load_catalog, media_root, trim_and_split,
+    unseen_classes,
+)
+from keras_avloc.data.stamps_plan import (  # noqa: F401 - re-exported: the split table and the scene plan
+    CASTS, EXTENDED_KINDS, INTERFERENCE_SCENARIOS, MULTI_OBJECT_KINDS, SPLIT_AUDIO_PART, SPLIT_BACKGROUNDS,
+    SPLIT_FRACTIONS, SPLIT_LANGUAGES, SPLIT_ORDER, SPLITS, Split, _scene_rng, balanced_class, interference_plan,
+    scene_kind, split_backgrounds,
+)
 from keras_avloc.io import files, media as media_io
-from keras_avloc.io.errors import AvlocError
 
-SAMPLE_RATE = 16000
 CLIP_SECONDS = 3.0
-MIN_SPLIT_SECONDS = 1.0
 BUILDER_VERSION = 3  # 2: recordings decoded by keras_avloc.io.media.read_audio (clipped to [-1, 1] after resampling);
 # 3: the recording set (duplicates dropped, scratch recordings in training) and the unseen recordings
 PEAK_LEVEL = 0.9
-SPLIT_FRACTIONS = {"test": 0.3, "val": 0.1}  # of the backgrounds; train gets the rest
-
-SPLIT_BACKGROUNDS = {
-    "train": "train", "val": "val", "test": "test", "train_mix": "train",
-    "test_mix": "test", "test_ext": "test", "test_speech": "test", "val_unseen": "val", "test_unseen": "test",
-    "train_speech": "train", "val_speech": "val", "test_speech_unseen": "test", "train_mosaic": "train", "val_mosaic": "val", "test_mosaic": "test", "test_duet": "test",
-    "val_interf": "val", "test_interf": "test", "val_ood": "val", "test_ood": "test",
-}
-SPLIT_AUDIO_PART = {
-    "train": "train", "train_mix": "train", "val": "heldout", "test": "heldout",
-    "test_mix": "heldout", "test_ext": "heldout", "test_speech": "heldout", "val_unseen": "unseen",
-    "test_unseen": "unseen", "train_speech": "train", "val_speech": "heldout", "test_speech_unseen": "heldout",
-    "train_mosaic": "train", "val_mosaic": "heldout", "test_mosaic": "heldout",
-    "test_duet": "heldout", "val_interf": "heldout", "test_interf": "heldout", "val_ood": "unseen",
-    "test_ood": "unseen",
-}
-SPLIT_ORDER = ("train", "val", "test", "train_mix", "test_mix", "test_ext", "test_speech", "val_unseen",
-               "test_unseen", "train_mosaic", "val_mosaic", "test_mosaic", "test_duet", "train_speech", "val_speech",
-               "test_speech_unseen", "val_interf", "test_interf", "val_ood", "test_ood")
-SEEN_LANGUAGES = ("be", "bg", "ca", "el", "es", "fr", "ru")
-"""Languages of the real spoken descriptions in train_speech / val_speech (with espeak-ng English)."""
-UNSEEN_LANGUAGES = ("da", "nl", "ro")
-"""Languages only test_speech_unseen speaks (real recordings in Tux Paint)."""
-TRAIN_VOICES = (("en-us", 130), ("en-us", 165), ("en-gb-scotland", 145), ("en-gb-x-rp", 180))
-"""espeak-ng (voice, words per minute) of the training prompts; test_speech's espeak prompts use the default voice."""
-SPLIT_LANGUAGES = {"train_speech": "seen", "val_speech": "seen", "test_speech": "english",
-                   "test_speech_unseen": "unseen"}
-MULTI_OBJECT_KINDS = ("mosaic", "duet", "interference")
-INTERFERENCE_SCENARIOS = ("volume_0db", "volume_6db", "volume_12db", "volume_20db", "offscreen", "silent", "combined")
-"""Scene `index` of an interference split shows scenario `index % 7`. volume_Xdb: two visible sounding objects, the
-second X dB above or below the first (the sign alternates); offscreen: one visible sounding object and an audible
-class not in the frame (0 dB); silent: one sounding object and 1-2 visible silent objects of sounding classes;
-combined: two sounding objects at 0/6/12/20 dB, an off-screen source and one silent object."""
-
-
-class StampsError(AvlocError, ValueError):
-    """Stamps build settings that cannot work (unknown classes, objects that do not fit, another build in --out)."""
-
-
-class OtherBuildError(StampsError):
-    """The output folder holds a stamps build made with other settings."""
-
-
-class MediaMissingError(AvlocError, FileNotFoundError):
-    """The Debian media packages are not where the builder looks; the message says what to run."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Media discovery and decoding (cached per process: every worker decodes each file at most once).
-
-
-def media_root(media_dir=None):
-    """The folder that contains `scratch/` (env KERAS_AVLOC_MEDIA, default ~/.cache/keras-avloc/media)."""
-    if media_dir:
-        return os.path.abspath(os.path.expanduser(media_dir))
-    return os.path.abspath(os.path.expanduser(
-        os.environ.get("KERAS_AVLOC_MEDIA", "~/.cache/keras-avloc/media")))
-
-
-def check_media(stamps_dir=None, media_dir=None):
-    """Raises `MediaMissingError` naming the command to run when a media package is missing.
-
-    Returns:
-        (stamps_dir, scratch_media_dir) as absolute paths.
-    """
-    stamps_dir = stamps_dir or catalog.STAMPS_DIR
-    scratch = os.path.join(media_root(media_dir), catalog.SCRATCH_MEDIA)
-    probe = os.path.join(stamps_dir, catalog.STAMPS[0][0] + ".png")
-    if not os.path.isfile(probe):
-        raise MediaMissingError(
-            f"Tux Paint photo stamps not found ({probe} is missing). Install them with "
-            "`sudo apt-get install tuxpaint-stamps-default` or run `bash tools/setup.sh`.")
-    if not os.path.isdir(os.path.join(scratch, "Backgrounds")):
-        raise MediaMissingError(
-            f"scratch backgrounds not found in {scratch}. Run `bash tools/setup.sh` (it unpacks the "
-            "`scratch` Debian package there without installing it), or set KERAS_AVLOC_MEDIA to the "
-            "folder that contains scratch/.")
-    return os.path.abspath(stamps_dir), scratch
-
-
-def _count_colours(rgba):
-    opaque = rgba[..., 3] > 127
-    rgb = rgba[..., :3][opaque].astype(np.int64)
-    if len(rgb) == 0:
-        return 0
-    return len(np.unique(rgb[:, 0] * 65536 + rgb[:, 1] * 256 + rgb[:, 2]))
-
-
-def _first_line(path):
-    try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.readline().strip()
-    except OSError:
-        return ""
-
-
-def _translations(path):
-    """{language: text} from a stamp's .txt (`xx.utf8=...` lines) for the description languages."""
-    texts = {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                key, sep, value = line.strip().partition("=")
-                language = key.split(".")[0]
-                if sep and language in SEEN_LANGUAGES + UNSEEN_LANGUAGES and value.strip():
-                    texts.setdefault(language, value.strip())
-    except OSError:
-        pass
-    return texts
-
-
-def _is_audible(path, min_peak=0.01):
-    import soundfile
-
-    try:
-        data, _ = soundfile.read(path, dtype="float32")
-    except Exception:  # noqa: BLE001 - unreadable counts as silent
-        return False
-    return bool(len(data)) and float(np.max(np.abs(data))) >= min_peak
-
-
-def load_catalog(stamps_dir=None, media_dir=None):
-    """Applies the stamp rule of `stamps_catalog` to the installed media.
-
-    Stamps whose own recording is digital silence (giraffe, wombat, rhea in Debian's package) are
-    kept as silent distractors only: their classes are in "distractor_classes", not in "classes".
-
-    Returns:
-        dict with "stamps" (list of {"stamp", "class", "sounding", "description", "desc_audio"}),
-        "dropped" (list of {"stamp", "reason"}), "classes" (sorted names of sounding classes),
-        "distractor_classes", "recordings" (list of
-        {"id", "class", "unseen"}, see `assign_unseen_recordings`), "backgrounds" (sorted names),
-        "ambience" (paths).
-    """
-    import cv2
-
-    stamps_dir, scratch = check_media(stamps_dir, media_dir)
-    stamps, dropped = [], []
-    for stamp, class_name in catalog.STAMPS:
-        base = os.path.join(stamps_dir, stamp)
-        image = cv2.imread(base + ".png", cv2.IMREAD_UNCHANGED)
-        reason = None
-        if image is None or not os.path.isfile(base + ".ogg"):
-            reason = "png or ogg missing"
-        elif image.ndim != 3 or image.shape[2] != 4:
-            reason = "no alpha channel"
-        elif max(image.shape[:2]) < catalog.MIN_LONGEST_SIDE:
-            reason = f"longest side {max(image.shape[:2])} < {catalog.MIN_LONGEST_SIDE} px"
-        else:
-            colours = _count_colours(image)
-            if colours < catalog.MIN_DISTINCT_COLOURS:
-                reason = f"{colours} colours < {catalog.MIN_DISTINCT_COLOURS} (clip-art)"
-        if reason:
-            dropped.append({"stamp": stamp, "reason": reason})
-            continue
-        desc = base + "_desc.ogg"
-        stamps.append({
-            "stamp": stamp, "class": class_name, "sounding": _is_audible(base + ".ogg"),
-            "description": _first_line(base + ".txt") or f"A {class_name}.",
-            "desc_audio": ("tuxpaint:" + stamp + "_desc.ogg") if os.path.isfile(desc) else None,
-            "desc_languages": {lang: f"tuxpaint:{stamp}_desc_{lang}.ogg" for lang in SEEN_LANGUAGES + UNSEEN_LANGUAGES
-                               if os.path.isfile(f"{base}_desc_{lang}.ogg")},
-            "texts": _translations(base + ".txt"),
-        })
-    classes = sorted({entry["class"] for entry in stamps if entry["sounding"]})
-    distractor_classes = sorted({entry["class"] for entry in stamps} - set(classes))
-    recordings = [{"id": "tuxpaint:" + e["stamp"] + ".ogg", "class": e["class"]}
-                  for e in stamps if e["sounding"] and e["stamp"] not in catalog.DUPLICATE_RECORDINGS]
-    for rel, class_name in catalog.EXTRA_RECORDINGS:
-        if class_name in classes and os.path.isfile(os.path.join(scratch, "Sounds", rel)):
-            recordings.append({"id": "scratch:Sounds/" + rel, "class": class_name})
-    recordings = assign_unseen_recordings(recordings)
-    backgrounds = []
-    for folder in sorted(os.listdir(os.path.join(scratch, "Backgrounds"))):
-        path = os.path.join(scratch, "Backgrounds", folder)
-        if not os.path.isdir(path):
-            continue
-        for name in sorted(os.listdir(path)):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() == ".jpg" and stem not in catalog.BACKGROUND_EXCLUDE:
-                backgrounds.append(f"{folder}/{name}")
-    ambience = [r for r in catalog.AMBIENCE_RECORDINGS
-                if os.path.isfile(os.path.join(scratch, "Sounds", r))]
-    if len(classes) < 4 or len(backgrounds) < 3:
-        raise MediaMissingError(
-            f"only {len(classes)} stamp classes and {len(backgrounds)} backgrounds found under "
-            f"{stamps_dir} and {scratch}; reinstall with `bash tools/setup.sh`.")
-    return {"stamps": stamps, "dropped": dropped, "classes": classes,
-            "distractor_classes": distractor_classes, "recordings": recordings,
-            "backgrounds": backgrounds, "ambience": ambience,
-            "stamps_dir": stamps_dir, "scratch": scratch}
-
-
-def assign_unseen_recordings(recordings):
-    """Marks the recordings of each class that training never hears (`"unseen": True`).
-
-    A class with k >= 2 distinct recordings keeps max(1, k // 3) of them unseen, taken from the scratch
-    package's recordings first (another source than the stamps', as a new recording would be), then the
-    last in sorted order; a class with one recording has none unseen (and no val_unseen / test_unseen
-    scenes).
-
-    Returns:
-        the recordings sorted by id, each with an "unseen" flag.
-    """
-    by_class = {}
-    for recording in sorted(recordings, key=lambda r: r["id"]):
-        by_class.setdefault(recording["class"], []).append(dict(recording, unseen=False))
-    for items in by_class.values():
-        if len(items) < 2:
-            continue
-        scratch = [r for r in items if r["id"].startswith("scratch:")][::-1]
-        others = [r for r in items if not r["id"].startswith("scratch:")][::-1]
-        for recording in (scratch + others)[: max(1, len(items) // 3)]:
-            recording["unseen"] = True
-    return sorted((r for items in by_class.values() for r in items), key=lambda r: r["id"])
-
-
-def unseen_classes(info):
-    """The sounding classes that have unseen recordings (the classes of val_unseen / test_unseen)."""
-    return sorted({r["class"] for r in info["recordings"] if r["unseen"] and r["class"] in info["classes"]})
-
-
-def _resolve(media_id, stamps_dir, scratch):
-    source, rel = media_id.split(":", 1)
-    return os.path.join(stamps_dir if source == "tuxpaint" else scratch, rel)
-
-
-def decode_audio(path, sample_rate=SAMPLE_RATE):
-    """Reads any ogg/wav/mp3 as float32 mono at `sample_rate` (`keras_avloc.io.media.read_audio`)."""
-    return media_io.read_audio(path, sample_rate)
-
-
-def _frame_rms(wave, frame):
-    count = len(wave) // frame
-    if count == 0:
-        return np.zeros(0, np.float32)
-    return np.sqrt(np.mean(wave[: count * frame].reshape(count, frame) ** 2, axis=1))
-
-
-def trim_and_split(wave, sample_rate=SAMPLE_RATE, min_split_seconds=MIN_SPLIT_SECONDS):
-    """Trims silence (-40 dB of the peak) and finds the train/held-out cut.
-
-    Returns:
-        (trimmed_wave, cut): train crops use `trimmed[:cut]`, held-out crops `trimmed[cut:]`;
-        `cut` is None when the recording is too short to split (it is then used whole).
-    """
-    peak = float(np.max(np.abs(wave))) if len(wave) else 0.0
-    if peak <= 0:
-        return wave, None
-    loud = np.nonzero(np.abs(wave) > peak * 0.01)[0]
-    wave = wave[loud[0]: loud[-1] + 1]
-    if len(wave) < min_split_seconds * sample_rate:
-        return wave, None
-    frame = sample_rate // 50
-    rms = _frame_rms(wave, frame)
-    lo, hi = int(len(rms) * 0.5), max(int(len(rms) * 0.75), int(len(rms) * 0.5) + 1)
-    quietest = lo + int(np.argmin(rms[lo:hi]))
-    return wave, quietest * frame + frame // 2
-
-
-class MediaCache:
-    """Per-process cache of decoded stamps, backgrounds and recordings."""
-
-    def __init__(self, stamps_dir, scratch):
-        self.stamps_dir, self.scratch = stamps_dir, scratch
-        self._stamps, self._backgrounds, self._recordings, self._speech = {}, {}, {}, {}
-        self.files = {}  # other backgrounds by absolute path (`stamps_variety.file_background`)
-
-    def stamp(self, stamp):
-        """Premultiplied float32 RGBA [H, W, 4] in [0, 1], tight-cropped to its alpha."""
-        if stamp not in self._stamps:
-            import cv2
-
-            bgra = cv2.imread(os.path.join(self.stamps_dir, stamp + ".png"), cv2.IMREAD_UNCHANGED)
-            rgba = bgra[..., [2, 1, 0, 3]].astype(np.float32) / 255.0
-            ys, xs = np.nonzero(rgba[..., 3] > 0.5)
-            rgba = rgba[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
-            rgba[..., :3] *= rgba[..., 3:4]
-            self._stamps[stamp] = np.ascontiguousarray(rgba)
-        return self._stamps[stamp]
-
-    def background(self, name):
-        if name not in self._backgrounds:
-            import cv2
-
-            bgr = cv2.imread(os.path.join(self.scratch, "Backgrounds", name), cv2.IMREAD_COLOR)
-            self._backgrounds[name] = bgr[..., ::-1].astype(np.float32) / 255.0
-        return self._backgrounds[name]
-
-    def recording(self, media_id):
-        """(trimmed 16 kHz wave, cut) of a recording id like "tuxpaint:animals/birds/owl.ogg"."""
-        if media_id not in self._recordings:
-            wave = decode_audio(_resolve(media_id, self.stamps_dir, self.scratch))
-            self._recordings[media_id] = trim_and_split(wave)
-        return self._recordings[media_id]
-
-    def ambience(self, rel):
-        key = "scratch:Sounds/" + rel
-        if key not in self._recordings:
-            self._recordings[key] = (decode_audio(_resolve(key, self.stamps_dir, self.scratch)), None)
-        return self._recordings[key][0]
-
-    def speech(self, text, voice=None, rate=None):
-        """espeak-ng TTS of `text` at 16 kHz (deterministic for a given espeak-ng); default voice and rate unless
-        given."""
-        key = (text, voice, rate) if voice or rate else text
-        if key not in self._speech:
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "prompt.wav")
-                options = (["-v", voice] if voice else []) + (["-s", str(int(rate))] if rate else [])
-                try:
-                    subprocess.run(["espeak-ng", *options, "-w", path, text], check=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                except (OSError, subprocess.CalledProcessError) as err:
-                    raise MediaMissingError(
-                        "espeak-ng is needed for spoken prompts of stamps without a recorded "
-                        "description: `sudo apt-get install espeak-ng` or `bash tools/setup.sh`."
-                    ) from err
-                self._speech[key] = decode_audio(path)
-        return self._speech[key]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Scene planning: everything random is drawn from one generator seeded by (seed, split, index).
-
-
-def _scene_rng(seed, split, index, stream=0):
-    return np.random.default_rng([int(seed), zlib.crc32(split.encode()), int(index), stream])
-
-
-def split_backgrounds(backgrounds, seed):
-    """Disjoint background lists {"train", "val", "test"} (a seeded shuffle of the sorted names)."""
-    order = list(np.random.default_rng([int(seed), 7]).permutation(len(backgrounds)))
-    names = [backgrounds[i] for i in order]
-    n_test = max(1, int(round(len(names) * SPLIT_FRACTIONS["test"])))
-    n_val = max(1, int(round(len(names) * SPLIT_FRACTIONS["val"])))
-    return {"test": sorted(names[:n_test]), "val": sorted(names[n_test: n_test + n_val]),
-            "train": sorted(names[n_test + n_val:])}
-
-
-def balanced_class(classes, seed, split, index):
-    """Class of scene `index`: each block of len(classes) scenes holds every class once."""
-    block, position = divmod(int(index), len(classes))
-    order = _scene_rng(seed, split, block, stream=1).permutation(len(classes))
-    return classes[int(order[position])]
-
-
-def _scene_kind(split, index):
-    if split == "test_ext":
-        return ("single", "single", "silent", "offscreen")[index % 4]
-    if split.endswith("_mix"):
-        return "mixture"
-    if "speech" in split:
-        return "speech"
-    if split.endswith("_mosaic"):
-        return "mosaic"
-    if split.endswith("_duet"):
-        return "duet"
-    if split.endswith("_interf"):
-        return "interference"
-    return "single"
-
-
-def interference_plan(index, rng):
-    """(scenario, level_db of the second on-screen source or None, on-screen sounding count, off-screen count,
-    silent count) of interference scene `index` (see INTERFERENCE_SCENARIOS)."""
-    scenario = INTERFERENCE_SCENARIOS[int(index) % len(INTERFERENCE_SCENARIOS)]
-    sign = 1.0 if (int(index) // len(INTERFERENCE_SCENARIOS)) % 2 == 0 else -1.0
-    if scenario.startswith("volume_"):
-        return scenario, sign * float(scenario[len("volume_"):-2]) + 0.0, 2, 0, 0  # + 0.0: no "-0.0"
-    if scenario == "offscreen":
-        return scenario, None, 1, 1, 0
-    if scenario == "silent":
-        return scenario, None, 1, 0, int(rng.integers(1, 3))
-    return scenario, sign * float((0, 6, 12, 20)[int(rng.integers(0, 4))]) + 0.0, 2, 1, 1
-
-
-def _colour_jitter(rgb, rng, strength, weight=None):
-    """Random brightness, contrast (around the `weight`-weighted mean) and saturation."""
-    brightness = 1.0 + rng.uniform(-strength, strength)
-    contrast = 1.0 + rng.uniform(-strength, strength)
-    saturation = 1.0 + rng.uniform(-strength, strength) * 1.5
-    grey = rgb.mean(axis=-1, keepdims=True)
-    rgb = grey + (rgb - grey) * saturation
-    mean = float(np.average(grey[..., 0], weights=weight)) if weight is not None else float(grey.mean())
-    rgb = (rgb - mean) * contrast + mean
-    return np.clip(rgb * brightness, 0.0, 1.0)
-
-
-def _render_background(media, name, size, rng):
-    import cv2
-
-    image = media.background(name)
-    height, width = image.shape[:2]
-    side = int(round(min(height, width) * rng.uniform(0.75, 1.0)))
-    top = int(rng.integers(0, height - side + 1))
-    left = int(rng.integers(0, width - side + 1))
-    crop = image[top: top + side, left: left + side]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    crop = cv2.resize(np.ascontiguousarray(crop), (size, size), interpolation=cv2.INTER_AREA)
-    return _colour_jitter(crop, rng, 0.15)
-
-
-def _patch_size(media, stamp, size, area_fraction):
-    """(width, height) of `stamp` scaled so its box covers about `area_fraction` of the frame."""
-    height, width = media.stamp(stamp).shape[:2]
-    scale = size * np.sqrt(area_fraction / (height * width))
-    scale = min(scale, 0.95 * size / max(height, width))
-    return max(2, int(round(width * scale))), max(2, int(round(height * scale)))
-
-
-def _prepare_object(media, stamp, patch_size, rng):
-    """The stamp resized to `patch_size`, flipped and colour-jittered: premultiplied RGBA [h, w, 4]."""
-    import cv2
-
-    premultiplied = media.stamp(stamp)
-    interpolation = cv2.INTER_AREA if patch_size[0] < premultiplied.shape[1] else cv2.INTER_LINEAR
-    patch = np.clip(cv2.resize(premultiplied, patch_size, interpolation=interpolation), 0.0, 1.0)
-    if rng.random() < 0.5:
-        patch = patch[:, ::-1]
-    alpha = patch[..., 3:4]
-    straight = np.where(alpha > 1e-3, patch[..., :3] / np.maximum(alpha, 1e-3), 0.0)
-    rgb = _colour_jitter(straight, rng, 0.1, weight=alpha[..., 0] + 1e-6)
-    return np.concatenate([np.minimum(rgb * alpha, alpha), alpha], axis=-1).astype(np.float32)
-
-
-def _overlap_ok(boxes, max_overlap=0.25):
-    for i in range(len(boxes)):
-        for j in range(i + 1, len(boxes)):
-            (ax, ay, aw, ah), (bx, by, bw, bh) = boxes[i], boxes[j]
-            inter_w = min(ax + aw, bx + bw) - max(ax, bx)
-            inter_h = min(ay + ah, by + bh) - max(ay, by)
-            if inter_w > 0 and inter_h > 0 and inter_w * inter_h > max_overlap * min(aw * ah, bw * bh):
-                return False
-    return True
-
-
-def _fit_fractions(fractions, sounding, budget, floor):
-    """Shrinks box-area fractions to sum to `budget`: distractors first, sounding objects last."""
-    fractions = fractions.copy()
-    excess = fractions.sum() - budget
-    if excess <= 0:
-        return fractions
-    silent = ~sounding
-    room = np.maximum(fractions[silent] - floor, 0.0)
-    if room.sum() > 0:
-        fractions[silent] -= room * min(1.0, excess / room.sum())
-    if fractions.sum() > budget:
-        fractions = np.maximum(fractions * budget / fractions.sum(), floor)
-    return fractions
-
-
-def visible_masks(alphas):
-    """Boolean masks of what stays visible of each object (drawn in order) once the later ones cover it."""
-    masks = []
-    for i, alpha in enumerate(alphas):
-        visible = alpha.copy()
-        for later in alphas[i + 1:]:
-            visible *= 1.0 - later
-        masks.append(visible > 0.5)
-    return masks
-
-
-def _compose(media, background, objects, size, rng, sounding=None, max_tries=200, settings=None):
-    """Pastes `objects` (list of stamp names, drawn in order) on `background`.
-
-    Each box covers 3-40% of the frame (uniformly, like VGG-SS whose median box is about 20%; silent
-    distractors shrink first when the boxes would not fit), boxes overlap by at most a quarter of the
-    smaller one, and every object stays at least half visible. `settings` (`stamps_variety.recipe`) changes
-    these ranges, and may add drop shadows and objects cut by the frame border (the second recipe).
-
-    Returns:
-        (rgb float32 [S,S,3], list of bool [S,S] visible masks, one per object).
-    """
-    settings = settings or stamps_variety.VARIETY["narrow"]
-    cut = settings.get("border_cut", 0.0)
-    for attempt in range(max_tries):
-        if attempt % 20 == 0:
-            # New sizes only every 20 placements, so that big objects are not filtered out by retries.
-            shrink = 0.85 ** (attempt // 40)
-            flags = np.zeros(len(objects), bool) if sounding is None else np.asarray(sounding, bool)
-            fractions = _fit_fractions(stamps_variety.draw_fractions(rng, len(objects), settings), flags,
-                                       0.6 * shrink, 0.03 * shrink)
-            sizes = [_patch_size(media, stamp, size, f) for stamp, f in zip(objects, fractions)]
-        boxes = [(int(rng.integers(-int(cut * w), size - w + int(cut * w) + 1)),
-                  int(rng.integers(-int(cut * h), size - h + int(cut * h) + 1)), w, h) for w, h in sizes]
-        if not _overlap_ok(boxes, settings["max_overlap"]):
-            continue
-        canvas = background.copy()
-        alphas = []
-        for stamp, (x, y, w, h) in zip(objects, boxes):
-            patch = _prepare_object(media, stamp, (w, h), rng)
-            # The part of the patch inside the frame (all of it unless the recipe cuts objects at the border).
-            top, left, bottom, right = max(y, 0), max(x, 0), min(y + h, size), min(x + w, size)
-            inside = patch[top - y: bottom - y, left - x: right - x]
-            alpha = np.zeros((size, size), np.float32)
-            alpha[top:bottom, left:right] = inside[..., 3]
-            canvas = stamps_variety.drop_shadow(canvas, alpha, rng, settings)
-            canvas[top:bottom, left:right] = inside[..., :3] + canvas[top:bottom, left:right] * (1 - inside[..., 3:4])
-            alphas.append(alpha)
-        masks = visible_masks(alphas)
-        if all(mask.sum() >= settings["min_visible"] * max((alpha > 0.5).sum(), 1) and mask.any()
-               for mask, alpha in zip(masks, alphas)):
-            return stamps_variety.finish_frame(canvas, rng, settings), masks
-    raise StampsError(f"could not place {len(objects)} objects in a {size}px frame; use a larger --size")
-
-
-def _compose_mosaic(media, backgrounds, objects, sounding, size, rng):
-    """CSOL's synthetic frame: four solo frames (one object each on its own background) in a 2 x 2 grid.
-
-    Returns:
-        (rgb float32 [S, S, 3], list of bool [S, S] masks, one per object, in the order given: cells
-        top-left, top-right, bottom-left, bottom-right).
-    """
-    half = size // 2
-    image = np.zeros((size, size, 3), np.float32)
-    masks = []
-    for cell, (name, stamp, flag) in enumerate(zip(backgrounds, objects, sounding)):
-        cell_image, (cell_mask,) = _compose(media, _render_background(media, name, half, rng), [stamp], half, rng,
-                                            sounding=[flag])
-        top, left = (cell // 2) * half, (cell % 2) * half
-        image[top: top + half, left: left + half] = cell_image
-        mask = np.zeros((size, size), bool)
-        mask[top: top + half, left: left + half] = cell_mask
-        masks.append(mask)
-    return image, masks
-
-
-def mask_box(mask):
-    """Normalised [x1, y1, x2, y2] of a boolean mask's pixels (x2/y2 exclusive)."""
-    ys, xs = np.nonzero(mask)
-    height, width = mask.shape
-    return [round(float(xs.min()) / width, 6), round(float(ys.min()) / height, 6),
-            round(float(xs.max() + 1) / width, 6), round(float(ys.max() + 1) / height, 6)]
-
-
-def _clip_from(wave, length, rng):
-    """A `length`-sample window of `wave`, looped with a random phase when `wave` is shorter."""
-    if len(wave) >= length:
-        start = int(rng.integers(0, len(wave) - length + 1))
-        return wave[start: start + length].copy(), start
-    phase = int(rng.integers(0, len(wave)))
-    return np.take(wave, (phase + np.arange(length)) % len(wave)), phase
-
-
-def _recording_clip(media, recording, part, length, rng):
-    wave, cut = media.recording(recording)
-    segment = [0, len(wave)]
-    if cut is not None and part != "unseen":
-        segment = [0, cut] if part == "train" else [cut, len(wave)]
-    clip, offset = _clip_from(wave[segment[0]: segment[1]], length, rng)
-    peak = float(np.max(np.abs(clip)))
-    clip = clip / peak if peak > 0 else clip
-    return clip.astype(np.float32), {"recording": recording, "segment": segment, "offset": offset}
-
-
-def _choose_recording(catalog_info, class_name, part, rng):
-    pool = [r["id"] for r in catalog_info["recordings"] if r["class"] == class_name
-            and r["unseen"] == (part == "unseen")]
-    return pool[int(rng.integers(0, len(pool)))]
-
-
-def _rms(wave):
-    return float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)) + 1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -645,141 +88,31 @@ def _init_worker(catalog_info, options):
     _WORKER["media"] = MediaCache(catalog_info["stamps_dir"], catalog_info["scratch"])
 
 
-def _write_jpg(path, rgb, quality=95):
-    media_io.write_jpg(path, np.clip(np.round(rgb * 255.0), 0, 255).astype(np.uint8), quality=quality)
-
-
-def _write_wav(path, wave):
-    media_io.write_wav(path, wave, SAMPLE_RATE)
-
-
-def _stamps_of(catalog_info, class_name):
-    return [s for s in catalog_info["stamps"] if s["class"] == class_name]
-
-
-def _pick(items, rng):
-    return items[int(rng.integers(0, len(items)))]
-
-
-def _other_classes(classes, exclude, count, rng):
-    pool = [c for c in classes if c not in exclude]
-    return [pool[int(i)] for i in rng.choice(len(pool), size=count, replace=False)]
-
-
-def _spoken_prompt(media, stamp, class_name, languages, rng):
-    """(16 kHz wave, text, source, language) of a spoken prompt naming `stamp` (see SPLIT_LANGUAGES).
-
-    "english" (test_speech): the real English description, else espeak-ng's default voice (no random draw);
-    "seen": a random one of the stamp's SEEN_LANGUAGES recordings or espeak-ng English in a TRAIN_VOICES voice;
-    "unseen": a random one of its UNSEEN_LANGUAGES recordings (espeak-ng English when it has none).
-    """
-    article = "an" if class_name[0] in "aeiou" else "a"
-    tts_text = f"a picture of {article} {class_name}"
-    if languages == "english":
-        if stamp["desc_audio"]:
-            return media.recording(stamp["desc_audio"])[0], stamp["description"], stamp["desc_audio"], "en"
-        return media.speech(tts_text), tts_text, "espeak-ng", "en"
-    wanted = SEEN_LANGUAGES if languages == "seen" else UNSEEN_LANGUAGES
-    options = [lang for lang in wanted if lang in stamp.get("desc_languages", {})]
-    if languages == "seen":
-        options = options + ["espeak"]
-    if not options:
-        return media.speech(tts_text), tts_text, "espeak-ng", "en"
-    language = _pick(options, rng)
-    if language == "espeak":
-        voice, rate = TRAIN_VOICES[int(rng.integers(0, len(TRAIN_VOICES)))]
-        return media.speech(tts_text, voice, rate), tts_text, f"espeak-ng:{voice}:{rate}", "en"
-    source = stamp["desc_languages"][language]
-    return media.recording(source)[0], stamp.get("texts", {}).get(language, ""), source, language
-
-
-def render_scene(task):
-    """Builds and writes one scene; returns its annotation record (a pure function of the task)."""
-    split, index = task
-    info, options, media = _WORKER["catalog"], _WORKER["options"], _WORKER["media"]
-    root, size, seed = options["root"], options["size"], options["seed"]
-    classes = info["classes"]
-    rng = _scene_rng(seed, split, index)
-    kind = _scene_kind(split, index)
-    part = SPLIT_AUDIO_PART[split]
-    file_id = f"{split}_{index:05d}"
-    length = int(round(CLIP_SECONDS * SAMPLE_RATE))
-    background_name = _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
-    settings = stamps_variety.recipe(split, options.get("variety", "narrow"))
-    narrow = settings is stamps_variety.VARIETY["narrow"]
-    # A mosaic renders one background per cell below; the others one for the frame (same draws as before).
-    background_kind = "photo" if narrow or kind == "mosaic" else stamps_variety.draw_kind(rng,
-                                                                                         settings["backgrounds"])
+def _scene_background(media, options, split, kind, settings, narrow, rng):
+    """(name, kind, image or None) of a scene's background; a mosaic renders one per cell later."""
+    pool = options["backgrounds"][SPLIT_BACKGROUNDS[split]]
+    name = _pick(pool, rng)
+    # A mosaic renders one background per cell; the others one for the frame (same draws as before).
+    background_kind = "photo" if narrow or kind == "mosaic" else stamps_variety.draw_kind(rng, settings["backgrounds"])
     if kind == "mosaic":
-        background = None
-    elif background_kind == "photo":
-        background = _render_background(media, background_name, size, rng)
-    elif background_kind == "ood":
+        return name, background_kind, None
+    if background_kind == "photo":
+        return name, background_kind, _render_background(media, name, options["size"], rng)
+    if background_kind == "ood":
         path = _pick(options["ood_backgrounds"][SPLIT_BACKGROUNDS[split]], rng)
-        background_name = "/".join(path.split(os.sep)[-2:])
-        background = stamps_variety.file_background(path, size, rng, media.files)
-    else:
-        background_name = background_kind
-        render = stamps_variety.texture_background if background_kind == "texture" else stamps_variety.plain_background
-        background = render(size, rng)
+        return "/".join(path.split(os.sep)[-2:]), background_kind, stamps_variety.file_background(
+            path, options["size"], rng, media.files)
+    render = stamps_variety.texture_background if background_kind == "texture" else stamps_variety.plain_background
+    return background_kind, background_kind, render(options["size"], rng)
 
-    main_class = balanced_class(unseen_classes(info) if part == "unseen" else classes, seed, split, index)
-    pictured_pool = classes + info["distractor_classes"]  # silent distractors may be any photo stamp
-    plan = None
-    if kind == "interference":
-        plan = interference_plan(index, rng)
-        _, _, n_sounding, n_offscreen, n_silent = plan
-        sounding = [main_class] + _other_classes(classes, [main_class], n_sounding - 1, rng)
-        visible = sounding + _other_classes(classes, sounding, n_silent, rng)
-        offscreen_classes = _other_classes(classes, visible, n_offscreen, rng)
-    elif kind == "mixture":
-        sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
-        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(0, 2)), rng)
-    elif kind == "silent":
-        sounding = []
-        visible = _other_classes(pictured_pool, [main_class], int(rng.integers(1, 4)), rng)
-    elif kind in MULTI_OBJECT_KINDS:
-        # Silent objects of sounding classes: classes the model hears elsewhere, visible here without sound.
-        sounding = [main_class] + _other_classes(classes, [main_class], 1, rng)
-        n_silent = 2 if kind == "mosaic" else int(rng.integers(1, 3))
-        visible = sounding + _other_classes(classes, sounding, n_silent, rng)
-    elif kind == "speech":
-        sounding = [main_class]
-        visible = sounding + _other_classes(pictured_pool, sounding, int(rng.integers(1, 4)), rng)
-    else:
-        sounding = [main_class]
-        low, high = settings["distractors"]
-        count = int(rng.integers(low, high + 1))
-        if settings.get("sounding_distractors"):
-            # Silent objects of classes that sound in other scenes: only the audio tells them from the source.
-            heard = sum(rng.random() < settings["sounding_distractors"] for _ in range(count))
-            chosen = _other_classes(classes, sounding, min(heard, len(classes) - 1), rng)
-            visible = sounding + chosen + _other_classes(pictured_pool, sounding + chosen, count - len(chosen), rng)
-        else:
-            visible = sounding + _other_classes(pictured_pool, sounding, count, rng)
-    stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
-              for c in visible}
-    draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
-    if kind == "mosaic":
-        image, masks = _compose_mosaic(media, [background_name] + [
-            _pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng) for _ in range(3)],
-            [stamps[c]["stamp"] for c in draw_order], [c in sounding for c in draw_order], size, rng)
-    else:
-        image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
-                                sounding=[c in sounding for c in draw_order], settings=settings)
-    mask_of = dict(zip(draw_order, masks))
 
-    # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
-    audio_classes = list(sounding)
-    if kind == "silent":
-        audio_classes = [main_class]
-    elif kind == "offscreen":
-        audio_classes = audio_classes + _other_classes(classes, visible, 1, rng)
-    elif kind == "interference":
-        audio_classes = audio_classes + offscreen_classes
+def _scene_audio(media, info, options, settings, scene, split, part, rng):
+    """(mixture, per-source clips, provenance, ambience) of a scene; levels relative to the first source."""
+    length = int(round(CLIP_SECONDS * SAMPLE_RATE))
     provenance, clips = [], []
-    if kind == "speech":
-        wave, prompt, prompt_source, language = _spoken_prompt(media, stamps[main_class], main_class,
+    if scene["kind"] == "speech":
+        main_class = scene["main_class"]
+        wave, prompt, prompt_source, language = _spoken_prompt(media, scene["stamps"][main_class], main_class,
                                                                SPLIT_LANGUAGES[split], rng)
         wave = wave[: length]
         start = int(rng.integers(0, length - len(wave) + 1))
@@ -789,7 +122,7 @@ def render_scene(task):
         provenance.append({"recording": prompt_source, "prompt": prompt, "offset": start, "language": language,
                            "samples": len(wave)})
     else:
-        for class_name in audio_classes:
+        for class_name in scene["audio_classes"]:
             recording = _choose_recording(info, class_name, part, rng)
             clip, meta = _recording_clip(media, recording, part, length, rng)
             if settings["partial_silence"] and rng.random() < settings["partial_silence"]:
@@ -797,7 +130,8 @@ def render_scene(task):
                 meta["partly_silent"] = True
             clips.append(clip)
             provenance.append(meta)
-    if kind == "interference":
+    plan = scene["plan"]
+    if scene["kind"] == "interference":
         # The second on-screen source at the scenario's level, an off-screen one at 0 dB, relative to the first.
         levels = ([plan[1]] if plan[2] == 2 else []) + [0.0] * plan[3]
         for number, level_db in enumerate(levels, start=1):
@@ -809,31 +143,29 @@ def render_scene(task):
         provenance[1]["level_db"] = round(level_db, 3)
     mix = np.sum(clips, axis=0)
     ambience = None
+    snr_range = None
     if options["ambience"] and info["ambience"]:
-        rel = _pick(info["ambience"], rng)
-        noise, _ = _clip_from(media.ambience(rel), length, rng)
-        snr_db = float(rng.uniform(10.0, 20.0))
-        mix = mix + noise * (_rms(mix) / _rms(noise)) * 10 ** (-snr_db / 20.0)
-        ambience = {"recording": "scratch:Sounds/" + rel, "snr_db": round(snr_db, 3)}
+        snr_range = (10.0, 20.0)
     elif settings["ambience"] and info["ambience"] and rng.random() < settings["ambience"]:
+        snr_range = settings["ambience_snr_db"]
+    if snr_range is not None:
         rel = _pick(info["ambience"], rng)
         noise, _ = _clip_from(media.ambience(rel), length, rng)
-        snr_db = float(rng.uniform(*settings["ambience_snr_db"]))
+        snr_db = float(rng.uniform(*snr_range))
         mix = mix + noise * (_rms(mix) / _rms(noise)) * 10 ** (-snr_db / 20.0)
         ambience = {"recording": "scratch:Sounds/" + rel, "snr_db": round(snr_db, 3)}
-    gain, level_dbfs = stamps_variety.level_gain(mix, rng, settings, PEAK_LEVEL)
+    return mix, clips, provenance, ambience
 
-    for folder in ("frames", "audio", "masks"):
-        os.makedirs(os.path.join(root, folder), exist_ok=True)
-    _write_jpg(os.path.join(root, "frames", file_id + ".jpg"), image, quality=settings.get("jpeg_quality", 95))
-    _write_wav(os.path.join(root, "audio", file_id + ".wav"), mix * gain)
 
+def _annotate(root, file_id, scene, clips, gain):
+    """Writes the masks (and per-source audio) of a scene and returns its annotation record."""
+    kind, main_class, mask_of, sounding = scene["kind"], scene["main_class"], scene["mask_of"], scene["sounding"]
     record = {"file": file_id, "class": main_class, "bbox": []}
     if kind == "silent":
         pass
     elif kind in ("mixture", "offscreen") + MULTI_OBJECT_KINDS:
         sources = []
-        for number, (class_name, clip) in enumerate(zip(audio_classes, clips)):
+        for number, (class_name, clip) in enumerate(zip(scene["audio_classes"], clips)):
             source_id = f"{file_id}_s{number}"
             _write_wav(os.path.join(root, "audio", source_id + ".wav"), clip * gain)
             source = {"class": class_name, "bbox": [], "audio": f"audio/{source_id}.wav"}
@@ -852,7 +184,7 @@ def render_scene(task):
         if kind in MULTI_OBJECT_KINDS:
             source_mask = {source["class"]: source["mask"] for source in sources if "mask" in source}
             objects = []
-            for number, class_name in enumerate(draw_order):
+            for number, class_name in enumerate(scene["draw_order"]):
                 if class_name in source_mask:
                     mask_path = source_mask[class_name]
                 else:
@@ -866,9 +198,57 @@ def render_scene(task):
         record["bbox"] = [mask_box(mask_of[main_class])]
         record["mask"] = f"masks/{file_id}.png"
     record["kind"] = kind
+    return record
+
+
+def render_scene(task):
+    """Builds and writes one scene; returns its annotation record (a pure function of the task).
+
+    Every random draw comes from the scene's own generator, in this order: the background, the cast (who is in
+    the picture and who sounds), the stamps, the drawing order and placement, the audio, the level.
+    """
+    split, index = task
+    info, options, media = _WORKER["catalog"], _WORKER["options"], _WORKER["media"]
+    root, size, seed = options["root"], options["size"], options["seed"]
+    rng = _scene_rng(seed, split, index)
+    kind = scene_kind(split, index)
+    part = SPLIT_AUDIO_PART[split]
+    file_id = f"{split}_{index:05d}"
+    settings = stamps_variety.recipe(split, options.get("variety", "narrow"))
+    narrow = settings is stamps_variety.VARIETY["narrow"]
+    background_name, background_kind, background = _scene_background(media, options, split, kind, settings, narrow,
+                                                                      rng)
+    main_class = balanced_class(unseen_classes(info) if part == "unseen" else info["classes"], seed, split, index)
+    sounding, visible, plan, offscreen = CASTS[kind](info, kind, main_class, index, settings, rng)
+    stamps = {c: _pick([s for s in _stamps_of(info, c) if s["sounding"] or c not in sounding], rng)
+              for c in visible}
+    draw_order = [visible[int(i)] for i in rng.permutation(len(visible))]
+    flags = [c in sounding for c in draw_order]
+    if kind == "mosaic":
+        cells = [background_name] + [_pick(options["backgrounds"][SPLIT_BACKGROUNDS[split]], rng) for _ in range(3)]
+        image, masks = _compose_mosaic(media, cells, [stamps[c]["stamp"] for c in draw_order], flags, size, rng)
+    else:
+        image, masks = _compose(media, background, [stamps[c]["stamp"] for c in draw_order], size, rng,
+                                sounding=flags, settings=settings)
+    # Who is heard: the sounding objects, plus (drawn after the picture) an off-screen class.
+    audio_classes = [main_class] if kind == "silent" else sounding + offscreen
+    if kind == "offscreen":
+        audio_classes = sounding + _other_classes(info["classes"], visible, 1, rng)
+    scene = {"kind": kind, "main_class": main_class, "sounding": sounding, "audio_classes": audio_classes,
+             "plan": plan, "stamps": stamps, "draw_order": draw_order, "mask_of": dict(zip(draw_order, masks))}
+
+    # Audio: one peak-normalised clip per sounding source, summed at +-5 dB for two sources.
+    mix, clips, provenance, ambience = _scene_audio(media, info, options, settings, scene, split, part, rng)
+    gain, level_dbfs = stamps_variety.level_gain(mix, rng, settings, PEAK_LEVEL)
+    for folder in ("frames", "audio", "masks"):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    _write_jpg(os.path.join(root, "frames", file_id + ".jpg"), image, quality=settings.get("jpeg_quality", 95))
+    _write_wav(os.path.join(root, "audio", file_id + ".wav"), mix * gain)
+
+    record = _annotate(root, file_id, scene, clips, gain)
     if kind == "interference":
         record["scenario"] = plan[0]
-        record["interference"] = {"level_db": plan[1], "offscreen": list(offscreen_classes),
+        record["interference"] = {"level_db": plan[1], "offscreen": list(offscreen),
                                   "silent": [c for c in visible if c not in sounding]}
     if kind == "speech":
         record["prompt"] = provenance[0]["prompt"]
@@ -877,16 +257,14 @@ def render_scene(task):
         record["speech"] = [round(start / SAMPLE_RATE, 4), round((start + provenance[0]["samples"]) / SAMPLE_RATE, 4)]
     record["scene"] = {
         "background": background_name,
-        "objects": [{"class": c, "stamp": stamps[c]["stamp"], "sounding": c in sounding}
-                    for c in draw_order],
+        "objects": [{"class": c, "stamp": stamps[c]["stamp"], "sounding": c in sounding} for c in draw_order],
         "audio": provenance,
         "ambience": ambience,
     }
     if not narrow:
         record["scene"].update(background_kind=background_kind, level_dbfs=level_dbfs,
                                recipe="second" if split.endswith("_ood") else options["variety"])
-    part_path = os.path.join(root, ".parts", split, file_id + ".json")
-    files.write_bytes(part_path, json.dumps(record, sort_keys=False).encode())
+    files.write_bytes(os.path.join(root, ".parts", split, file_id + ".json"), json.dumps(record, sort_keys=False).encode())
     return record
 
 

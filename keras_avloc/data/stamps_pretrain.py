@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from keras_avloc.data import stamps as stamps_lib
+from keras_avloc.data import stamps as stamps_lib, stamps_compose, stamps_media
 from keras_avloc.data import stamps_catalog as catalog
 
 EXCLUDED_CATEGORIES = ("symbols",)
@@ -86,19 +86,19 @@ def _rgba_stamp(media, stamp):
         rgba = rgba[ys.min(): ys.max() + 1, xs.min(): xs.max() + 1]
         rgba[..., :3] *= rgba[..., 3:4]
         media._stamps[key] = np.ascontiguousarray(rgba)
-        media._stamps[stamp] = media._stamps[key]  # so stamps_lib helpers that call media.stamp() find it
+        media._stamps[stamp] = media._stamps[key]  # so stamps_compose helpers that call media.stamp() find it
     return media._stamps[key]
 
 
 def render_image(media, stamp, others, background, size, rng):
     """One image: `stamp` (10-55% of the frame) over a background, with `others` as small clutter."""
-    canvas = stamps_lib._render_background(media, background, size, rng)
+    canvas = stamps_compose._render_background(media, background, size, rng)
     objects = list(others) + [stamp]  # the labelled object is drawn last, on top
     for position, name in enumerate(objects):
         _rgba_stamp(media, name)
         fraction = rng.uniform(0.10, 0.55) if position == len(objects) - 1 else rng.uniform(0.02, 0.08)
-        width, height = stamps_lib._patch_size(media, name, size, fraction)
-        patch = stamps_lib._prepare_object(media, name, (width, height), rng)
+        width, height = stamps_compose._patch_size(media, name, size, fraction)
+        patch = stamps_compose._prepare_object(media, name, (width, height), rng)
         x = int(rng.integers(0, size - width + 1))
         y = int(rng.integers(0, size - height + 1))
         canvas[y: y + height, x: x + width] = patch[..., :3] + canvas[y: y + height, x: x + width] * (1 - patch[..., 3:4])
@@ -134,19 +134,19 @@ def build_pretraining_set(sounding_classes, per_class=16, size=128, seed=0, work
     """
     from tqdm.auto import tqdm
 
-    stamps_dir, scratch = stamps_lib.check_media(stamps_dir, media_dir)
-    info = stamps_lib.load_catalog(stamps_dir, media_dir)
+    stamps_dir, scratch = stamps_media.check_media(stamps_dir, media_dir)
+    info = stamps_media.load_catalog(stamps_dir, media_dir)
     backgrounds = stamps_lib.split_backgrounds(info["backgrounds"], seed)["train"]
     stamps = pretraining_stamps(sounding_classes, stamps_dir)
     if len(stamps) < 10:
-        raise stamps_lib.StampsError(f"only {len(stamps)} stamps are left for the image stand-in; install the full "
+        raise stamps_media.StampsError(f"only {len(stamps)} stamps are left for the image stand-in; install the full "
                                      "tuxpaint-stamps-default package.")
     tasks = [(stamps, backgrounds, size, seed, c, i) for c in range(len(stamps)) for i in range(per_class)]
     images = np.zeros((len(tasks), size, size, 3), np.uint8)
     bar = tqdm(total=len(tasks), desc="stand-in images", unit="image", disable=not progress)
 
     def init():
-        _render_task.media = stamps_lib.MediaCache(stamps_dir, scratch)
+        _render_task.media = stamps_media.MediaCache(stamps_dir, scratch)
 
     if workers > 1:
         import multiprocessing

@@ -1,4 +1,4 @@
-"""Atomic file writes: the one implementation every writer of keras-avloc uses.
+"""Atomic file writes (the one implementation every writer of keras-avloc uses), and the readers' first check.
 
 A writer gets a hidden temporary path next to the target (same filesystem), writes there, and the file is
 renamed into place with `os.replace` only when writing succeeded. A crash, Ctrl-C or `kill -9` therefore
@@ -17,7 +17,7 @@ import json
 import os
 import uuid
 
-from keras_avloc.io.errors import AvlocError
+from keras_avloc.io.errors import AvlocError, MediaError
 
 TEMP_MARKER = ".avloc-tmp"
 
@@ -156,3 +156,13 @@ def check_output_file(path, flag="--out"):
     if os.path.isdir(path):
         raise OutputPathError(f"{flag} {path} is a folder; pass a file name (e.g. {os.path.join(path, 'out.png')}).")
     return path
+
+
+def check_readable(path):
+    """Raises `MediaError` naming `path` when it is missing, a directory or empty."""
+    if not os.path.exists(path):
+        raise MediaError(f"{path}: file does not exist")
+    if os.path.isdir(path):
+        raise MediaError(f"{path}: is a directory, expected a media file")
+    if os.path.getsize(path) == 0:
+        raise MediaError(f"{path}: file is empty (0 bytes); re-extract or re-download it")

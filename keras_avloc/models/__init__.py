@@ -1,6 +1,7 @@
 """Audio-visual localisation models, the shared `AVLocModel` base and the method registry.
 
-Methods: LVS, EZ-VSL, AVGN, CSOL and IEr (two stages each), DenseAV, AVC and AVSA.
+Methods: LVS, EZ-VSL, AVGN, CSOL and IEr (two stages each), DenseAV, AVC and AVSA. Each method's module declares
+what it registers (`METHODS`) and what this package exports from it (`__all__`).
 
 The model classes and losses are imported on first use (PEP 562), so the registry (`method_names`,
 `register_method`) is available without TensorFlow.
@@ -21,19 +22,10 @@ from keras_avloc.io.errors import AvlocError
 from keras_avloc.models.registry import get_method_class, method_names, normalize_name, register_method
 
 
-_LAZY = {
-    "AVGN": "avgn", "avgn_class_loss": "avgn", "avgn_localization_loss": "avgn", "avgn_loss_terms": "avgn",
-    "avgn_token_loss": "avgn",
-    "CSOLStageOne": "csol", "CSOLStageTwo": "csol", "csol_stage_one_loss_terms": "csol",
-    "csol_stage_two_loss_terms": "csol", "csol_class_loss_terms": "csol",
-    "DenseAV": "denseav", "denseav_loss_terms": "denseav",
-    "IErStageOne": "ier", "IErStageTwo": "ier", "aii_loss_terms": "ier", "ier_stage_two_loss_terms": "ier",
-    "AVC": "avsa", "AVSA": "avsa", "avc_loss_terms": "avsa", "avsa_contrast_terms": "avsa",
-    "AVLocModel": "base", "cosine_similarity_map": "base", "minmax_normalize": "base", "objectness_map": "base",
-    "upsample_maps": "base",
-    "EZVSL": "ezvsl", "ezvsl_loss": "ezvsl", "ezvsl_loss_terms": "ezvsl",
-    "LVS": "lvs", "lvs_loss": "lvs", "lvs_loss_terms": "lvs",
-}
+from keras_avloc.models.registry import module_declarations
+
+# Every name a module lists in its `__all__` (read from its source) is exported here and imported on first use.
+_LAZY = {name: module for module, values in module_declarations().items() for name in values.get("__all__", ())}
 
 
 def __getattr__(name):
@@ -129,20 +121,7 @@ def load_model(path, compile=True):
     return model
 
 
-# Every model class of the registry (`registry._BUILTIN`) and every loss helper in `_LAZY` is listed here;
-# tests/test_packaging.py checks that each registered class is reachable as `keras_avloc.models.<Class>`.
 __all__ = [
-    "AVLocModel",
-    "LVS",
-    "EZVSL",
-    "AVGN",
-    "CSOLStageOne",
-    "CSOLStageTwo",
-    "IErStageOne",
-    "IErStageTwo",
-    "DenseAV",
-    "AVC",
-    "AVSA",
     "ModelFileError",
     "build_model",
     "check_model_file",
@@ -151,24 +130,5 @@ __all__ = [
     "method_names",
     "normalize_name",
     "register_method",
-    "lvs_loss",
-    "lvs_loss_terms",
-    "ezvsl_loss",
-    "ezvsl_loss_terms",
-    "avgn_loss_terms",
-    "avgn_localization_loss",
-    "avgn_class_loss",
-    "avgn_token_loss",
-    "csol_stage_one_loss_terms",
-    "csol_stage_two_loss_terms",
-    "csol_class_loss_terms",
-    "aii_loss_terms",
-    "ier_stage_two_loss_terms",
-    "denseav_loss_terms",
-    "avc_loss_terms",
-    "avsa_contrast_terms",
-    "cosine_similarity_map",
-    "objectness_map",
-    "upsample_maps",
-    "minmax_normalize",
+    *_LAZY,
 ]

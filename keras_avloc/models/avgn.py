@@ -40,6 +40,10 @@ from keras_avloc.layers.grouping import GroupingEncoder
 from keras_avloc.models.base import AVLocModel, as_keras_model, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
+METHODS = {"avgn": "AVGN"}
+"""The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
+__all__ = ["AVGN", "avgn_loss_terms", "avgn_localization_loss", "avgn_class_loss", "avgn_token_loss"]
+
 
 # --------------------------------------------------------------------------- pure loss functions
 def multi_hot_targets(labels, num_classes):
@@ -248,6 +252,8 @@ class AVGN(AVLocModel):
     >>> model.fit(make_dataset(root, "train", training=True, mix_sources=2), epochs=20)  # doctest: +SKIP
     >>> heatmaps, class_ids, probs = model.localize_sources(images, spectrograms, n_sources=2)  # doctest: +SKIP
     """
+
+    tiny_config = {"backbone_kwargs": {"width": 8}, "embed_dim": 16, "num_classes": 3, "depth": 1}
 
     loss_term_names = ("loss", "loc_loss", "token_loss", "class_loss")
     default_learning_rate = 1e-4

@@ -48,6 +48,10 @@ from keras_avloc.layers.normalization import FusedBatchNormalization
 from keras_avloc.models.base import AVLocModel, as_keras_model, split_inputs
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
+METHODS = {"avc": "AVC", "avsa": "AVSA"}
+"""The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
+__all__ = ["AVC", "AVSA", "avc_loss_terms", "avsa_contrast_terms"]
+
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # torch momentum 0.1
 LN_EPSILON = 1e-5
@@ -406,6 +410,8 @@ class AVC(SphereModel):
     >>> model.fit(make_sphere_dataset("datasets/sphere", "train", viewpoints=1), epochs=5)  # doctest: +SKIP
     """
 
+    tiny_config = {"width": 4, "crop_size": 32, "frames": 4}
+
     loss_term_names = ("loss", "video_to_audio", "audio_to_video", "avc_accuracy")
     display_name = "AVC"
     viewpoints_per_clip = 1
@@ -441,6 +447,8 @@ class AVSA(SphereModel):
     >>> model.compile()
     >>> model.fit(make_sphere_dataset("datasets/sphere", "train", viewpoints=4), epochs=5)  # doctest: +SKIP
     """
+
+    tiny_config = {"width": 4, "crop_size": 32, "frames": 4}
 
     loss_term_names = ("loss", "audio_to_video", "video_to_audio", "avc_accuracy", "avsa_accuracy")
     display_name = "AVSA"

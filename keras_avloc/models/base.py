@@ -43,6 +43,8 @@ from keras_avloc.layers.replicas import global_batch, multi_worker, replica_coun
 
 from keras_avloc.models.losses_common import l2_normalize
 
+__all__ = ["AVLocModel", "cosine_similarity_map", "objectness_map", "upsample_maps", "minmax_normalize"]
+
 
 def cosine_similarity_map(image_maps, audio_vecs):
     """Cosine similarity of each clip's audio vector with every location of its own image map.
@@ -155,6 +157,9 @@ class AVLocModel(keras.Model):
     default_image_size = 224
     next_stage = None
     demo_recipe = {}
+    tiny_config = None
+    """Constructor arguments of the smallest model of the method (e.g. ResNet-18 at width 8): the conformance suite
+    (`tests/test_conformance.py`) and the other tests that build every method use it. Every method sets it."""
 
     def __init__(self, eval_settings=None, **kwargs):
         super().__init__(**kwargs)

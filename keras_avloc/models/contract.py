@@ -9,7 +9,9 @@ and `eval_settings`; a method provides:
 * `similarity_map(image_maps, audio_vecs)` when its map is the base's cosine map;
 * `get_config` extending the base's, so `from_config(get_config())` rebuilds it exactly;
 * class attributes: `frontend` (its audio front-end), `data_kind` ("frames" or "sphere"), `display_name`,
-  `next_stage` (the registered name that continues it, for multi-stage methods; None otherwise).
+  `next_stage` (the registered name that continues it, for multi-stage methods; None otherwise), `demo_recipe` (its
+  place and settings in `avloc demo`) and `tiny_config` (its smallest constructor arguments, for the tests);
+* a module-level `METHODS = {"name": "ClassName"}` in its module, which registers it (`keras_avloc.models.registry`).
 
 `tests/test_conformance.py` checks every registered method against this contract.
 

@@ -21,6 +21,10 @@ from keras_avloc.backbones import encoders
 from keras_avloc.models.base import AVLocModel, images_and_audio, minmax_normalize, objectness_map, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
+METHODS = {"ezvsl": "EZVSL"}
+"""The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
+__all__ = ["EZVSL", "ezvsl_loss", "ezvsl_loss_terms"]
+
 
 def ezvsl_loss_terms(image_maps, audio_vecs, tau=0.03):
     """All intermediate quantities of the EZ-VSL max-XMIL loss.
@@ -89,6 +93,8 @@ class EZVSL(AVLocModel):
     >>> model.fit(train_ds, epochs=20)  # doctest: +SKIP
     >>> heatmaps = model.localize(images, spectrograms, ogl_alpha=0.4)  # doctest: +SKIP
     """
+
+    tiny_config = {"backbone_kwargs": {"width": 8}, "embed_dim": 16}
 
     loss_term_names = ("loss", "image_to_audio", "audio_to_image")
     default_learning_rate = 1e-4

@@ -67,10 +67,14 @@ from keras_avloc.backbones import encoders
 from keras_avloc.layers.replicas import global_batch
 from keras_avloc.models.base import split_inputs, upsample_maps
 from keras_avloc.models.csol import (AV_SCALE_INIT, CLASS_HEAD_LEARNING_RATE, CLASS_PASSES, DEFAULT_CLUSTERS,
-                                     LOCATION_WEIGHT, MASK_THRESHOLD, WEIGHT_DECAY, CSOLStageOne, _CSOLBase,
-                                     _bce_with_logits, adaptive_max_pool_2x2, av_logits, csol_class_loss_terms,
+                                     LOCATION_WEIGHT, MASK_THRESHOLD, WEIGHT_DECAY, CSOLStageOne, CSOLBase,
+                                     bce_with_logits, adaptive_max_pool_2x2, av_logits, csol_class_loss_terms,
                                      negative_images, object_features)
 from keras_avloc.models.losses_common import l2_normalize
+
+METHODS = {"ier": "IErStageOne", "ierstage2": "IErStageTwo"}
+"""The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
+__all__ = ["IErStageOne", "IErStageTwo", "aii_loss_terms", "ier_stage_two_loss_terms"]
 
 MASK_THRESHOLDS = ("fixed", "batch_max", "image_max", "gap", "batch_mean")
 """The supplement's five binarisations of the visual prototype maps (see `visual_mask_weights`)."""
@@ -245,8 +249,8 @@ def ier_stage_two_loss_terms(image_maps, audio_vecs, av_scale, class_maps, targe
     """
     positive = av_logits(image_maps, audio_vecs, av_scale)
     negative = av_logits(negative_images(image_maps), audio_vecs, av_scale)
-    positive_bce = ops.mean(_bce_with_logits(ops.max(positive, axis=(1, 2)), 1))
-    negative_bce = ops.mean(_bce_with_logits(adaptive_max_pool_2x2(negative), 0))
+    positive_bce = ops.mean(bce_with_logits(ops.max(positive, axis=(1, 2)), 1))
+    negative_bce = ops.mean(bce_with_logits(adaptive_max_pool_2x2(negative), 0))
     location = 0.5 * (positive_bce + negative_bce)
     log_q = ops.log_softmax(ops.cast(class_scale, "float32") * ops.mean(class_maps, axis=(1, 2)), axis=-1)
     kl = ops.mean(symmetric_kl(ops.stop_gradient(target), log_q))
@@ -329,6 +333,8 @@ class IErStageOne(_IErAudio, CSOLStageOne):
     >>> tuple(expanded.shape)
     (2, 8, 128)
     """
+
+    tiny_config = {"backbone_kwargs": {"width": 8}, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)}
 
     display_name = "IEr stage one"
     next_stage = "ierstage2"
@@ -455,7 +461,7 @@ class IErStageOne(_IErAudio, CSOLStageOne):
 
 
 @keras.saving.register_keras_serializable(package="keras_avloc")
-class IErStageTwo(_IErAudio, _CSOLBase):
+class IErStageTwo(_IErAudio, CSOLBase):
     """IEr stage two: the cross-modal referrer with the silent-object and off-screen filters (module docstring).
 
     Starts from a trained `IErStageOne` (`avloc train --method ier --stage 2 --init-from runs/ier1/model.keras`),
@@ -479,6 +485,8 @@ class IErStageTwo(_IErAudio, _CSOLBase):
     >>> stage_two.initialize_from(stage_one)  # doctest: +SKIP
     >>> class_maps = stage_two.localize_classes(images, audio)  # [B, K, H, W]  # doctest: +SKIP
     """
+
+    tiny_config = {"backbone_kwargs": {"width": 8}, "num_clusters": 3, "embed_dim": 8, "step_hidden": (16, 8)}
 
     loss_term_names = ("loss", "kl", "location", "positive_bce", "negative_bce")
     display_name = "IEr"

@@ -32,6 +32,10 @@ from keras_avloc.backbones import encoders
 from keras_avloc.models.base import AVLocModel
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
+METHODS = {"lvs": "LVS"}
+"""The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
+__all__ = ["LVS", "lvs_loss", "lvs_loss_terms"]
+
 _MASKED_LOGIT = -1e9
 
 
@@ -151,6 +155,8 @@ class LVS(AVLocModel):
     >>> model.fit(make_dataset(root, "train", training=True), epochs=1)  # doctest: +SKIP
     >>> heatmaps = model.localize(images, spectrograms)  # doctest: +SKIP
     """
+
+    tiny_config = {"backbone_kwargs": {"width": 8}}
 
     loss_term_names = ("loss", "positive", "easy_negative", "hard_negative")
     default_learning_rate = 1e-4

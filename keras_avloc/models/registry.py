@@ -1,8 +1,10 @@
 """The method registry: one place that says which methods exist, read by `build_model`, training, the demo
 and the `avloc` command line.
 
-Importing this module does not import TensorFlow: built-in methods are named by "module:Class" and
-imported on first use, so `avloc --help` stays instant while still listing every method.
+Importing this module does not import TensorFlow: a built-in method is declared by its own module
+(`METHODS = {"lvs": "LVS"}` in `keras_avloc/models/lvs.py`), read from the source (`module_declarations`) and imported
+on first use, so `avloc --help` stays instant while still listing every method. Adding a method means adding its
+module; no list elsewhere names it.
 
 A method registers once and gets `avloc train / evaluate / localize / demo` from the shared plumbing:
 
@@ -13,7 +15,9 @@ Packages can also register methods without being imported by the user, through t
 `keras_avloc.methods` (`mymethod = my_package.models:MyModel` in their packaging metadata).
 """
 
+import ast
 import importlib
+import os
 
 from keras_avloc.io.errors import AvlocError
 
@@ -23,18 +27,46 @@ ENTRY_POINT_GROUP = "keras_avloc.methods"
 class UnknownMethodError(AvlocError, ValueError):
     """A method name nobody registered; the message lists the known ones."""
 
-_BUILTIN = {
-    "lvs": "keras_avloc.models.lvs:LVS",
-    "ezvsl": "keras_avloc.models.ezvsl:EZVSL",
-    "avgn": "keras_avloc.models.avgn:AVGN",
-    "csol": "keras_avloc.models.csol:CSOLStageOne",
-    "csolstage2": "keras_avloc.models.csol:CSOLStageTwo",
-    "ier": "keras_avloc.models.ier:IErStageOne",
-    "ierstage2": "keras_avloc.models.ier:IErStageTwo",
-    "denseav": "keras_avloc.models.denseav:DenseAV",
-    "avc": "keras_avloc.models.avsa:AVC",
-    "avsa": "keras_avloc.models.avsa:AVSA",
-}
+
+
+def module_declarations(package_dir=None):
+    """What each module of `keras_avloc.models` declares, read from its source without importing it.
+
+    A method module declares `METHODS = {"name": "ClassName", ...}` (the methods it registers) and `__all__` (the
+    names `keras_avloc.models` exports from it); both must be literals.
+
+    Returns:
+        {module name: {"METHODS": {...}, "__all__": [...]}} for the modules that declare either.
+    """
+    global _DECLARATIONS
+    if _DECLARATIONS is not None and package_dir is None:
+        return _DECLARATIONS
+    folder = package_dir or os.path.dirname(os.path.abspath(__file__))
+    found = {}
+    for file_name in sorted(os.listdir(folder)):
+        if not file_name.endswith(".py") or file_name.startswith("_"):
+            continue
+        with open(os.path.join(folder, file_name), encoding="utf-8") as handle:
+            tree = ast.parse(handle.read(), filename=file_name)
+        values = {}
+        for node in tree.body:
+            if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                    and node.targets[0].id in ("METHODS", "__all__")):
+                values[node.targets[0].id] = ast.literal_eval(node.value)
+        if values:
+            found[file_name[:-3]] = values
+    if package_dir is None:
+        _DECLARATIONS = found
+    return found
+
+
+def builtin_methods():
+    """{method name: "keras_avloc.models.<module>:<Class>"} of every method module's `METHODS`."""
+    return {normalize_name(name): f"keras_avloc.models.{module}:{class_name}"
+            for module, values in module_declarations().items() for name, class_name in values.get("METHODS", {}).items()}
+
+
+_DECLARATIONS = None
 _REGISTERED = {}
 
 
@@ -54,7 +86,7 @@ def _entry_points():
 
 def method_names():
     """Sorted names of every available method (built-in, registered in this process, entry points)."""
-    return sorted({**_entry_points(), **_BUILTIN, **_REGISTERED})
+    return sorted({**_entry_points(), **builtin_methods(), **_REGISTERED})
 
 
 def register_method(name, model_class):
@@ -77,7 +109,7 @@ def get_method_class(name):
         UnknownMethodError: unknown method (the message lists the known ones).
     """
     key = normalize_name(name)
-    target = _REGISTERED.get(key) or _BUILTIN.get(key) or _entry_points().get(key)
+    target = _REGISTERED.get(key) or builtin_methods().get(key) or _entry_points().get(key)
     if target is None:
         raise UnknownMethodError(f"unknown method {name!r}; choose one of {', '.join(method_names())}.")
     if isinstance(target, str):
