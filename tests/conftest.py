@@ -35,3 +35,14 @@ def resnet_fixtures(tmp_path_factory):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return Path(module.main(str(tmp_path_factory.mktemp("resnet_fixtures"))))
+
+
+def pytest_configure(config):
+    """Grappler's graph rewrites cost more tracing time than they save on the tests' tiny models (the demo turns them
+    off for the same reason); AVLOC_TEST_GRAPPLER=1 keeps them on."""
+    import os
+
+    if os.environ.get("AVLOC_TEST_GRAPPLER") != "1":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})

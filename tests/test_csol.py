@@ -275,24 +275,40 @@ def test_mosaics_and_duets_list_every_object_with_its_mask(csol_data):
 
 
 @pytest.mark.long
-def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
+def test_two_stages_train_repeat_bit_for_bit_resume_and_score_class_aware(csol_data, tmp_path):
+    """Stage one trains twice with one seed: the augmentation (the demo's, ambience included), the shuffling, k-means
+    and the class-head pass repeat exactly, the second time in a process that has already trained. Stage two then
+    starts from the first run, resumes, and is scored on the class-aware protocol."""
     from keras_avloc.data.annotations import load_split
+    from keras_avloc.demo import AMBIENCE, DEMO_AUGMENTATION
     from keras_avloc.evaluation.classes import evaluate_classes
     from keras_avloc.models import load_model
     from keras_avloc.training import TrainingError, train
 
     tiny = {"backbone_kwargs": {"width": 8}, "num_clusters": 4, "embed_dim": 16, "class_passes": 1,
             "kmeans_restarts": 2}
-    stage_one_dir = str(tmp_path / "csol1")
+    augment = dict(DEMO_AUGMENTATION, **AMBIENCE)
     with pytest.raises(TrainingError, match="--init-from"):
         train("csol-stage2", csol_data, str(tmp_path / "nope"), epochs=1, batch_size=4, image_size=64)
-    model, history = train("csol", csol_data, stage_one_dir, epochs=2, batch_size=4, image_size=64,
-                           model_kwargs=tiny, verbose=0, seed=1)
+
+    def stage_one(name):
+        return train("csol", csol_data, str(tmp_path / name), epochs=2, batch_size=4, image_size=64, clip_seconds=0.5,
+                     model_kwargs=tiny, verbose=0, seed=3, augment=augment)
+
+    stage_one_dir = str(tmp_path / "csol1")
+    model, history = stage_one("csol1")
     assert np.isnan(history.history["cluster_nmi"][0]) and np.isfinite(history.history["cluster_nmi"][1])
     saved = np.load(os.path.join(stage_one_dir, "dictionary.npz"))
     np.testing.assert_allclose(saved["dictionary"], np.asarray(model.dictionary), rtol=1e-6)
     assert saved["pseudo_labels"].shape == (16,) and set(saved["pseudo_labels"].tolist()) <= set(range(4))
     assert np.abs(saved["dictionary"]).sum() > 0
+    again, again_history = stage_one("repeat")
+    np.testing.assert_array_equal(np.load(str(tmp_path / "repeat" / "dictionary.npz"))["pseudo_labels"],
+                                  saved["pseudo_labels"])
+    np.testing.assert_array_equal(again_history.history["loss"], history.history["loss"])
+    assert len(model.weights) == len(again.weights)
+    for mine, repeated in zip(model.weights, again.weights):
+        np.testing.assert_array_equal(np.asarray(repeated), np.asarray(mine))
     reloaded = load_model(os.path.join(stage_one_dir, "model.keras"))
     np.testing.assert_allclose(np.asarray(reloaded.dictionary), saved["dictionary"])
 
@@ -325,33 +341,6 @@ def test_two_stages_train_resume_and_score_class_aware(csol_data, tmp_path):
     assert by_visual["assignment"]["by"] == "visual" and by_visual["model"]["samples"] == 4
     agnostic = evaluate_classes(reloaded, csol_data, "test_duet", progress=False)
     assert agnostic["maps"] == "one class-agnostic map for every class" and agnostic["model"]["samples"] == 4
-
-
-@pytest.mark.long
-def test_stage_one_with_a_clustering_repeats_bit_for_bit_with_its_seed(csol_data, tmp_path):
-    """Same seed, same run: the augmentation (the demo's, ambience included), the shuffling, k-means and the
-    class-head pass repeat exactly, the second time in a process that has already trained."""
-    from keras_avloc.demo import AMBIENCE, DEMO_AUGMENTATION
-    from keras_avloc.training import train
-
-    tiny = {"backbone_kwargs": {"width": 8}, "num_clusters": 4, "embed_dim": 16, "class_passes": 1,
-            "kmeans_restarts": 2}
-    augment = dict(DEMO_AUGMENTATION, **AMBIENCE)
-
-    def run(name):
-        model, history = train("csol", csol_data, str(tmp_path / name), epochs=2, batch_size=4, image_size=64,
-                               clip_seconds=0.5, model_kwargs=tiny, verbose=0, seed=3, augment=augment)
-        assert np.isfinite(history.history["cluster_nmi"][1])  # the second epoch clustered
-        labels = np.load(str(tmp_path / name / "dictionary.npz"))["pseudo_labels"]
-        return [np.asarray(weight) for weight in model.weights], labels, history.history["loss"]
-
-    first, first_labels, first_loss = run("a")
-    again, again_labels, again_loss = run("b")
-    np.testing.assert_array_equal(again_labels, first_labels)
-    np.testing.assert_array_equal(again_loss, first_loss)
-    assert len(first) == len(again)
-    for mine, repeated in zip(first, again):
-        np.testing.assert_array_equal(repeated, mine)
 
 
 def test_stage_two_saves_and_reloads_exactly_in_bf16(tmp_path):
