@@ -38,11 +38,26 @@ def resnet_fixtures(tmp_path_factory):
 
 
 def pytest_configure(config):
-    """Grappler's graph rewrites cost more tracing time than they save on the tests' tiny models (the demo turns them
-    off for the same reason); AVLOC_TEST_GRAPPLER=1 keeps them on."""
+    """Two settings of the test processes (subprocesses keep TensorFlow's and Python's defaults):
+
+    - Grappler's graph rewrites cost more tracing time than they save on the tests' tiny models (the demo turns them
+      off for the same reason); AVLOC_TEST_GRAPPLER=1 keeps them on.
+    - Python's garbage collector: the objects of the imported TensorFlow and Keras are frozen out of its scans and
+      it runs less often; with the tests' large object graphs its full collections cost seconds (one pass of
+      test_conformance.py and test_hardening.py: 92 s / 98 s against 99 s / 117 s with the defaults).
+      AVLOC_TEST_GC=default keeps the defaults.
+    """
     import os
 
     if os.environ.get("AVLOC_TEST_GRAPPLER") != "1":
         import tensorflow as tf
 
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+    if os.environ.get("AVLOC_TEST_GC") != "default":
+        import gc
+
+        import keras  # noqa: F401 - imported before the freeze, so its objects are frozen too
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(20000, 20, 20)
