@@ -11,7 +11,9 @@ The test in test_distribute.py reads the lines. A method whose loss does not see
 `compute_batch_terms` that skips `self.global_batch`) gives a different loss and different weights here.
 """
 
+import gc
 import json
+import os
 import sys
 
 import numpy as np
@@ -29,6 +31,11 @@ BATCH = 8  # global batch: 4 clips per replica
 EAGER = True  # one step: tracing would cost more than it saves
 LEARNING_RATE = 1e-4  # the papers' rate
 SMALL, OPTIONS = TINY_BACKBONE, TINY_OPTIONS
+
+if os.environ.get("AVLOC_TEST_GC") != "default":  # as tests/conftest.py: fewer, cheaper garbage collections
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20000, 20, 20)
 
 
 UNGATHERED = "lvs-without-gather"
