@@ -342,7 +342,7 @@ def heatmap_figure(models, data_root, path, preset, count=4):
     import cv2
     import numpy as np
 
-    from keras_avloc.data import make_dataset
+    from keras_avloc.data import InputSettings, make_dataset
     from keras_avloc.data.annotations import load_split
     from keras_avloc.io import media
     from keras_avloc.io.imagenet import denormalize_images
@@ -356,9 +356,10 @@ def heatmap_figure(models, data_root, path, preset, count=4):
         key = (getattr(model, "frontend", "lvs"), float(model.eval_settings.get("clip_seconds") or preset["clip_seconds"]),
                model.eval_settings.get("audio_level_db"))
         if key not in batches:
-            dataset = make_dataset(data_root, split="test", frontend=key[0], image_size=preset["image_size"],
-                                   clip_seconds=key[1], training=False, batch_size=count, ground_truth=False,
+            inputs = InputSettings(frontend=key[0], image_size=preset["image_size"], clip_seconds=key[1],
                                    audio_level_db=key[2])
+            dataset = make_dataset(data_root, split="test", inputs=inputs, training=False, batch_size=count,
+                                   ground_truth=False)
             batches[key] = next(iter(dataset))
         return batches[key]
 

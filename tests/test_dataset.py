@@ -67,6 +67,33 @@ def test_test_split_matches_published_preprocessing(dataset_root):
         np.testing.assert_array_equal(y["gt_map"][position], gt)
 
 
+def test_input_settings_object_and_single_fields_give_the_same_batches(dataset_root):
+    from keras_avloc.data import InputSettings
+
+    inputs = InputSettings(image_size=SIZE, clip_seconds=1.0, image_mode="crop")
+    grouped, _ = _batches(make_dataset(str(dataset_root), "test", inputs=inputs, batch_size=2))
+    loose, _ = _batches(make_dataset(str(dataset_root), "test", image_size=SIZE, clip_seconds=1.0, image_mode="crop",
+                                     batch_size=2))
+    for key in loose:
+        np.testing.assert_array_equal(grouped[key], loose[key])
+    # A single field overrides the object; a front-end name stands for InputSettings(frontend=name).
+    dataset = make_dataset(str(dataset_root), "test", inputs=inputs, clip_seconds=0.5, batch_size=2)
+    assert dataset.inputs == inputs.replace(clip_seconds=0.5)
+    assert next(iter(dataset))[0]["audio"].shape[2] == (8000 - 512) // 238 + 1  # 0.5 s at 16 kHz, hop 238
+    assert make_dataset(str(dataset_root), "test", "csol", image_size=SIZE, batch_size=2).inputs.frontend == "csol"
+    with pytest.raises(TypeError, match="image_sise.*image_size"):
+        make_dataset(str(dataset_root), "test", image_sise=SIZE)
+    with pytest.raises(ValueError, match="image_mode must be 'squash' or 'crop'"):
+        InputSettings(image_mode="stretch")
+
+    class Trained:  # what evaluation reads from a trained model
+        frontend = "csol"
+        eval_settings = {"image_size": 96, "clip_seconds": 2.0, "image_mode": "crop", "audio_level_db": -20.0}
+
+    assert InputSettings.for_model(Trained) == InputSettings("csol", 96, 2.0, "crop", audio_level_db=-20.0)
+    assert InputSettings.for_model(Trained, image_size=64).image_size == 64
+
+
 def test_cv2_image_backend_is_close_to_the_pil_reference(dataset_root):
     kwargs = dict(image_size=SIZE, clip_seconds=1.0, batch_size=5)
     x_pil, y_pil = _batches(make_dataset(str(dataset_root), "test", **kwargs))

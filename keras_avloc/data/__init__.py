@@ -18,6 +18,7 @@ from keras_avloc.data.annotations import (
     read_vggss_json,
     write_split,
 )
+from keras_avloc.data.inputs import InputSettings
 from keras_avloc.data.protocols import extended_records, read_nonsounding_pairs
 
 _LAZY = {
@@ -44,6 +45,7 @@ def __getattr__(name):
 
 __all__ = [
     "AnnotationError",
+    "InputSettings",
     "class_names",
     "extended_records",
     "flickr_records",

@@ -9,6 +9,7 @@ machinery shared with the TFRecord reader is `keras_avloc.data.pipeline`.
 from keras_avloc.data import annotations as annotations_lib
 from keras_avloc.data import augment as augment_lib
 from keras_avloc.data.audio import FRONTEND_FREQUENCY_AXES, FRONTEND_SAMPLE_RATES, with_level
+from keras_avloc.data.inputs import InputSettings
 from keras_avloc.data.pipeline import (  # noqa: F401 - SkipReport is part of this module's public names
     SampleLoader,
     SkipCounter,
@@ -19,22 +20,21 @@ from keras_avloc.data.pipeline import (  # noqa: F401 - SkipReport is part of th
 )
 
 
-def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_seconds=3.0, training=False,
-                 batch_size=16, mix_sources=0, on_error="raise", shuffle=None, drop_remainder=False,
-                 image_mode="squash", seed=None, repeat=False, class_list=None, tfrecord_dir=None,
-                 num_shards=None, shard_index=None, records=None, train_crop="random", image_backend="pil",
-                 cache=False, augment=None, progress=True, ground_truth=True, audio_level_db=None):
+def make_dataset(root, split="test", inputs=None, training=False, batch_size=16, mix_sources=0, on_error="raise",
+                 shuffle=None, drop_remainder=False, seed=None, repeat=False, class_list=None, tfrecord_dir=None,
+                 num_shards=None, shard_index=None, records=None, cache=False, augment=None, progress=True,
+                 ground_truth=True, **input_fields):
     """Builds the `tf.data.Dataset` of `(x, y)` batches for one split of a dataset in the keras-avloc layout.
 
     Args:
         root: dataset folder (`frames/`, `audio/`, optional `video/`, `masks/`, `<split>.json`), or a flat
             folder of `image_NN.jpg` + `audio_NN.wav`.
         split: split name; its records come from `load_split(root, split)`.
-        frontend: "lvs" (default), "csol", "avsa", or a callable mapping float32 [B, T] waves to features.
-        image_size: output side S.
-        clip_seconds: audio clip length, centred in the file (EZ-VSL), tiled if shorter.
-        training: random crop (resize short side to 1.1 S, RandomCrop S) + horizontal flip (gt map flipped
-            too), shuffling, and random mixture partners.
+        inputs: how clips become inputs (`keras_avloc.data.InputSettings`: front-end, image size and geometry,
+            clip length and level, training crop, image decoder); default `InputSettings()`. A front-end name
+            stands for `InputSettings(frontend=name)`.
+        training: random crop (`inputs.train_crop`) + horizontal flip (gt map flipped too), shuffling, and random
+            mixture partners.
         batch_size: batch size.
         mix_sources: 0, or 2 to add a second source of a different class to the audio (deterministic partner
             when not training) and return `y["labels"]` [B, 2] and `y["gt_maps"]` [B, 2, S, S]. The second
@@ -44,8 +44,6 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
             `dataset.skipped`, warn at the end of each pass).
         shuffle: shuffle the records each epoch (default: `training`).
         drop_remainder: drop the last incomplete batch.
-        image_mode: test-time geometry: "squash" (resize to S x S, EZ-VSL) or "crop" (short side to S, centre
-            crop, LVS).
         seed: seed for shuffling and augmentation.
         repeat: repeat forever (each pass still reports its skipped count).
         class_list: class vocabulary for `label` (default `annotations.class_names(root)`).
@@ -53,10 +51,6 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         num_shards, shard_index: with `tfrecord_dir`, read only every `num_shards`-th shard file starting at
             `shard_index` (multi-worker input).
         records: use these records instead of `load_split(root, split)`.
-        train_crop: training crop: "random" (resize short side to 1.1 S, RandomCrop S; LVS/EZ-VSL) or
-            "resized" (torchvision RandomResizedCrop(S), scale 0.08-1, ratio 3/4-4/3).
-        image_backend: "pil" (default: PIL decode + bicubic resize, as the published torchvision pipelines) or
-            "cv2" (OpenCV decode + area/cubic resize: several times faster, pixels differ slightly).
         cache: with `training`, decode every sample once into memory and augment in graph afterwards (small
             datasets such as the demo's train many epochs several times faster; refused above 4 GB).
         augment: with `training`, the augmentation: None / "official" (the published one), "strong", a dict of
@@ -66,15 +60,14 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         progress: show a progress bar while caching.
         ground_truth: also yield `y["gt_map"]` (and, with mixtures, `y["gt_maps"]`); False skips decoding the
             masks (evaluation builds its own ground truth, `keras_avloc.evaluation`).
-        audio_level_db: scale every clip to this RMS level (dBFS) before the front-end
-            (`keras_avloc.data.audio.normalize_level`; after augmentation when training); None keeps the level
-            of the file, as the published pipelines do.
+        **input_fields: single fields of `InputSettings` (`frontend=`, `image_size=`, `clip_seconds=`,
+            `image_mode=`, `train_crop=`, `image_backend=`, `audio_level_db=`), applied over `inputs`.
 
     Returns:
         `tf.data.Dataset` of `(x, y)`: x = {"image": float32 [B, S, S, 3] ImageNet-normalised,
         "audio": front-end output, e.g. float32 [B, 257, F, 1] for "lvs"}; y = {"gt_map": float32 [B, S, S],
         "label": int32 [B] (-1 unknown), "index": int32 [B]}. The dataset has a `skipped` attribute
-        (`SkipCounter`).
+        (`SkipCounter`) and its `inputs`.
 
     Example:
     >>> dataset = make_dataset("datasets/mine", "test", batch_size=8)
@@ -84,14 +77,12 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
     """
     import tensorflow as tf
 
+    inputs = InputSettings.resolve(inputs, **input_fields)
+    frontend, image_size, clip_seconds = inputs.frontend, int(inputs.image_size), float(inputs.clip_seconds)
+    image_mode, train_crop, image_backend = inputs.image_mode, inputs.train_crop, inputs.image_backend
+    audio_level_db = inputs.audio_level_db
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    if image_mode not in ("squash", "crop"):
-        raise ValueError(f"image_mode must be 'squash' or 'crop', got {image_mode!r}")
-    if train_crop not in ("random", "resized"):
-        raise ValueError(f"train_crop must be 'random' or 'resized', got {train_crop!r}")
-    if image_backend not in ("pil", "cv2"):
-        raise ValueError(f"image_backend must be 'pil' or 'cv2', got {image_backend!r}")
     if mix_sources not in (0, 2):
         raise ValueError(f"mix_sources must be 0 or 2, got {mix_sources!r}")
     if tfrecord_dir is not None:
@@ -135,6 +126,7 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
         dataset.skipped = skipped
         dataset.records = records
         dataset.class_list = list(class_list)
+        dataset.inputs = inputs
         return dataset
     loader = SampleLoader(records, class_list, image_size, clip_seconds, sample_rate, image_mode, training,
                           mix_sources, train_crop, image_backend, with_ground_truth=ground_truth)
@@ -155,4 +147,5 @@ def make_dataset(root, split="test", frontend="lvs", image_size=224, clip_second
     dataset.skipped = skipped
     dataset.records = records
     dataset.class_list = list(class_list)
+    dataset.inputs = inputs
     return dataset

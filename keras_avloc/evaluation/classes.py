@@ -48,13 +48,10 @@ def _minmax(maps):
 def _dataset(model, root, split, records, batch_size, clip_seconds=None, image_size=None):
     import keras_avloc.data as data_lib
 
-    settings = dict(getattr(model, "eval_settings", None) or {})
-    return data_lib.make_dataset(root, split=split, frontend=getattr(model, "frontend", "lvs"),
-                                 image_size=int(image_size or settings.get("image_size") or 224),
-                                 clip_seconds=float(clip_seconds or settings.get("clip_seconds") or 3.0),
-                                 image_mode=settings.get("image_mode") or "squash", training=False,
-                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False,
-                                 audio_level_db=settings.get("audio_level_db"))
+    changes = {key: value for key, value in (("image_size", image_size), ("clip_seconds", clip_seconds)) if value}
+    return data_lib.make_dataset(root, split=split, inputs=data_lib.InputSettings.for_model(model, **changes),
+                                 training=False, batch_size=batch_size, on_error="skip", records=records,
+                                 ground_truth=False)
 
 
 def fit_assignment(model, root, split, class_list, rule="hungarian", batch_size=16, progress=True, max_batches=None,

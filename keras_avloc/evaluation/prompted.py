@@ -46,12 +46,9 @@ FIGURE_SAMPLES = 4
 def _dataset(model, root, split, records, batch_size, clip_seconds):
     import keras_avloc.data as data_lib
 
-    settings = dict(getattr(model, "eval_settings", None) or {})
-    return data_lib.make_dataset(root, split=split, frontend=getattr(model, "frontend", "lvs"),
-                                 image_size=int(settings.get("image_size") or 224), clip_seconds=float(clip_seconds),
-                                 image_mode=settings.get("image_mode") or "squash", training=False,
-                                 batch_size=batch_size, on_error="skip", records=records, ground_truth=False,
-                                 audio_level_db=settings.get("audio_level_db"))
+    inputs = data_lib.InputSettings.for_model(model, clip_seconds=float(clip_seconds))
+    return data_lib.make_dataset(root, split=split, inputs=inputs, training=False, batch_size=batch_size,
+                                 on_error="skip", records=records, ground_truth=False)
 
 
 def _upsample(maps, size):

@@ -447,9 +447,10 @@ def evaluate_model(
     records = _records(root, split, records, missing, problems)
     frontend = frontend or getattr(model, "frontend", None) or "lvs"
     inputs = records if swap_audio is None else swapped_audio_records(records, swap_audio)
-    dataset = data_lib.make_dataset(root, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
-                           image_mode=image_mode, training=False, batch_size=batch_size, on_error="skip",
-                           records=inputs, ground_truth=False, audio_level_db=audio_level_db)
+    settings = data_lib.InputSettings(frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
+                                      image_mode=image_mode, audio_level_db=audio_level_db)
+    dataset = data_lib.make_dataset(root, split=split, inputs=settings, training=False, batch_size=batch_size,
+                                    on_error="skip", records=inputs, ground_truth=False)
     unreadable = getattr(dataset, "skipped", None)
     multi = PROTOCOLS[protocol]["multi"]
     vocabulary = list(getattr(model, "class_names", None) or getattr(dataset, "class_list", None) or [])

@@ -36,11 +36,12 @@ def model_inputs(model, root, records, settings, batch_size, problems, progress=
     import keras_avloc.data as data_lib
     from keras_avloc.evaluation.report import _progress
 
-    dataset = data_lib.make_dataset(
-        root, frontend=frontend or getattr(model, "frontend", None) or "lvs",
-        image_size=settings["image_size"], clip_seconds=settings["clip_seconds"], image_mode=settings["image_mode"],
-        training=False, batch_size=batch_size, on_error="skip", records=records, ground_truth=False,
+    inputs = data_lib.InputSettings(
+        frontend=frontend or getattr(model, "frontend", None) or "lvs", image_size=settings["image_size"],
+        clip_seconds=settings["clip_seconds"], image_mode=settings["image_mode"],
         audio_level_db=settings["audio_level_db"])
+    dataset = data_lib.make_dataset(root, inputs=inputs, training=False, batch_size=batch_size, on_error="skip",
+                                    records=records, ground_truth=False)
     unreadable = getattr(dataset, "skipped", None)
     reported = set()
 

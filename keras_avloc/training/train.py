@@ -391,9 +391,11 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     elif dataset is None:
         from keras_avloc.data import make_dataset
 
-        common = dict(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
-                      batch_size=batch_size, on_error=on_error, tfrecord_dir=tfrecord_dir,
-                      audio_level_db=audio_level_db)
+        from keras_avloc.data import InputSettings
+
+        inputs = InputSettings(frontend=model_class.frontend, image_size=image_size, clip_seconds=clip_seconds,
+                               audio_level_db=audio_level_db)
+        common = dict(inputs=inputs, batch_size=batch_size, on_error=on_error, tfrecord_dir=tfrecord_dir)
         # drop_remainder: the contrastive losses need at least two clips per batch.
         if data_service:
             dataset = _service_dataset(model_class, tfrecord_dir, split, image_size, clip_seconds, batch_size, seed,
