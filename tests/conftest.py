@@ -55,11 +55,7 @@ def pytest_configure(config):
         import tensorflow as tf
 
         tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
-    if os.environ.get("AVLOC_TEST_GC") != "default":
-        import gc
+    import keras  # noqa: F401 - imported before the freeze, so its objects are frozen too
+    from gc_settings import fewer_collections
 
-        import keras  # noqa: F401 - imported before the freeze, so its objects are frozen too
-
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20000, 20, 20)
+    fewer_collections()

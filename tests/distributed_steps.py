@@ -11,9 +11,7 @@ The test in test_distribute.py reads the lines. A method whose loss does not see
 `compute_batch_terms` that skips `self.global_batch`) gives a different loss and different weights here.
 """
 
-import gc
 import json
-import os
 import sys
 
 import numpy as np
@@ -25,17 +23,14 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 import keras  # noqa: E402
 
 from keras_avloc.models import build_model, get_method_class, method_names  # noqa: E402
+from gc_settings import fewer_collections  # noqa: E402
 from tiny_configs import TINY_BACKBONE, TINY_OPTIONS, tiny_batch  # noqa: E402
 
 BATCH = 8  # global batch: 4 clips per replica
 EAGER = True  # one step: tracing would cost more than it saves
 LEARNING_RATE = 1e-4  # the papers' rate
 SMALL, OPTIONS = TINY_BACKBONE, TINY_OPTIONS
-
-if os.environ.get("AVLOC_TEST_GC") != "default":  # as tests/conftest.py: fewer, cheaper garbage collections
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20000, 20, 20)
+fewer_collections()  # as in the test processes (tests/gc_settings.py)
 
 
 UNGATHERED = "lvs-without-gather"

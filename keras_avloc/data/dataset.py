@@ -92,13 +92,15 @@ def make_dataset(root, split="test", inputs=None, training=False, batch_size=16,
             raise ValueError("TFRecord input trains with the official augmentation and without cache=True; drop "
                              "augment / cache, or train from the dataset folder.")
 
-        return make_tfrecord_dataset(
+        dataset = make_tfrecord_dataset(
             tfrecord_dir, split=split, frontend=frontend, image_size=image_size, clip_seconds=clip_seconds,
             training=training, batch_size=batch_size, on_error=on_error, shuffle=shuffle,
             drop_remainder=drop_remainder, image_mode=image_mode, seed=seed, repeat=repeat,
             num_shards=num_shards, shard_index=shard_index, mix_sources=mix_sources, train_crop=train_crop,
             audio_level_db=audio_level_db,
         )
+        dataset.inputs = inputs
+        return dataset
     if records is None:
         records = annotations_lib.load_split(root, split)
     if not records:

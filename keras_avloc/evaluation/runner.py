@@ -11,14 +11,18 @@ import numpy as np
 
 def resolve_settings(model, image_size=None, clip_seconds=None, image_mode=None, audio_level_db="model"):
     """The input settings of an evaluation: each argument, else the model's `eval_settings` (what it was trained
-    with, or a ported checkpoint's official settings), else the defaults (224, 3 s, "squash", the file's level)."""
-    settings = dict(getattr(model, "eval_settings", None) or {})
-    return {
-        "image_size": int(image_size or settings.get("image_size") or 224),
-        "clip_seconds": float(clip_seconds or settings.get("clip_seconds") or 3.0),
-        "image_mode": image_mode or settings.get("image_mode") or "squash",
-        "audio_level_db": settings.get("audio_level_db") if audio_level_db == "model" else audio_level_db,
-    }
+    with, or a ported checkpoint's official settings; `InputSettings.for_model`), else the defaults (224, 3 s,
+    "squash", the file's level)."""
+    from keras_avloc.data import InputSettings
+
+    changes = {key: value for key, value in (("image_size", image_size and int(image_size)),
+                                             ("clip_seconds", clip_seconds and float(clip_seconds)),
+                                             ("image_mode", image_mode)) if value}
+    if audio_level_db != "model":
+        changes["audio_level_db"] = audio_level_db
+    inputs = InputSettings.for_model(model, **changes)
+    return {"image_size": inputs.image_size, "clip_seconds": inputs.clip_seconds, "image_mode": inputs.image_mode,
+            "audio_level_db": inputs.audio_level_db}
 
 
 def model_inputs(model, root, records, settings, batch_size, problems, progress=True, description="evaluate",

@@ -16,6 +16,7 @@ Packages can also register methods without being imported by the user, through t
 """
 
 import ast
+import functools
 import importlib
 import os
 
@@ -29,7 +30,8 @@ class UnknownMethodError(AvlocError, ValueError):
 
 
 
-def module_declarations(package_dir=None):
+@functools.lru_cache(maxsize=None)
+def module_declarations():
     """What each module of `keras_avloc.models` declares, read from its source without importing it.
 
     A method module declares `METHODS = {"name": "ClassName", ...}` (the methods it registers) and `__all__` (the
@@ -38,10 +40,7 @@ def module_declarations(package_dir=None):
     Returns:
         {module name: {"METHODS": {...}, "__all__": [...]}} for the modules that declare either.
     """
-    global _DECLARATIONS
-    if _DECLARATIONS is not None and package_dir is None:
-        return _DECLARATIONS
-    folder = package_dir or os.path.dirname(os.path.abspath(__file__))
+    folder = os.path.dirname(os.path.abspath(__file__))
     found = {}
     for file_name in sorted(os.listdir(folder)):
         if not file_name.endswith(".py") or file_name.startswith("_"):
@@ -55,8 +54,6 @@ def module_declarations(package_dir=None):
                 values[node.targets[0].id] = ast.literal_eval(node.value)
         if values:
             found[file_name[:-3]] = values
-    if package_dir is None:
-        _DECLARATIONS = found
     return found
 
 
@@ -65,8 +62,6 @@ def builtin_methods():
     return {normalize_name(name): f"keras_avloc.models.{module}:{class_name}"
             for module, values in module_declarations().items() for name, class_name in values.get("METHODS", {}).items()}
 
-
-_DECLARATIONS = None
 _REGISTERED = {}
 
 
