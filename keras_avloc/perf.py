@@ -181,8 +181,11 @@ class FastLocalizer:
                 f"similarity_map; {type(model).__name__} has no {missing[0]}."
             )
         self.source_model = model
-        self.image_encoder = fold_batch_norms(model.image_encoder) if fold else model.image_encoder
-        self.audio_encoder = fold_batch_norms(model.audio_encoder) if fold else model.audio_encoder
+        # A model whose maps come from other encoders than its trained ones (SLAVC's momentum copies) names them.
+        image_encoder, audio_encoder = (model.localization_encoders() if hasattr(model, "localization_encoders")
+                                        else (model.image_encoder, model.audio_encoder))
+        self.image_encoder = fold_batch_norms(image_encoder) if fold else image_encoder
+        self.audio_encoder = fold_batch_norms(audio_encoder) if fold else audio_encoder
         self.align_corners = bool(getattr(model, "upsample_align_corners", False))
         # One trace per input shape: the upsampling size must be static.
         self._graph = tf.function(self._heatmaps, jit_compile=jit_compile)

@@ -84,6 +84,8 @@ class EZVSL(AVLocModel):
         backbone_kwargs: extra keyword arguments for both ResNet-18s.
         image_layer4_stride: stride of the image ResNet-18's layer4 (2 as in the paper: 7 x 7 maps at 224 px;
             1 doubles the map resolution, as LVS's net).
+        image_dropout: dropout rate on the image backbone's features before the projection, in training (0 as
+            the official EZ-VSL; FNAC, which extends it, uses 0.9).
         name: model name.
         **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
 
@@ -108,16 +110,19 @@ class EZVSL(AVLocModel):
     demo_recipe = {"order": 2, "default": True, "training": {"epochs": 12}, "settings": {"image_layer4_stride": 1},
                    "full_training": {"learning_rate": 1e-4}, "tiny_settings": {"embed_dim": 16}}
 
-    def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, image_layer4_stride=2, name="ezvsl", **kwargs):
+    def __init__(self, embed_dim=512, tau=0.03, backbone_kwargs=None, image_layer4_stride=2, image_dropout=0.0,
+                 name="ezvsl", **kwargs):
         super().__init__(name=name, **kwargs)
         self.embed_dim = embed_dim
         self.tau = tau
         self.backbone_kwargs = dict(backbone_kwargs or {})
         self.image_layer4_stride = int(image_layer4_stride)
+        self.image_dropout = float(image_dropout)
         dtype = self.dtype_policy
         self.image_backbone = encoders.resnet18_backbone(3, self.image_layer4_stride, "image_resnet18", dtype=dtype,
                                                          **self.backbone_kwargs)
-        self.image_encoder = encoders.projected_image_encoder(self.image_backbone, embed_dim, dtype=dtype)
+        self.image_encoder = encoders.projected_image_encoder(self.image_backbone, embed_dim, dtype=dtype,
+                                                              dropout=self.image_dropout)
         self.audio_backbone = encoders.resnet18_backbone(1, 2, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
         self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", projection_dim=embed_dim,
                                                     dtype=dtype)
@@ -157,5 +162,5 @@ class EZVSL(AVLocModel):
     def get_config(self):
         config = super().get_config()
         config.update({"embed_dim": self.embed_dim, "tau": self.tau, "backbone_kwargs": self.backbone_kwargs,
-                       "image_layer4_stride": self.image_layer4_stride})
+                       "image_layer4_stride": self.image_layer4_stride, "image_dropout": self.image_dropout})
         return config
