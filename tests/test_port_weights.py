@@ -285,3 +285,45 @@ def test_pickled_code_is_never_executed(tmp_path):
     with pytest.raises(StateDictMismatchError, match="weights_only"):
         read_state_dict(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("method", ["ezvsl", "fnac"])
+def test_official_ezvsl_and_fnac_checkpoints_port_and_match_the_torch_network(tmp_path, capsys, method):
+    """A checkpoint in the official EZ-VSL / FNAC layout ({"model": {"module.imgnet.*", "module.img_proj.*",
+    "module.audnet.*", "module.aud_proj.*"}}, random weights, width 8, 16-d projections) written by torch: the
+    ported model's matched-pair maps equal those of the network the official forward builds from it (ResNet-18
+    layer4 -> 1 x 1 conv and normalise; ResNet-18 -> global max pool -> linear and normalise; einsum)."""
+    torch = pytest.importorskip("torch")
+    from keras_avloc.backbones import torch_reference
+    from keras_avloc.models import load_model
+
+    imgnet = torch_reference.TorchResNet18(input_channels=3, layer4_stride=2, width=8, num_classes=0)
+    audnet = torch_reference.TorchResNet18(input_channels=1, layer4_stride=2, width=8, num_classes=0)
+    torch_reference.randomize_(imgnet, seed=1)
+    torch_reference.randomize_(audnet, seed=2)
+    torch.manual_seed(3)
+    img_proj, aud_proj = torch.nn.Conv2d(64, 16, kernel_size=(1, 1)), torch.nn.Linear(64, 16)
+    modules = {"imgnet": imgnet, "img_proj": img_proj, "audnet": audnet, "aud_proj": aud_proj}
+    state = {f"module.{name}.{key}": value for name, module in modules.items()
+             for key, value in module.state_dict().items()}
+    path = tmp_path / "best.pth"
+    torch.save({"model": state, "optimizer": {}, "epoch": 20, "best_cIoU": 0.0, "best_Auc": 0.0}, path)
+    out = tmp_path / "model.keras"
+    assert avloc_main(["port-weights", str(path), str(out), "--method", method]) == 0
+    assert "projections: loaded 4 tensors; ignored 0" in capsys.readouterr().out
+    model = load_model(str(out))
+    assert model.name == method and model.embed_dim == 16 and model.eval_settings["image_mode"] == "squash"
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 64, 64, 3)).astype(np.float32)
+    audio = rng.normal(size=(2, 97, 61, 1)).astype(np.float32)
+    for module in modules.values():
+        module.eval()
+    with torch.no_grad():
+        image = torch.nn.functional.normalize(img_proj(imgnet(torch.from_numpy(images).permute(0, 3, 1, 2))), dim=1)
+        sound = audnet(torch.from_numpy(audio).permute(0, 3, 1, 2)).amax(dim=(2, 3))
+        sound = torch.nn.functional.normalize(aud_proj(sound), dim=1)
+        expected = torch.einsum("nchw,nc->nhw", image, sound).numpy()
+    features = model({"image": images, "audio": audio}, training=False)
+    maps = np.asarray(model.similarity_map(features["image_maps"], features["audio_vecs"]))
+    np.testing.assert_allclose(maps, expected, atol=TOLERANCE)
