@@ -269,8 +269,10 @@ CASES = [
      ["name it *.keras"]),
     ("port-unknown-method", ["port-weights", "{ck}/bad.npz", "{tmp}/x.keras", "--method", "nope"], 2,
      ["unknown method 'nope'"]),
-    ("port-method-without-official", ["port-weights", "{ck}/bad.npz", "{tmp}/x.keras", "--method", "ezvsl"], 2,
+    ("port-method-without-official", ["port-weights", "{ck}/bad.npz", "{tmp}/x.keras", "--method", "avgn"], 2,
      ["cannot convert an official checkpoint"]),
+    ("port-method-corrupt-file", ["port-weights", "{ck}/bad.npz", "{tmp}/x.keras", "--method", "slavc"], 2,
+     ["bad.npz", "not a readable"]),
     # ---- numeric options: range-checked, the option named
     *[(f"range-{argv[0]}{argv[-2]}={argv[-1]}", argv, 2, [f"argument {flag}: must be"])
       for flag, argv in [

@@ -115,7 +115,7 @@ def test_capabilities_are_declared_by_the_protocols_of_the_contract():
         found = {method for method, model in models.items()
                  if isinstance(model, capability) and model.data_kind == "frames"}
         assert found == names, capability.__name__
-    assert {m for m in METHODS if issubclass(get_method_class(m), contract.OfficialCheckpoint)} == {"lvs", "ezvsl",
-                                                                                                 "fnac"}
+    assert {m for m in METHODS if issubclass(get_method_class(m), contract.OfficialCheckpoint)} == {
+        "lvs", "ezvsl", "fnac", "slavc"}
     assert {m: get_method_class(m).next_stage for m in METHODS if get_method_class(m).next_stage} == {
         "csol": "csolstage2", "ier": "ierstage2"}

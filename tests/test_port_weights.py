@@ -327,3 +327,59 @@ def test_official_ezvsl_and_fnac_checkpoints_port_and_match_the_torch_network(tm
     features = model({"image": images, "audio": audio}, training=False)
     maps = np.asarray(model.similarity_map(features["image_maps"], features["audio_vecs"]))
     np.testing.assert_allclose(maps, expected, atol=TOLERANCE)
+
+
+def test_official_slavc_checkpoint_ports_both_pairs_and_the_momentum_copies(tmp_path, capsys):
+    """A `latest.pth` in the official SLAVC layout written by torch (random weights, width 8, two 16-d projection
+    pairs, momentum copies that differ from the base networks): the ported base and momentum maps equal those of
+    the torch networks (mean of the two heads' cosine maps, as the official test's map up to its 1 / tau)."""
+    torch = pytest.importorskip("torch")
+    from keras_avloc.backbones import torch_reference
+    from keras_avloc.models import load_model
+
+    modules = {}
+    for seed, prefix in ((1, ""), (11, "momentum_")):
+        modules[f"{prefix}imgnet"] = torch_reference.TorchResNet18(input_channels=3, layer4_stride=2, width=8,
+                                                                   num_classes=0)
+        modules[f"{prefix}audnet"] = torch_reference.TorchResNet18(input_channels=1, layer4_stride=2, width=8,
+                                                                   num_classes=0)
+        torch_reference.randomize_(modules[f"{prefix}imgnet"], seed=seed)
+        torch_reference.randomize_(modules[f"{prefix}audnet"], seed=seed + 1)
+        torch.manual_seed(seed)
+        for k in (1, 2):
+            modules[f"{prefix}img_proj{k}"] = torch.nn.Conv2d(64, 16, kernel_size=(1, 1))
+            modules[f"{prefix}aud_proj{k}"] = torch.nn.Linear(64, 16)
+    state = {f"module.{name}.{key}": value for name, module in modules.items()
+             for key, value in module.state_dict().items()}
+    path = tmp_path / "latest.pth"
+    torch.save({"model": state, "optimizer": {}, "epoch": 20, "best_Precision": 0.0}, path)
+    out = tmp_path / "model.keras"
+    assert avloc_main(["port-weights", str(path), str(out), "--method", "slavc"]) == 0
+    assert "projections: loaded 16 tensors; ignored 0" in capsys.readouterr().out
+    model = load_model(str(out))
+    assert model.embed_dim == 16 and float(model.momentum_updates.numpy()) == 1.0
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(2, 64, 64, 3)).astype(np.float32)
+    audio = rng.normal(size=(2, 97, 61, 1)).astype(np.float32)
+    for module in modules.values():
+        module.eval()
+
+    def torch_map(prefix):
+        with torch.no_grad():
+            trunk = modules[f"{prefix}imgnet"](torch.from_numpy(images).permute(0, 3, 1, 2))
+            sound = modules[f"{prefix}audnet"](torch.from_numpy(audio).permute(0, 3, 1, 2)).amax(dim=(2, 3))
+            maps = []
+            for k in (1, 2):
+                image = torch.nn.functional.normalize(modules[f"{prefix}img_proj{k}"](trunk), dim=1)
+                heard = torch.nn.functional.normalize(modules[f"{prefix}aud_proj{k}"](sound), dim=1)
+                maps.append(torch.einsum("nchw,nc->nhw", image, heard))
+            return ((maps[0] + maps[1]) / 2).numpy()
+
+    for prefix, image_encoder, audio_encoder in (("", model.image_encoder, model.audio_encoder),
+                                                 ("momentum_", model.momentum_image_encoder,
+                                                  model.momentum_audio_encoder)):
+        ours = np.asarray(model.similarity_map(image_encoder(images, training=False),
+                                               audio_encoder(audio, training=False)))
+        np.testing.assert_allclose(ours, torch_map(prefix), atol=TOLERANCE, err_msg=prefix or "base")
+    assert not np.allclose(torch_map(""), torch_map("momentum_"), atol=1e-3)  # the two copies were told apart

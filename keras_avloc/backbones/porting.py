@@ -327,6 +327,53 @@ def infer_width(state_dict):
     )
 
 
+def torch_projection_weights(layer, state_dict, name, source="state dict"):
+    """The [kernel, bias] of torch's 1 x 1 `Conv2d` or `Linear` `name` in the layout of the Keras `layer` (a 1 x 1
+    `Conv2D` or a `Dense`), checked against its shapes.
+
+    Args:
+        layer: the Keras layer the weights are for.
+        state_dict: flat mapping torch-name -> numpy array (`select_state_dict`).
+        name: the torch module, e.g. "img_proj" or "momentum_aud_proj2".
+        source: how to name the input in error messages.
+
+    Raises:
+        StateDictMismatchError when a tensor is missing or its shape does not fit.
+    """
+    if f"{name}.weight" not in state_dict or f"{name}.bias" not in state_dict:
+        present = ", ".join(_top_level_prefixes(state_dict)) or "(none)"
+        raise StateDictMismatchError(f"{source}: {name}.weight / {name}.bias missing (top-level keys: {present}).")
+    weight = np.asarray(state_dict[f"{name}.weight"])
+    kernel = np.transpose(weight, (2, 3, 1, 0)) if weight.ndim == 4 else np.transpose(weight)
+    values = [kernel, np.asarray(state_dict[f"{name}.bias"])]
+    shapes = [tuple(w.shape) for w in layer.get_weights()]
+    if shapes != [tuple(v.shape) for v in values]:
+        raise StateDictMismatchError(f"{source}: {name} holds {[tuple(v.shape) for v in values]}, the model's "
+                                     f"{layer.name} {shapes}; pass embed_dim / width to match.")
+    return values
+
+
+def official_model(model_class, path, projection, **kwargs):
+    """A `model_class` built to fit an official checkpoint (ResNet-18 width from `imgnet.*`, projection size from
+    `<projection>.weight`), with its `OFFICIAL_EVAL_SETTINGS`, loaded with its `load_official_checkpoint`.
+
+    Returns:
+        (model, report).
+    """
+    state = read_state_dict(path)
+    width = infer_width(select_state_dict(state, "imgnet.", source=str(path)))
+    if width != 64:
+        kwargs.setdefault("backbone_kwargs", {"width": width})
+    weight = select_state_dict(state, "", source=str(path)).get(f"{projection}.weight")
+    if weight is not None:
+        kwargs.setdefault("embed_dim", int(weight.shape[0]))
+    kwargs.setdefault("eval_settings", dict(model_class.OFFICIAL_EVAL_SETTINGS))
+    model = model_class(**kwargs)
+    report = model.load_official_checkpoint(path)
+    model.build()
+    return model, report
+
+
 def verify_against_torch(model, state_dict, audio, layer4_stride, seed=0):
     """Runs torch (reference ResNet-18 on the original weights) and Keras on one random input.
 

@@ -13,6 +13,7 @@ METHOD_EXAMPLES = """
   # the official LVS checkpoint as a complete model: evaluate and localize take it directly
   {prog} lvs_vggss.pth.tar runs/lvs_official/model.keras --method lvs
   {prog} ezvsl_vggss/best.pth runs/ezvsl_official/model.keras --method ezvsl   # FNAC's best.pth: --method fnac
+  {prog} slavc_vggsound144k/latest.pth runs/slavc_official/model.keras --method slavc
   avloc evaluate --checkpoint runs/lvs_official/model.keras --data datasets/vggss --protocol vggss --out runs/lvs_official/eval
 """
 
@@ -35,7 +36,7 @@ def register(subparsers):
     add_port_arguments(parser)
     parser.add_argument("--method", default=None, metavar="METHOD",
                         help="convert the method's whole official checkpoint into OUTPUT.keras (a complete model); "
-                        "methods with an official checkpoint: lvs, ezvsl, fnac")
+                        "methods with an official checkpoint: lvs, ezvsl, fnac, slavc")
     parser.set_defaults(func=run)
 
 

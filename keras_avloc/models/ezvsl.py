@@ -146,32 +146,18 @@ class EZVSL(AVLocModel):
             dict {"image": report, "audio": report, "projections": report}; each report has "loaded" and
             "ignored" ({key: reason}: keys of the file this model has no place for, never dropped silently).
         """
-        import numpy as np
-
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
-        from keras_avloc.backbones.porting import StateDictMismatchError, select_state_dict
+        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
 
         state = read_state_dict(path)
         flat = select_state_dict(state, "", source=str(path))
-        expected = {"img_proj.weight", "img_proj.bias", "aud_proj.weight", "aud_proj.bias"}
-        missing = sorted(expected - set(flat))
-        if missing:
-            raise StateDictMismatchError(f"{path}: not an EZ-VSL / FNAC checkpoint, {', '.join(missing)} missing "
-                                         f"(top-level keys: {', '.join(sorted({k.split('.')[0] for k in flat}))}).")
-        image_projection = self.image_encoder.get_layer("image_projection")
-        audio_projection = self.audio_encoder.get_layer("audio_projection")
-        kernel = np.transpose(flat["img_proj.weight"], (2, 3, 1, 0))  # [D, C, 1, 1] -> [1, 1, C, D]
-        dense = np.transpose(flat["aud_proj.weight"])  # [D, C] -> [C, D]
-        for layer, weights in ((image_projection, [kernel, flat["img_proj.bias"]]),
-                               (audio_projection, [dense, flat["aud_proj.bias"]])):
-            shapes = [tuple(w.shape) for w in layer.get_weights()]
-            if shapes != [tuple(w.shape) for w in weights]:
-                raise StateDictMismatchError(f"{path}: {layer.name} holds {shapes}, the file "
-                                             f"{[tuple(w.shape) for w in weights]}; pass embed_dim / width to match.")
+        projections = [(self.image_encoder.get_layer("image_projection"), "img_proj"),
+                       (self.audio_encoder.get_layer("audio_projection"), "aud_proj")]
+        values = [torch_projection_weights(layer, flat, name, source=str(path)) for layer, name in projections]
         report = {"image": load_torch_state_dict(self.image_backbone, state, prefix="imgnet."),
                   "audio": load_torch_state_dict(self.audio_backbone, state, prefix="audnet.")}
-        image_projection.set_weights([kernel, flat["img_proj.bias"]])
-        audio_projection.set_weights([dense, flat["aud_proj.bias"]])
+        for (layer, _), weights in zip(projections, values):
+            layer.set_weights(weights)
         known = ("imgnet.", "audnet.", "img_proj.", "aud_proj.")
         report["projections"] = {"loaded": 4, "ignored": {key: "not part of this model" for key in flat
                                                           if not key.startswith(known)}}
@@ -190,21 +176,9 @@ class EZVSL(AVLocModel):
         Returns:
             (model, report) with `report` as in `load_official_checkpoint`.
         """
-        from keras_avloc.backbones import read_state_dict
-        from keras_avloc.backbones.porting import infer_width, select_state_dict
+        from keras_avloc.backbones.porting import official_model
 
-        state = read_state_dict(path)
-        width = infer_width(select_state_dict(state, "imgnet.", source=str(path)))
-        projection = select_state_dict(state, "img_proj.", source=str(path))
-        if width != 64:
-            kwargs.setdefault("backbone_kwargs", {"width": width})
-        if "weight" in projection:
-            kwargs.setdefault("embed_dim", int(projection["weight"].shape[0]))
-        kwargs.setdefault("eval_settings", dict(cls.OFFICIAL_EVAL_SETTINGS))
-        model = cls(**kwargs)
-        report = model.load_official_checkpoint(path)
-        model.build()
-        return model, report
+        return official_model(cls, path, "img_proj", **kwargs)
 
     def localize(self, images, audio, image_size=None, ogl_alpha=None, objectness_encoder=None):
         """Heatmaps [B, H, W] (numpy float32).

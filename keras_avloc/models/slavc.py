@@ -164,6 +164,67 @@ class SLAVC(AVLocModel):
                                        heads=2)
         return image_backbone, image, audio
 
+    OFFICIAL_EVAL_SETTINGS = {"image_size": 224, "clip_seconds": 3.0, "image_mode": "squash", "strict_median": False}
+    """The official test settings (stoneMo/SLAVC `test.py`, `datasets.py`): frames resized to 224 x 224, 3 s of
+    audio centred in the clip (its 5 s option has no effect), the map binarised at its median."""
+
+    def load_official_checkpoint(self, path):
+        """Loads an official checkpoint (`latest.pth` of stoneMo/SLAVC): {"model": {"imgnet.*", "img_proj1/2.*",
+        "audnet.*", "aud_proj1/2.*" and the `momentum_` copy of each}}, with `module.` prefixes under
+        DistributedDataParallel. The momentum copies go to the momentum encoders, which then continue from them
+        (no first-step copy).
+
+        Args:
+            path: `.pth` (needs torch) or an `.npz` of the state dict.
+
+        Returns:
+            dict {"image", "audio", "momentum_image", "momentum_audio", "projections"} of reports with "loaded" and
+            "ignored" ({key: reason}: keys of the file this model has no place for, never dropped silently).
+        """
+        from keras_avloc.backbones import load_torch_state_dict, read_state_dict
+        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
+
+        state = read_state_dict(path)
+        flat = select_state_dict(state, "", source=str(path))
+        networks = {"": (self.image_encoder, self.audio_encoder),
+                    "momentum_": (self.momentum_image_encoder, self.momentum_audio_encoder)}
+        projections = [(image.get_layer(f"image_projection_{k}"), f"{prefix}img_proj{k}")
+                       for prefix, (image, _) in networks.items() for k in (1, 2)]
+        projections += [(audio.get_layer(f"audio_projection_{k}"), f"{prefix}aud_proj{k}")
+                        for prefix, (_, audio) in networks.items() for k in (1, 2)]
+        values = [torch_projection_weights(layer, flat, name, source=str(path)) for layer, name in projections]
+        report = {}
+        for prefix, (image, audio) in networks.items():
+            report[f"{prefix}image"] = load_torch_state_dict(image.get_layer(f"{prefix}image_resnet18"), state,
+                                                             prefix=f"{prefix}imgnet.")
+            report[f"{prefix}audio"] = load_torch_state_dict(audio.get_layer(f"{prefix}audio_resnet18"), state,
+                                                             prefix=f"{prefix}audnet.")
+        for (layer, _), weights in zip(projections, values):
+            layer.set_weights(weights)
+        self.momentum_updates.assign(1.0)
+        known = tuple(f"{prefix}{name}" for prefix in networks
+                      for name in ("imgnet.", "audnet.", "img_proj1.", "img_proj2.", "aud_proj1.", "aud_proj2."))
+        report["projections"] = {"loaded": 2 * len(projections), "ignored": {
+            key: "not part of this model" for key in flat if not key.startswith(known)}}
+        return report
+
+    @classmethod
+    def from_official_checkpoint(cls, path, **kwargs):
+        """A complete SLAVC model with an official checkpoint's weights (momentum copies included) and the official
+        test settings, ready for `model.save("model.keras")`, `avloc evaluate` and `avloc localize`. The backbone
+        width and the projection size are read from the file.
+
+        Args:
+            path: the official `.pth` (needs torch) or an `.npz` of its state dict.
+            **kwargs: other constructor arguments (e.g. `localize_with="momentum"`).
+
+        Returns:
+            (model, report) with `report` as in `load_official_checkpoint`.
+        """
+        from keras_avloc.backbones.porting import official_model
+
+        return official_model(cls, path, "img_proj1", **kwargs)
+
     def update_momentum_encoders(self):
         """One momentum step, p_m <- m p_m + (1 - m) p; the first one copies every weight (the official copy at
         construction, made here at the first step so that weights loaded after construction are copied too)."""
