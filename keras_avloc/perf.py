@@ -175,15 +175,14 @@ class FastLocalizer:
         if getattr(model, "data_kind", "frames") != "frames":
             raise TypeError(f"fast_inference_model serves frame methods; {type(model).__name__} scores 360° clips.")
         if not isinstance(model, FastInference):
-            missing = [name for name in ("image_encoder", "audio_encoder", "similarity_map") if not hasattr(model, name)]
+            missing = [name for name in ("image_encoder", "audio_encoder", "localization_encoders", "similarity_map")
+                       if not hasattr(model, name)]
             raise TypeError(
-                f"fast_inference_model needs a keras_avloc model with image_encoder, audio_encoder and "
-                f"similarity_map; {type(model).__name__} has no {missing[0]}."
+                f"fast_inference_model needs a keras_avloc model with image_encoder, audio_encoder, "
+                f"localization_encoders and similarity_map; {type(model).__name__} has no {missing[0]}."
             )
         self.source_model = model
-        # A model whose maps come from other encoders than its trained ones (SLAVC's momentum copies) names them.
-        image_encoder, audio_encoder = (model.localization_encoders() if hasattr(model, "localization_encoders")
-                                        else (model.image_encoder, model.audio_encoder))
+        image_encoder, audio_encoder = model.localization_encoders()  # SLAVC: maybe its momentum copies
         self.image_encoder = fold_batch_norms(image_encoder) if fold else image_encoder
         self.audio_encoder = fold_batch_norms(audio_encoder) if fold else audio_encoder
         self.align_corners = bool(getattr(model, "upsample_align_corners", False))

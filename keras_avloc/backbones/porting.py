@@ -353,23 +353,32 @@ def torch_projection_weights(layer, state_dict, name, source="state dict"):
     return values
 
 
-def official_model(model_class, path, projection, **kwargs):
+def official_model(model_class, path, projection=None, state=None, **kwargs):
     """A `model_class` built to fit an official checkpoint (ResNet-18 width from `imgnet.*`, projection size from
-    `<projection>.weight`), with its `OFFICIAL_EVAL_SETTINGS`, loaded with its `load_official_checkpoint`.
+    `<projection>.weight` when given), with its `OFFICIAL_EVAL_SETTINGS`, loaded with its `load_official_checkpoint`
+    (the file is read once).
+
+    Args:
+        model_class: a method class with `OFFICIAL_EVAL_SETTINGS` and `load_official_checkpoint(path, state=...)`.
+        path: the checkpoint file (named in messages).
+        projection: the torch module whose output size is the model's `embed_dim` (e.g. "img_proj"), or None.
+        state: the file's state dict when the caller has read it already.
+        **kwargs: other constructor arguments (win over what the file says).
 
     Returns:
         (model, report).
     """
-    state = read_state_dict(path)
+    state = read_state_dict(path) if state is None else state
     width = infer_width(select_state_dict(state, "imgnet.", source=str(path)))
     if width != 64:
         kwargs.setdefault("backbone_kwargs", {"width": width})
-    weight = select_state_dict(state, "", source=str(path)).get(f"{projection}.weight")
-    if weight is not None:
-        kwargs.setdefault("embed_dim", int(weight.shape[0]))
+    if projection:
+        weight = select_state_dict(state, "", source=str(path)).get(f"{projection}.weight")
+        if weight is not None:
+            kwargs.setdefault("embed_dim", int(weight.shape[0]))
     kwargs.setdefault("eval_settings", dict(model_class.OFFICIAL_EVAL_SETTINGS))
     model = model_class(**kwargs)
-    report = model.load_official_checkpoint(path)
+    report = model.load_official_checkpoint(path, state=state)
     model.build()
     return model, report
 

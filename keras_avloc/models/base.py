@@ -195,6 +195,11 @@ class AVLocModel(keras.Model):
             "audio_vecs": self.encode_audio(audio, training=training),
         }
 
+    def localization_encoders(self):
+        """The (image, audio) encoders the maps come from (hook: SLAVC's momentum copies);
+        `keras_avloc.perf.fast_inference_model` folds these."""
+        return self.image_encoder, self.audio_encoder
+
     def similarity_map(self, image_maps, audio_vecs):
         """Matched-pair cosine similarity map [B, h, w] (features L2-normalised inside)."""
         return cosine_similarity_map(image_maps, audio_vecs)

@@ -76,11 +76,15 @@ class OfficialCheckpoint(Protocol):
 
 @runtime_checkable
 class FastInference(Protocol):
-    """Exposes its two encoders and the similarity map (`keras_avloc.perf.fast_inference_model` folds them).
+    """Exposes the two encoders its maps come from (`localization_encoders`; `AVLocModel` gives `image_encoder` and
+    `audio_encoder`) and the similarity map: `keras_avloc.perf.fast_inference_model` folds them.
     Frame methods only: AVC / AVSA alias their video encoder as `image_encoder`, so check `data_kind` too."""
 
     image_encoder: object
     audio_encoder: object
+
+    def localization_encoders(self):
+        ...
 
     def similarity_map(self, image_maps, audio_vecs):
         ...

@@ -36,8 +36,8 @@ def ezvsl_loss_terms(image_maps, audio_vecs, tau=0.03):
 
     Returns:
         dict with "loss", "image_to_audio" (CE over rows), "audio_to_image" (CE over columns),
-        "logits" [B, B] (rows = images, columns = audio) and "similarity" [B, h, w] (matched pairs,
-        cosine, not divided by tau).
+        "logits" [B, B] (rows = images, columns = audio), "similarity" [B, h, w] (matched pairs,
+        cosine, not divided by tau) and the L2-normalised features "unit_image_maps", "unit_audio_vecs".
     """
     image_maps = l2_normalize(image_maps, axis=-1)
     audio_vecs = l2_normalize(audio_vecs, axis=-1)
@@ -53,6 +53,8 @@ def ezvsl_loss_terms(image_maps, audio_vecs, tau=0.03):
         "audio_to_image": audio_to_image,
         "logits": logits,
         "similarity": ops.einsum("bhwc,bc->bhw", image_maps, audio_vecs),
+        "unit_image_maps": image_maps,
+        "unit_audio_vecs": audio_vecs,
     }
 
 
@@ -134,13 +136,14 @@ class EZVSL(AVLocModel):
     """The official test settings (stoneMo/EZ-VSL `test.py`, `datasets.py`; FNAC's are the same): frames resized to
     224 x 224, 3 s of audio centred in the clip, the map binarised at its median."""
 
-    def load_official_checkpoint(self, path):
+    def load_official_checkpoint(self, path, state=None):
         """Loads an official checkpoint (`best.pth` / `latest.pth` of stoneMo/EZ-VSL, and of OpenNLPLab/FNAC_AVL,
         whose layout is the same): {"model": {"imgnet.*", "img_proj.*", "audnet.*", "aud_proj.*"}}, with `module.`
         prefixes under DistributedDataParallel.
 
         Args:
             path: `.pth` (needs torch) or an `.npz` of the state dict.
+            state: its state dict when already read (`path` then only names it).
 
         Returns:
             dict {"image": report, "audio": report, "projections": report}; each report has "loaded" and
@@ -149,7 +152,7 @@ class EZVSL(AVLocModel):
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
         from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
 
-        state = read_state_dict(path)
+        state = read_state_dict(path) if state is None else state
         flat = select_state_dict(state, "", source=str(path))
         projections = [(self.image_encoder.get_layer("image_projection"), "img_proj"),
                        (self.audio_encoder.get_layer("audio_projection"), "aud_proj")]

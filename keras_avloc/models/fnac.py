@@ -33,7 +33,6 @@ import keras
 from keras import ops
 
 from keras_avloc.models.ezvsl import EZVSL, ezvsl_loss_terms
-from keras_avloc.models.losses_common import l2_normalize
 
 METHODS = {"fnac": "FNAC"}
 """The methods this module registers (read by `keras_avloc.models.registry` from the source)."""
@@ -71,10 +70,8 @@ def fnac_loss_terms(image_maps, audio_vecs, tau=0.03, term_weights=(100.0, 100.0
     >>> sorted(terms)[:3]
     ['audio_to_image', 'contrastive', 'fns_audio']
     """
-    ezvsl = ezvsl_loss_terms(image_maps, audio_vecs, tau=tau)  # the contrastive term and its logits
-    logits = ezvsl["logits"]
-    image_maps = l2_normalize(image_maps, axis=-1)
-    audio_vecs = l2_normalize(audio_vecs, axis=-1)
+    ezvsl = ezvsl_loss_terms(image_maps, audio_vecs, tau=tau)  # the contrastive term, its logits, unit features
+    logits, image_maps, audio_vecs = ezvsl["logits"], ezvsl["unit_image_maps"], ezvsl["unit_audio_vecs"]
 
     audio_affinity = ops.matmul(audio_vecs, ops.transpose(audio_vecs)) / tau
     image_mean = ops.mean(image_maps, axis=(1, 2))

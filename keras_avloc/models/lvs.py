@@ -209,7 +209,7 @@ class LVS(AVLocModel):
     repository): Resize(224, bicubic) + CenterCrop(224), the first 10 s of audio (tiled when shorter),
     heatmaps resized with cv2 INTER_LINEAR and binarised with `>` at the median."""
 
-    def load_official_checkpoint(self, path):
+    def load_official_checkpoint(self, path, state=None):
         """Loads the official LVS checkpoint (`lvs_vggss.pth.tar`, or an `.npz` of its state dict).
 
         The PyTorch file holds {"model_state_dict": {"module.imgnet.*", "module.audnet.*"}}; the audio
@@ -218,13 +218,14 @@ class LVS(AVLocModel):
 
         Args:
             path: `.pth` / `.pth.tar` (needs torch) or `.npz` with the same keys.
+            state: its state dict when already read (`path` then only names it).
 
         Returns:
             dict {"image": report, "audio": report} from `load_torch_state_dict`.
         """
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
 
-        state = read_state_dict(path)
+        state = read_state_dict(path) if state is None else state
         _check_official_keys(path, state)
         return {
             "image": load_torch_state_dict(self.image_backbone, state, prefix="imgnet."),
@@ -245,18 +246,11 @@ class LVS(AVLocModel):
             (model, report) with `report` as in `load_official_checkpoint`.
         """
         from keras_avloc.backbones import read_state_dict
-        from keras_avloc.backbones.porting import infer_width, select_state_dict
+        from keras_avloc.backbones.porting import official_model
 
         state = read_state_dict(path)
-        _check_official_keys(path, state)
-        width = infer_width(select_state_dict(state, "imgnet.", source=path))
-        if width != 64:
-            kwargs.setdefault("backbone_kwargs", {"width": width})
-        kwargs.setdefault("eval_settings", dict(cls.OFFICIAL_EVAL_SETTINGS))
-        model = cls(**kwargs)
-        report = model.load_official_checkpoint(path)
-        model.build()
-        return model, report
+        _check_official_keys(path, state)  # an LVS-specific message before the generic ones
+        return official_model(cls, path, state=state, **kwargs)
 
     def get_config(self):
         config = super().get_config()

@@ -32,7 +32,7 @@ import keras
 from keras import ops
 
 from keras_avloc.backbones import encoders
-from keras_avloc.models.base import AVLocModel, split_inputs, upsample_maps
+from keras_avloc.models.base import AVLocModel, cosine_similarity_map, split_inputs, upsample_maps
 from keras_avloc.models.losses_common import cross_entropy_with_integer_targets, l2_normalize
 
 METHODS = {"slavc": "SLAVC"}
@@ -168,7 +168,7 @@ class SLAVC(AVLocModel):
     """The official test settings (stoneMo/SLAVC `test.py`, `datasets.py`): frames resized to 224 x 224, 3 s of
     audio centred in the clip (its 5 s option has no effect), the map binarised at its median."""
 
-    def load_official_checkpoint(self, path):
+    def load_official_checkpoint(self, path, state=None):
         """Loads an official checkpoint (`latest.pth` of stoneMo/SLAVC): {"model": {"imgnet.*", "img_proj1/2.*",
         "audnet.*", "aud_proj1/2.*" and the `momentum_` copy of each}}, with `module.` prefixes under
         DistributedDataParallel. The momentum copies go to the momentum encoders, which then continue from them
@@ -176,6 +176,7 @@ class SLAVC(AVLocModel):
 
         Args:
             path: `.pth` (needs torch) or an `.npz` of the state dict.
+            state: its state dict when already read (`path` then only names it).
 
         Returns:
             dict {"image", "audio", "momentum_image", "momentum_audio", "projections"} of reports with "loaded" and
@@ -184,7 +185,7 @@ class SLAVC(AVLocModel):
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
         from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
 
-        state = read_state_dict(path)
+        state = read_state_dict(path) if state is None else state
         flat = select_state_dict(state, "", source=str(path))
         networks = {"": (self.image_encoder, self.audio_encoder),
                     "momentum_": (self.momentum_image_encoder, self.momentum_audio_encoder)}
@@ -253,12 +254,12 @@ class SLAVC(AVLocModel):
 
     def similarity_map(self, image_maps, audio_vecs):
         """(S_1 + S_2) / 2: the mean of the two heads' matched-pair cosine maps [B, h, w]."""
-        (image_1, image_2), (audio_1, audio_2) = _heads(image_maps), _heads(audio_vecs)
-        return 0.5 * (ops.einsum("bhwc,bc->bhw", image_1, audio_1) + ops.einsum("bhwc,bc->bhw", image_2, audio_2))
+        (image_1, image_2), (audio_1, audio_2) = ops.split(image_maps, 2, axis=-1), ops.split(audio_vecs, 2, axis=-1)
+        return 0.5 * (cosine_similarity_map(image_1, audio_1) + cosine_similarity_map(image_2, audio_2))
 
     def localization_encoders(self):
         """The (image, audio) encoders its maps come from: the base ones, or the momentum copies with
-        `localize_with="momentum"` (`localize` and `keras_avloc.perf.fast_inference_model` both ask)."""
+        `localize_with="momentum"` (the base class's hook; `localize` and `fast_inference_model` both ask)."""
         if self.localize_with == "momentum":
             return self.momentum_image_encoder, self.momentum_audio_encoder
         return self.image_encoder, self.audio_encoder
