@@ -107,7 +107,7 @@ def test_capabilities_are_declared_by_the_protocols_of_the_contract():
         contract.ClassAware: {"csolstage2", "ierstage2"},
         contract.MultiHead: {"denseav"},
         contract.InterferenceFilters: {"ierstage2"},
-        contract.FastInference: {"lvs", "ezvsl", "avgn", "fnac", "slavc", "csol", "csolstage2", "ier", "ierstage2",
+        contract.FastInference: {"lvs", "ezvsl", "avgn", "fnac", "slavc", "sslalign", "csol", "csolstage2", "ier", "ierstage2",
                                  "denseav", EXAMPLE},
     }
     models = {method: _model(method, "float32") for method in METHODS}
@@ -116,6 +116,6 @@ def test_capabilities_are_declared_by_the_protocols_of_the_contract():
                  if isinstance(model, capability) and model.data_kind == "frames"}
         assert found == names, capability.__name__
     assert {m for m in METHODS if issubclass(get_method_class(m), contract.OfficialCheckpoint)} == {
-        "lvs", "ezvsl", "fnac", "slavc"}
+        "lvs", "ezvsl", "fnac", "slavc", "sslalign", "avc", "avsa"}
     assert {m: get_method_class(m).next_stage for m in METHODS if get_method_class(m).next_stage} == {
         "csol": "csolstage2", "ier": "ierstage2"}

@@ -126,6 +126,12 @@ def read_state_dict(path, prefix=""):
     Example:
     >>> audio_weights = read_state_dict("lvs_vggss.pth.tar", prefix="audnet.")
     """
+    return select_state_dict(read_checkpoint(path), prefix, source=os.fspath(path))
+
+
+def read_checkpoint(path):
+    """The whole content of a checkpoint file, unselected (e.g. {"epoch", "model", "optimizer", ...}), read as
+    `read_state_dict` reads it (`.npz` with numpy, pickles with `torch.load(weights_only=True)`)."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file; pass the path of a .pth/.pth.tar/.npz state dict.")
@@ -152,7 +158,7 @@ def read_state_dict(path, prefix=""):
                 "The file must hold tensors only (a state dict, or one under 'model' / 'model_state_dict'); "
                 "re-save it with torch.save(model.state_dict(), path)."
             ) from err
-    return select_state_dict(raw, prefix, source=path)
+    return raw
 
 
 def _keras_layers_by_kind(model):

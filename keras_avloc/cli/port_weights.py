@@ -14,6 +14,7 @@ METHOD_EXAMPLES = """
   {prog} lvs_vggss.pth.tar runs/lvs_official/model.keras --method lvs
   {prog} ezvsl_vggss/best.pth runs/ezvsl_official/model.keras --method ezvsl   # FNAC's best.pth: --method fnac
   {prog} slavc_vggsound144k/latest.pth runs/slavc_official/model.keras --method slavc
+  {prog} ours_sup.pth.tar runs/sslalign_official/model.keras --method sslalign
   avloc evaluate --checkpoint runs/lvs_official/model.keras --data datasets/vggss --protocol vggss --out runs/lvs_official/eval
 """
 
@@ -36,7 +37,7 @@ def register(subparsers):
     add_port_arguments(parser)
     parser.add_argument("--method", default=None, metavar="METHOD",
                         help="convert the method's whole official checkpoint into OUTPUT.keras (a complete model); "
-                        "methods with an official checkpoint: lvs, ezvsl, fnac, slavc")
+                        "methods with an official checkpoint: lvs, ezvsl, fnac, slavc, sslalign")
     parser.set_defaults(func=run)
 
 
@@ -72,7 +73,12 @@ def _port_method(args):
                        "(only its backbones: drop --method and pass --prefix for each ResNet-18).")
     model, report = model_class.from_official_checkpoint(args.input)
     for part, part_report in report.items():
-        print(f"{part}: loaded {part_report['loaded']} tensors; ignored {len(part_report['ignored'])}")
+        ignored = part_report["ignored"]
+        named = sorted(key for key in ignored if not key.endswith("num_batches_tracked"))
+        listed = f" ({', '.join(named[:12])}{', ...' if len(named) > 12 else ''})" if named else ""
+        print(f"{part}: loaded {part_report['loaded']} tensors; ignored {len(ignored)}{listed}")
+        if part_report.get("note"):
+            print(f"{part}: {part_report['note']}")
     with atomic_output(args.output, suffix=".keras") as temporary:
         model.save(temporary)
     print(f"wrote {args.output} ({type(model).__name__}, evaluation settings {model.eval_settings})")

@@ -378,6 +378,29 @@ class SphereModel(AVLocModel):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.viewpoint_scores(x)
 
+    @classmethod
+    def from_official_checkpoint(cls, path, **kwargs):
+        """A model with a released checkpoint's weights (`checkpoint.pth.tar` of pedro-morgado/AVSpatialAlignment:
+        the encoders from "model", the heads and AVSA's transformers from "train_criterion") and the official per-mel
+        statistics when their `*norm-stats*.npz` sits beside the file (`keras_avloc.models.avsa_checkpoint`).
+
+        Args:
+            path: the `.pth.tar` (needs torch) or an `.npz` of its merged state dicts.
+            **kwargs: other constructor arguments; `mel_stats` overrides the file beside the checkpoint.
+
+        Returns:
+            (model, report): report {"video", "audio", "criterion", "mel_stats"} with "loaded" and "ignored".
+        """
+        from keras_avloc.models.avsa_checkpoint import official_sphere_model
+
+        return official_sphere_model(cls, path, **kwargs)
+
+    def load_official_checkpoint(self, path, state=None):
+        """Loads a released checkpoint into this model (see `from_official_checkpoint`); returns the report."""
+        from keras_avloc.models.avsa_checkpoint import load_official
+
+        return load_official(self, path, state)
+
     def initialize_from(self, other):
         """Starts from another sphere model (AVSA from AVC, the official curriculum): both encoders' weights."""
         if not isinstance(other, SphereModel):
