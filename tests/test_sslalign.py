@@ -1,6 +1,6 @@
-"""SSL-Align: the objective against an independent numpy transcription of the formulas in keras_avloc/models/sslalign.py's
-docstring (loops, no shared helpers), the in-batch neighbours, the in-graph views, the frozen neighbour encoder, and the
-released checkpoints' layout written by torch."""
+"""SSL-Align: the objective against an independent numpy transcription of the formulas in the docstring of
+keras_avloc/models/sslalign.py (loops, no shared helpers), the in-batch neighbours, the in-graph views, the frozen
+neighbour encoder, and the released checkpoints' layout written by torch."""
 
 import os
 

@@ -27,6 +27,18 @@ def resnet18_backbone(input_channels, layer4_stride, name, dtype=None, **resnet_
                     input_shape=(None, None, input_channels), name=name, dtype=dtype, **resnet_kwargs)
 
 
+def lvs_networks(dtype=None, **resnet_kwargs):
+    """LVS's network, which SSL-Align's released checkpoints also use: ResNet-18s with a stride-1 layer4 for the image
+    and for the 1-channel spectrogram, the audio globally max-pooled, no projection.
+
+    Returns:
+        (image_backbone, audio_backbone, audio_encoder) with the layer names of the official ports.
+    """
+    image_backbone = resnet18_backbone(3, 1, "image_resnet18", dtype=dtype, **resnet_kwargs)
+    audio_backbone = resnet18_backbone(1, 1, "audio_resnet18", dtype=dtype, **resnet_kwargs)
+    return image_backbone, audio_backbone, audio_encoder(audio_backbone, pooling="max", dtype=dtype)
+
+
 def audio_encoder(backbone, pooling="max", projection_dim=None, name="audio_encoder", dtype=None, dropout=0.0, heads=1):
     """Spectrogram encoder: backbone -> global max (or average) pool -> [dropout] -> optional linear projection(s).
 

@@ -39,7 +39,8 @@ def official_state(path, state=None):
     """One flat dict torch-name -> numpy array of the checkpoint's "model" and "train_criterion" (`module.`
     stripped); a flat file (e.g. an `.npz` holding both) is taken as it is."""
     raw = read_checkpoint(path) if state is None else state
-    parts = [raw[key] for key in ("model", "train_criterion") if isinstance(raw, dict) and isinstance(raw.get(key), dict)]
+    parts = [raw[key] for key in ("model", "train_criterion")
+             if isinstance(raw, dict) and isinstance(raw.get(key), dict)]
     merged = {}
     for part in parts or [raw]:
         merged.update(select_state_dict(part, "", source=str(path)))

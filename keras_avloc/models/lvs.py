@@ -187,10 +187,9 @@ class LVS(AVLocModel):
         self.diagonal = diagonal
         self.backbone_kwargs = dict(backbone_kwargs or {})
         dtype = self.dtype_policy
-        self.image_backbone = encoders.resnet18_backbone(3, 1, "image_resnet18", dtype=dtype, **self.backbone_kwargs)
+        networks = encoders.lvs_networks(dtype, **self.backbone_kwargs)
+        self.image_backbone, self.audio_backbone, self.audio_encoder = networks
         self.image_encoder = self.image_backbone
-        self.audio_backbone = encoders.resnet18_backbone(1, 1, "audio_resnet18", dtype=dtype, **self.backbone_kwargs)
-        self.audio_encoder = encoders.audio_encoder(self.audio_backbone, pooling="max", dtype=dtype)
 
     def compute_loss_terms(self, image_maps, audio_vecs):
         return lvs_loss_terms(
