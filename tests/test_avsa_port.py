@@ -2,7 +2,9 @@
 tests/avsa_reference.py, random weights and batch-norm statistics, width 8) ports with `avloc port-weights --method`,
 and the ported model's features, heads and transformer outputs equal the torch networks' on the same inputs."""
 
+import json
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,3 +84,34 @@ def test_the_other_methods_checkpoint_and_a_missing_stats_file_are_explained(tmp
     assert "other method's checkpoint" in capsys.readouterr().err
     assert avloc_main(["port-weights", str(path), str(tmp_path / "avsa.keras"), "--method", "avsa"]) == 0
     assert "MelSpectDB-24khz-257fft-128mels-norm-stats.npz" in capsys.readouterr().out
+
+
+def test_the_reference_networks_have_the_official_keys_and_shapes():
+    """tests/fixtures/avsa_official_keys.json lists the state-dict keys and shapes of the official modules (made once
+    from pedro-morgado/AVSpatialAlignment, its header says how); the torch networks the port tests write files with
+    have exactly those."""
+    torch = pytest.importorskip("torch")  # noqa: F841
+    import avsa_reference
+
+    official = json.loads((Path(__file__).parent / "fixtures" / "avsa_official_keys.json").read_text())
+    for method, loss in (("avc", avsa_reference.AVCCriterion(512)), ("avsa", avsa_reference.AVSACriterion(512))):
+        ours = {"model": avsa_reference.Wrapper(64), "train_criterion": avsa_reference.MultiTask(loss)}
+        for part, module in ours.items():
+            shapes = {key: list(value.shape) for key, value in module.state_dict().items()}
+            assert shapes == official[method][part], (method, part)
+
+
+def test_the_official_statistics_file_is_preferred_and_ambiguity_refused(tmp_path):
+    from keras_avloc.models.avsa_checkpoint import OFFICIAL_STATS, find_mel_stats
+    from keras_avloc.backbones.porting import StateDictMismatchError
+
+    checkpoint = tmp_path / "checkpoint.pth.tar"
+    assert find_mel_stats(checkpoint) == (None, None)
+    np.savez(tmp_path / "MelSpectDB-24khz-1025fft-128mels-norm-stats.npz", mean=np.ones(128), std=np.ones(128))
+    assert find_mel_stats(checkpoint)[1] == "MelSpectDB-24khz-1025fft-128mels-norm-stats.npz"  # the only one
+    np.savez(tmp_path / "ComplexSpect-24khz-257fft-norm-stats.npz", mean=np.ones(257), std=np.ones(257))
+    with pytest.raises(StateDictMismatchError, match="several"):
+        find_mel_stats(checkpoint)
+    np.savez(tmp_path / OFFICIAL_STATS, mean=np.zeros(128), std=np.full(128, 2.0))
+    stats, name = find_mel_stats(checkpoint)
+    assert name == OFFICIAL_STATS and stats["std"][0] == 2.0

@@ -107,7 +107,8 @@ def test_capabilities_are_declared_by_the_protocols_of_the_contract():
         contract.ClassAware: {"csolstage2", "ierstage2"},
         contract.MultiHead: {"denseav"},
         contract.InterferenceFilters: {"ierstage2"},
-        contract.FastInference: {"lvs", "ezvsl", "avgn", "fnac", "slavc", "sslalign", "csol", "csolstage2", "ier", "ierstage2",
+        contract.FastInference: {"lvs", "ezvsl", "avgn", "fnac", "slavc", "sslalign",
+                                 "csol", "csolstage2", "ier", "ierstage2",
                                  "denseav", EXAMPLE},
     }
     models = {method: _model(method, "float32") for method in METHODS}

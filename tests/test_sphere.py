@@ -119,6 +119,90 @@ def test_viewpoints_follow_the_official_sampling_rule():
         sample_viewpoints(rng, count=40, max_tries=50)
 
 
+def test_ambi_pow_draws_centres_where_the_field_is_loud():
+    """The official `pos='ambi_pow'` sampler: for one plane wave the projection beam towards a grid point hears
+    s (1 + cos theta), so the weights are (1 + cos theta)^2 / sum (written out here from the gains, not the code)."""
+    from keras_avloc.data.viewpoints import power_weights, sample_viewpoints
+
+    rng = np.random.default_rng(0)
+    source = (0.3, 0.45)  # panorama (x, y)
+    phi, nu = (1 - 2 * source[0]) * np.pi, (1 - 2 * source[1]) * np.pi / 2
+    signal = rng.normal(size=2400)
+    # ambiX (W, Y, Z, X), SN3D: W = s, Y = s cos(nu) sin(phi), Z = s sin(nu), X = s cos(nu) cos(phi)
+    foa = np.stack([signal, signal * np.cos(nu) * np.sin(phi), signal * np.sin(nu), signal * np.cos(nu) * np.cos(phi)])
+    grid, weights = power_weights(foa)
+    assert grid.shape == (100, 2) and np.isclose(weights.sum(), 1.0)
+    towards = unit_vector((1 - 2 * grid[:, 0]) * np.pi, (1 - 2 * grid[:, 1]) * np.pi / 2)
+    expected = (1 + towards @ unit_vector(phi, nu)) ** 2
+    np.testing.assert_allclose(weights, expected / expected.sum(), rtol=1e-9)
+    drawn = np.array([sample_viewpoints(np.random.default_rng(i), 1, crop_method="ambi_pow", foa=foa)[0][0]
+                      for i in range(3000)])
+    counts = np.array([np.sum(np.all(np.isclose(drawn, point), axis=1)) for point in grid])
+    assert counts.sum() == 3000 and np.corrcoef(counts, weights)[0, 1] > 0.95
+    centres, _ = sample_viewpoints(rng, 4, crop_method="ambi_pow", foa=foa)
+    for i in range(4):
+        for j in range(i):
+            dx = abs(centres[i, 0] - centres[j, 0])
+            assert np.hypot(2 * min(dx, 1 - dx), centres[i, 1] - centres[j, 1]) > 0.2
+    _, silent = power_weights(np.zeros((4, 100)))
+    np.testing.assert_allclose(silent, np.full(100, 0.01))  # a silent field: every grid point alike
+    with pytest.raises(ValueError, match="foa"):
+        sample_viewpoints(rng, 1, crop_method="ambi_pow")
+    with pytest.raises(ValueError, match="ambi_pow"):
+        sample_viewpoints(rng, 1, crop_method="detector")
+
+
+def test_random_viewpoints_are_the_ones_drawn_before_the_ambi_pow_option():
+    """The random sampler draws exactly as before (same centres and fields of view for a seed)."""
+    from keras_avloc.data.viewpoints import sample_viewpoints
+
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        centres, fovs, kept = [], [], []
+        for _ in range(4):  # the rule written out: redraw until 0.2 from every earlier centre in (2x, y), wrapped
+            while True:
+                centre = np.array([rng.uniform(0.0, 1.0), rng.uniform(0.33, 0.66)])
+                if all(np.hypot(2 * min(abs(centre[0] - c[0]), 1 - abs(centre[0] - c[0])), centre[1] - c[1]) > 0.2
+                       for c in kept):
+                    break
+            kept.append(centre)
+            horizontal = rng.uniform(0.0707, 0.25)
+            fovs.append([horizontal, np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))) * horizontal * 2.0])
+            centres.append(centre)
+        ours = sample_viewpoints(np.random.default_rng(seed), 4)
+        np.testing.assert_allclose(ours[0], centres)
+        np.testing.assert_allclose(ours[1], fovs)
+
+
+def test_ambi_pow_viewpoints_look_where_the_field_heard_after_misalignment_is_loud():
+    from keras_avloc.data.sphere_dataset import clip_viewpoints
+    from keras_avloc.spatial.ambisonics import foa_encode
+
+    frames = np.zeros((10, 32, 64, 3), np.uint8)
+    foa = foa_encode(np.random.default_rng(0).normal(size=(1, 2400)), np.array([2.0]), np.array([0.1]))
+    example = clip_viewpoints(frames, foa, np.random.default_rng(1), viewpoints=4, frames_per_clip=8, crop_size=16,
+                              crop_method="ambi_pow")
+    centres = example["centres"]
+    np.testing.assert_allclose(centres * 10, np.round(centres * 10), atol=1e-5)  # the official 0.1 grid
+    heard = [clip_viewpoints(frames, foa, np.random.default_rng(i), viewpoints=1, frames_per_clip=8, crop_size=16,
+                             crop_method="ambi_pow", misalign=1.0) for i in range(30)]
+    random = [clip_viewpoints(frames, foa, np.random.default_rng(i), viewpoints=1, frames_per_clip=8, crop_size=16,
+                              misalign=1.0) for i in range(30)]
+    # with the field turned, the ambi_pow viewpoints follow the turned field: each one hears its source near the front
+    def ahead(example):  # cos(angle to the source) = <W X> / <W W> for one plane wave (X: the front axis)
+        field = example["audio"][0]
+        return float(np.mean(field[0] * field[3])) / float(np.mean(field[0] ** 2))
+
+    assert np.mean([ahead(e) for e in heard]) > np.mean([ahead(e) for e in random]) + 0.2
+
+
+def test_the_sphere_dataset_names_the_crop_methods(tmp_path):
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+
+    with pytest.raises(ValueError, match="random, ambi_pow"):
+        make_sphere_dataset(tmp_path, "train", crop_method="detector")
+
+
 def test_a_viewpoint_on_the_sounding_object_sees_it_and_hears_it_in_front(dry_sphere):
     import cv2
     import soundfile

@@ -71,16 +71,21 @@ def test_objective_equals_the_formula(localization_pooling, alignment_pooling):
     np.testing.assert_allclose(float(terms["alignment"]), alignment, rtol=TOLERANCE)
 
 
-def test_neighbours_are_the_nearest_other_clips_both_ways():
-    embeddings = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [-1.0, 0.2]], np.float32)
-    mask = np.asarray(batch_neighbours(embeddings, 1))
+@pytest.mark.parametrize("count", [1, 2])
+def test_neighbours_are_the_nearest_other_clips_both_ways(count):
+    # clip 3's nearest is clip 2, whose nearest is clip 1: a one-sided pair that only symmetrisation adds both ways
+    embeddings = np.array([[1.0, 0.0], [0.8, 0.6], [0.5, 0.87], [0.0, 1.0], [-1.0, -0.1]], np.float32)
+    mask = np.asarray(batch_neighbours(embeddings, count))
     unit = _unit(embeddings)
-    similarity = unit @ unit.T - 10 * np.eye(4)
-    expected = np.eye(4)
-    for n in range(4):
-        expected[n, np.argmax(similarity[n])] = expected[np.argmax(similarity[n]), n] = 1
+    similarity = unit @ unit.T - 10 * np.eye(5)
+    expected = np.eye(5)
+    for n in range(5):
+        for m in np.argsort(-similarity[n])[:count]:
+            expected[n, m] = expected[m, n] = 1
+    assert expected[2, 3] == 1 and np.argsort(-similarity[2])[0] != 3  # the case above is in the test
     np.testing.assert_array_equal(mask, expected)
-    np.testing.assert_array_equal(np.asarray(batch_neighbours(embeddings, 0)), np.eye(4))
+    np.testing.assert_array_equal(np.asarray(batch_neighbours(embeddings, 0)), np.eye(5))
+    np.testing.assert_array_equal(np.asarray(batch_neighbours(embeddings[:1], count)), np.eye(1))  # a batch of one
 
 
 def test_views_crop_flip_jitter_and_mask():
@@ -96,6 +101,9 @@ def test_views_crop_flip_jitter_and_mask():
     views, heard = augment_views(images, audio, keras.random.SeedGenerator(0))
     assert views.shape == images.shape and not np.allclose(np.asarray(views), images)
     heard = np.asarray(heard)
+    masked = [(~np.isclose(c, o)).all(axis=0).any() and (~np.isclose(c, o)).all(axis=1).any()
+              for c, o in zip(heard, audio)]
+    assert any(masked)  # some clip lost a time frame and a frequency bin
     for clip, original in zip(heard, audio):
         changed = ~np.isclose(clip, original)
         assert np.allclose(clip[changed], original.mean(), atol=1e-5)  # masked cells take the clip's mean
@@ -110,8 +118,11 @@ def _batch(size=4, seed=0):
             "audio": rng.normal(size=(size, 65, 41, 1)).astype(np.float32)}
 
 
-def test_frozen_neighbour_encoder_is_copied_once_and_never_trained():
-    model = build_model("sslalign", backbone_kwargs={"width": 8})
+def test_frozen_neighbour_encoder_is_copied_once_never_trained_and_saved(tmp_path):
+    from keras_avloc.models import load_model
+
+    assert not hasattr(build_model("sslalign", backbone_kwargs={"width": 8}), "prior_image_encoder")  # default: off
+    model = build_model("sslalign", backbone_kwargs={"width": 8}, neighbours=1)
     model.compile()
     assert len(model.trainable_weights) == len(model.image_backbone.trainable_weights) + len(
         model.audio_encoder.trainable_weights)
@@ -122,6 +133,11 @@ def test_frozen_neighbour_encoder_is_copied_once_and_never_trained():
         np.testing.assert_array_equal(before, copied)
     moved = max(float(np.max(np.abs(np.array(w) - b))) for w, b in zip(model.image_backbone.weights, start))
     assert moved > 0 and float(model.prior_copied.numpy()) == 1.0
+    model.save(tmp_path / "model.keras")
+    loaded = load_model(str(tmp_path / "model.keras"))
+    assert float(loaded.prior_copied.numpy()) == 1.0
+    for kept, copied in zip(loaded.prior_image_encoder.weights, prior):
+        np.testing.assert_array_equal(np.array(kept), copied)
 
 
 def test_training_step_uses_two_views_and_the_neighbours(monkeypatch):
@@ -135,12 +151,12 @@ def test_training_step_uses_two_views_and_the_neighbours(monkeypatch):
         return original(image_views, audio_views, positives, **kwargs)
 
     monkeypatch.setattr(module, "sslalign_loss_terms", spy)
-    model = build_model("sslalign", backbone_kwargs={"width": 8}, neighbour_source="live")
+    model = build_model("sslalign", backbone_kwargs={"width": 8}, neighbours=1, neighbour_source="live")
     terms = model.compute_batch_terms(_batch(), None, training=True)
     assert seen["views"] == 2 and float(np.sum(np.asarray(seen["positives"]))) > 4
     assert set(model.loss_term_names) <= set(terms)
-    model.compute_batch_terms(_batch(), None, training=False)
-    assert seen["views"] == 1
+    model.compute_batch_terms(_batch(3), None, training=False)  # validation: one view, no neighbours
+    assert seen["views"] == 1 and seen["positives"] is None
 
 
 def test_bad_settings_name_the_choices():

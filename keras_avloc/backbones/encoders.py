@@ -27,12 +27,16 @@ def resnet18_backbone(input_channels, layer4_stride, name, dtype=None, **resnet_
                     input_shape=(None, None, input_channels), name=name, dtype=dtype, **resnet_kwargs)
 
 
-def lvs_networks(dtype=None, **resnet_kwargs):
-    """LVS's network, which SSL-Align's released checkpoints also use: ResNet-18s with a stride-1 layer4 for the image
-    and for the 1-channel spectrogram, the audio globally max-pooled, no projection.
+def stride1_resnet18_networks(dtype=None, **resnet_kwargs):
+    """The projection-free pair: ResNet-18s with a stride-1 layer4 for the image and for the 1-channel spectrogram,
+    the audio globally max-pooled.
+
+    Args:
+        dtype: dtype policy of their layers.
+        **resnet_kwargs: e.g. `width=16`.
 
     Returns:
-        (image_backbone, audio_backbone, audio_encoder) with the layer names of the official ports.
+        (image_backbone "image_resnet18", audio_backbone "audio_resnet18", audio_encoder "audio_encoder").
     """
     image_backbone = resnet18_backbone(3, 1, "image_resnet18", dtype=dtype, **resnet_kwargs)
     audio_backbone = resnet18_backbone(1, 1, "audio_resnet18", dtype=dtype, **resnet_kwargs)

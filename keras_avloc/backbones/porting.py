@@ -130,8 +130,15 @@ def read_state_dict(path, prefix=""):
 
 
 def read_checkpoint(path):
-    """The whole content of a checkpoint file, unselected (e.g. {"epoch", "model", "optimizer", ...}), read as
-    `read_state_dict` reads it (`.npz` with numpy, pickles with `torch.load(weights_only=True)`)."""
+    """The whole content of a checkpoint file, unselected, read as `read_state_dict` reads it (`.npz` with numpy,
+    pickles with `torch.load(weights_only=True)`).
+
+    Args:
+        path: the file.
+
+    Returns:
+        what the file holds, e.g. {"epoch", "model", "optimizer", ...} or a flat state dict.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no such file; pass the path of a .pth/.pth.tar/.npz state dict.")

@@ -37,7 +37,7 @@ def register(subparsers):
     add_port_arguments(parser)
     parser.add_argument("--method", default=None, metavar="METHOD",
                         help="convert the method's whole official checkpoint into OUTPUT.keras (a complete model); "
-                        "methods with an official checkpoint: lvs, ezvsl, fnac, slavc, sslalign")
+                        "the methods and their files: docs/checkpoints.md")
     parser.set_defaults(func=run)
 
 
@@ -77,8 +77,8 @@ def _port_method(args):
         named = sorted(key for key in ignored if not key.endswith("num_batches_tracked"))
         listed = f" ({', '.join(named[:12])}{', ...' if len(named) > 12 else ''})" if named else ""
         print(f"{part}: loaded {part_report['loaded']} tensors; ignored {len(ignored)}{listed}")
-        if part_report.get("note"):
-            print(f"{part}: {part_report['note']}")
+        for note in ([part_report["note"]] if part_report.get("note") else []) + list(part_report.get("notes", [])):
+            print(f"{part}: {note}")
     with atomic_output(args.output, suffix=".keras") as temporary:
         model.save(temporary)
     print(f"wrote {args.output} ({type(model).__name__}, evaluation settings {model.eval_settings})")

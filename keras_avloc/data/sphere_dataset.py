@@ -29,7 +29,7 @@ import os
 import numpy as np
 
 from keras_avloc.data.annotations import load_split
-from keras_avloc.data.viewpoints import CROP_SIZE, sample_viewpoints
+from keras_avloc.data.viewpoints import CROP_METHODS, CROP_SIZE, sample_viewpoints
 from keras_avloc.io import imagenet
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.media import MediaError, read_frames, read_multichannel_audio
@@ -93,8 +93,9 @@ def color_jitter(crops, rng, strength=JITTER):
 
 
 def clip_viewpoints(frames, foa, rng, viewpoints=4, frames_per_clip=FRAMES, crop_size=CROP_SIZE[0], training=False,
-                    augment=True, misalign=0.0):
+                    augment=True, misalign=0.0, crop_method="random"):
     """One example: the crops and rotated fields of `viewpoints` viewpoints of a clip (see the module docstring).
+    With `crop_method="ambi_pow"` the centres follow the power map of the field as heard (after any misalignment).
 
     Returns:
         dict: "video" float32 [V, F, S, S, 3] (ImageNet-normalised), "audio" float32 [V, 4, T] (rotated ambiX),
@@ -107,10 +108,14 @@ def clip_viewpoints(frames, foa, rng, viewpoints=4, frames_per_clip=FRAMES, crop
     start = int(rng.integers(0, count - frames_per_clip + 1)) if training else (count - frames_per_clip) // 2
     window = frames[start:start + frames_per_clip]
     height, width = window.shape[1:3]
-    centres, fovs = sample_viewpoints(rng, viewpoints, panorama_aspect=width / height)
+    if crop_method == "random":  # drawn first, as before the option existed (the same viewpoints for a seed)
+        centres, fovs = sample_viewpoints(rng, viewpoints, panorama_aspect=width / height)
     rotated = bool(misalign) and rng.random() < float(misalign)
     if rotated:
         foa = rotate_foa(foa, rng.uniform(-math.pi, math.pi), 0.0)
+    if crop_method != "random":
+        centres, fovs = sample_viewpoints(rng, viewpoints, panorama_aspect=width / height, crop_method=crop_method,
+                                          foa=foa)
     videos, audios = [], []
     for centre, fov in zip(centres, fovs):
         crops = perspective_crops(window, centre, fov, (crop_size, crop_size)) / 255.0
@@ -181,7 +186,7 @@ def _records(root, split):
 
 def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewpoints=4, frames=FRAMES,
                         crop_size=CROP_SIZE[0], seed=None, augment=True, misalign=0.0, drop_remainder=None,
-                        on_error="skip", repeat_viewpoints=False, max_clips=None, cache=False):
+                        on_error="skip", repeat_viewpoints=False, max_clips=None, cache=False, crop_method="random"):
     """The viewpoint batches of a 360° split (see the module docstring).
 
     Args:
@@ -201,6 +206,7 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
         max_clips: use the split's first clips only.
         cache: keep every decoded clip in memory after its first use (no mp4 decoding from the second epoch on;
             a 256 x 512 clip of 16 frames takes 6.3 MB, so 480 clips need 3 GB).
+        crop_method: "random" (official default) or "ambi_pow" (`keras_avloc.data.viewpoints`).
 
     Returns:
         `tf.data.Dataset` of (x, y) with `records`, `class_list` and `skipped` ([count]) attributes.
@@ -214,6 +220,8 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
 
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}.")
+    if crop_method not in CROP_METHODS:
+        raise ValueError(f"crop_method must be one of {', '.join(CROP_METHODS)}, got {crop_method!r}.")
     records = _records(root, split)[: None if max_clips is None else int(max_clips)]
     seed = 0 if seed is None else int(seed)
     skipped = [0]
@@ -230,7 +238,7 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
                 decoded[index] = clip
             clip_frames, foa = clip
             example = clip_viewpoints(clip_frames, foa, rng, viewpoints, frames, crop_size, training, augment,
-                                      misalign)
+                                      misalign, crop_method)
             ok = True
         except MediaError as err:
             if on_error == "raise":

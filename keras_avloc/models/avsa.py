@@ -306,6 +306,8 @@ class SphereModel(AVLocModel):
         mel_stats: {"mean": [128], "std": [128]} per-mel statistics of the training log-mels (None: 0 and 1);
             `avloc train` computes them from the training split.
         weight_decay: coupled L2 weight decay (1e-5).
+        crop_method: where `avloc train` points the training viewpoints: "random" (official default) or "ambi_pow"
+            (drawn from the clip's ambisonic power map; `keras_avloc.data.viewpoints`).
         video_encoder, audio_encoder: optional Keras models to use instead of the official ones.
         **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`, `name`).
     """
@@ -320,8 +322,10 @@ class SphereModel(AVLocModel):
     inherited_kwargs = ("width", "video_block", "frames", "mel_stats")
 
     def __init__(self, width=64, video_block="avsa", frames=8, crop_size=112, embed_dim=128, temperature=0.07,
-                 mel_stats=None, weight_decay=1e-5, video_encoder=None, audio_encoder=None, **kwargs):
+                 mel_stats=None, weight_decay=1e-5, crop_method="random", video_encoder=None, audio_encoder=None,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.crop_method = str(crop_method)  # checked by make_sphere_dataset when training starts
         self.width = int(width)
         self.video_block = video_block
         self.frames = int(frames)
@@ -380,7 +384,7 @@ class SphereModel(AVLocModel):
 
     @classmethod
     def from_official_checkpoint(cls, path, **kwargs):
-        """A model with a released checkpoint's weights (`checkpoint.pth.tar` of pedro-morgado/AVSpatialAlignment:
+        """A model with an official checkpoint's weights (`checkpoint.pth.tar` of pedro-morgado/AVSpatialAlignment:
         the encoders from "model", the heads and AVSA's transformers from "train_criterion") and the official per-mel
         statistics when their `*norm-stats*.npz` sits beside the file (`keras_avloc.models.avsa_checkpoint`).
 
@@ -396,7 +400,15 @@ class SphereModel(AVLocModel):
         return official_sphere_model(cls, path, **kwargs)
 
     def load_official_checkpoint(self, path, state=None):
-        """Loads a released checkpoint into this model (see `from_official_checkpoint`); returns the report."""
+        """Loads an official checkpoint into this model (see `from_official_checkpoint`).
+
+        Args:
+            path: the `.pth.tar` or `.npz` (named in messages).
+            state: its content when already read.
+
+        Returns:
+            dict {"video", "audio", "criterion"} of reports with "loaded" and "ignored".
+        """
         from keras_avloc.models.avsa_checkpoint import load_official
 
         return load_official(self, path, state)
@@ -416,7 +428,7 @@ class SphereModel(AVLocModel):
         config = super().get_config()
         config.update({"width": self.width, "video_block": self.video_block, "frames": self.frames,
                        "crop_size": self.crop_size, "embed_dim": self.embed_dim, "temperature": self.temperature,
-                       "mel_stats": self.mel_stats, "weight_decay": self.weight_decay})
+                       "mel_stats": self.mel_stats, "weight_decay": self.weight_decay, "crop_method": self.crop_method})
         if self._custom_encoders:
             config["video_encoder"] = keras.saving.serialize_keras_object(self.video_encoder)
             config["audio_encoder"] = keras.saving.serialize_keras_object(self.audio_encoder)

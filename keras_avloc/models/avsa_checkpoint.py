@@ -1,4 +1,5 @@
-"""The released AVC / AVSA checkpoints (pedro-morgado/AVSpatialAlignment) as `AVC` / `AVSA` models.
+"""Official AVC / AVSA checkpoints (pedro-morgado/AVSpatialAlignment) as `AVC` / `AVSA` models: the released AVSA model
+(`Cur-Loc4-TransfD2`) and any checkpoint the official code writes (AVC from `InstDisc.yaml`; no AVC model is released).
 
 The official `main-video-ssl.py` saves {"epoch", "model", "optimizer", "train_criterion"}:
 
@@ -31,13 +32,22 @@ import numpy as np
 from keras_avloc.backbones.porting import StateDictMismatchError, read_checkpoint, select_state_dict
 
 STATS_PATTERN = "*norm-stats*.npz"
+OFFICIAL_STATS = "MelSpectDB-24khz-257fft-128mels-norm-stats.npz"
+"""The statistics the official loader normalises the 128-mel log-mels with (`datasets/assets/` of the repository)."""
 BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
 VIDEO_BLOCK_PARTS = "spt_conv1|spt_bn1|tmp_conv1|tmp_bn1|spt_conv2|spt_bn2|tmp_conv2|out_bn|res_conv"
 
 
 def official_state(path, state=None):
-    """One flat dict torch-name -> numpy array of the checkpoint's "model" and "train_criterion" (`module.`
-    stripped); a flat file (e.g. an `.npz` holding both) is taken as it is."""
+    """The checkpoint's "model" and "train_criterion" as one flat state dict.
+
+    Args:
+        path: the checkpoint file (read unless `state` is given; named in messages).
+        state: its content when already read (a checkpoint dict, or a flat state dict such as an `.npz`'s).
+
+    Returns:
+        dict torch-name -> numpy array, `module.` prefixes stripped.
+    """
     raw = read_checkpoint(path) if state is None else state
     parts = [raw[key] for key in ("model", "train_criterion")
              if isinstance(raw, dict) and isinstance(raw.get(key), dict)]
@@ -131,6 +141,11 @@ def load_official(model, path, state=None):
     """Loads an official checkpoint into an `AVC` / `AVSA` built with `video_block="avsa"` (all or nothing per tensor;
     sizes are checked).
 
+    Args:
+        model: the `AVC` / `AVSA` model.
+        path: the checkpoint file (named in messages).
+        state: its content when already read.
+
     Returns:
         dict {"video", "audio", "criterion"} of reports with "loaded" and "ignored" ({key: reason}).
     """
@@ -167,15 +182,34 @@ def _known(key):
 
 
 def find_mel_stats(path):
-    """{"mean", "std"} from the one `*norm-stats*.npz` beside `path`, or None."""
-    found = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(path)), STATS_PATTERN)))
+    """The official per-mel statistics beside a checkpoint.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        ({"mean", "std"}, file name) from `OFFICIAL_STATS` in its folder, else from the one `*norm-stats*.npz` there;
+        (None, None) when there is none.
+
+    Raises:
+        StateDictMismatchError: several candidates and not the official one, or a file without "mean" / "std".
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    found = sorted(glob.glob(os.path.join(folder, STATS_PATTERN)))
+    official = os.path.join(folder, OFFICIAL_STATS)
+    if official in found:
+        found = [official]
+    if len(found) > 1:
+        raise StateDictMismatchError(f"{folder}: several statistics files ({', '.join(map(os.path.basename, found))}) "
+                                     f"and not {OFFICIAL_STATS}; keep the one the model was trained with, or pass "
+                                     "mel_stats.")
     if not found:
-        return None
+        return None, None
     with np.load(found[0], allow_pickle=False) as archive:
         if "mean" not in archive.files or "std" not in archive.files:
             raise StateDictMismatchError(f"{found[0]}: expected arrays 'mean' and 'std' (the official "
                                          "MelSpectDB-...-norm-stats.npz).")
-        return {"mean": archive["mean"].tolist(), "std": archive["std"].tolist()}
+        return {"mean": archive["mean"].tolist(), "std": archive["std"].tolist()}, os.path.basename(found[0])
 
 
 def official_sphere_model(model_class, path, mel_stats=None, **kwargs):
@@ -193,8 +227,8 @@ def official_sphere_model(model_class, path, mel_stats=None, **kwargs):
     state = official_state(path)
     source = "given"
     if mel_stats is None:
-        mel_stats = find_mel_stats(path)
-        source = "beside the checkpoint" if mel_stats else None
+        mel_stats, name = find_mel_stats(path)
+        source = f"from {name}, beside the checkpoint" if mel_stats else None
     if "video_model.conv1.0.weight" in state:
         kwargs.setdefault("width", int(state["video_model.conv1.0.weight"].shape[0]))
     for head in ("losses.0.video_projection.projection.0.weight", "losses.0.video_head.projection.0.weight"):
@@ -208,6 +242,6 @@ def official_sphere_model(model_class, path, mel_stats=None, **kwargs):
     model.build()
     report["mel_stats"] = {"loaded": 0 if mel_stats is None else 2, "ignored": {}, "note": (
         f"per-mel statistics {source}" if mel_stats else
-        f"no {STATS_PATTERN} beside {path}: put the official MelSpectDB-24khz-257fft-128mels-norm-stats.npz there "
-        "(datasets/assets/ of the official repository) and port again; without it the model uses mean 0 and std 1")}
+        f"no {STATS_PATTERN} beside {path}: put the official {OFFICIAL_STATS} there (datasets/assets/ of the "
+        "official repository) and port again; without it the model uses mean 0 and std 1")}
     return model, report

@@ -187,7 +187,7 @@ class LVS(AVLocModel):
         self.diagonal = diagonal
         self.backbone_kwargs = dict(backbone_kwargs or {})
         dtype = self.dtype_policy
-        networks = encoders.lvs_networks(dtype, **self.backbone_kwargs)
+        networks = encoders.stride1_resnet18_networks(dtype, **self.backbone_kwargs)
         self.image_backbone, self.audio_backbone, self.audio_encoder = networks
         self.image_encoder = self.image_backbone
 

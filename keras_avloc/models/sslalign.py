@@ -17,7 +17,8 @@ open choice a parameter, defaults chosen on the stamps benchmark's val split (do
 * views: the batch and `views - 1` augmented copies made inside the training step (`augment_views`: a random
   zoom-in crop of scale [0.6, 1], a horizontal flip, brightness and contrast jitter; on the spectrogram a time mask
   and a frequency mask of up to 20% each);
-* semantic neighbours: each clip's `neighbours` nearest clips of the batch under a frozen copy of the image encoder
+* semantic neighbours (off by default: they lowered val AUC): each clip's `neighbours` nearest clips of the batch
+  under a frozen copy of the image encoder
   taken at the first training step (`neighbour_source="frozen"`: the pretrained encoder the model started from,
   as the paper's "NN w/ Sup. Pre. Enc." checkpoints use a pretrained encoder), or under the live image encoder
   without gradient ("live"), or none ("none"). The paper retrieves neighbours from the whole training set; this
@@ -78,7 +79,7 @@ def batch_neighbours(embeddings, count=1):
 
     Args:
         embeddings: [B, D] features (normalised here).
-        count: neighbours per clip (0: the diagonal only).
+        count: neighbours per clip (0: the diagonal only; at most B - 1 when the batch size is known).
 
     Returns:
         float32 [B, B] mask.
@@ -87,6 +88,10 @@ def batch_neighbours(embeddings, count=1):
     eye = ops.eye(batch, dtype="float32")
     if not count:
         return eye
+    if embeddings.shape[0] is not None:
+        count = min(int(count), int(embeddings.shape[0]) - 1)  # a short last batch
+        if count < 1:
+            return eye
     unit = l2_normalize(ops.cast(ops.stop_gradient(embeddings), "float32"), axis=-1)
     similarity = ops.matmul(unit, ops.transpose(unit)) - 4.0 * eye  # never one's own neighbour
     _, nearest = ops.top_k(similarity, k=count)
@@ -203,10 +208,11 @@ def augment_views(images, audio, seed_generator, crop_scale=(0.6, 1.0), jitter=0
         keep = ops.logical_or(positions < start[:, None], positions >= (start + size)[:, None])
         shape = (batch, 1, length, 1) if axis == 2 else (batch, length, 1, 1)
         masks.append(ops.reshape(ops.cast(keep, "float32"), shape))
+    audio_dtype = audio.dtype
     audio = ops.cast(audio, "float32")
     mean = ops.mean(audio, axis=(1, 2, 3), keepdims=True)  # masked cells take the clip's mean
     keep = masks[0] * masks[1]
-    return ops.cast(views, images.dtype), ops.cast(audio * keep + mean * (1.0 - keep), audio.dtype)
+    return ops.cast(views, images.dtype), ops.cast(audio * keep + mean * (1.0 - keep), audio_dtype)
 
 
 @keras.saving.register_keras_serializable(package="keras_avloc")
@@ -217,7 +223,8 @@ class SSLAlign(AVLocModel):
         tau: temperature of the contrastive terms (0.07).
         alignment_weight: weight of the alignment term (1).
         views: views per clip in training, the batch itself included (2; 1 turns augmentation off).
-        neighbours: in-batch semantic neighbours per clip used as extra positives (1; 0: none).
+        neighbours: in-batch semantic neighbours per clip used as extra positives in training (0, chosen on val;
+            1 or more turns them on).
         neighbour_source: "frozen" (a copy of the image encoder taken at the first step), "live" or "none".
         localization_pooling: "max" or "softmax"; alignment_pooling: "mean" or "attention"; pooling_tau: 0.03.
         seed: seed of the in-graph augmentation.
@@ -239,14 +246,13 @@ class SSLAlign(AVLocModel):
     loss_term_names = ("loss", "localization", "alignment")
     default_learning_rate = 1e-4
     display_name = "SSL-Align"
-    # In the demo: 12 epochs like EZ-VSL's, two views and no neighbours, chosen on val (docs/demo.md, "SSL-Align").
+    # The defaults (two views, no neighbours) were chosen on the demo's val split (docs/demo.md, "SSL-Align").
     # Val AUC / pointing game / AUC on unseen recordings: 0.361 / 0.806 / 0.356 without neighbours; 0.339 / 0.788 /
     # 0.311 with the frozen stand-in's nearest clip as a positive; 0.345 / 0.781 / 0.340 with the live encoder's; one
     # view 0.364 / 0.769 / 0.356; no alignment term 0.344 / 0.838 / 0.329.
-    demo_recipe = {"training": {"epochs": 12}, "settings": {"neighbours": 0}, "full_training": {"learning_rate": 1e-4},
-                   "tiny_settings": {"views": 1}}
+    demo_recipe = {"training": {"epochs": 12}, "full_training": {"learning_rate": 1e-4}, "tiny_settings": {"views": 1}}
 
-    def __init__(self, tau=0.07, alignment_weight=1.0, views=2, neighbours=1, neighbour_source="frozen",
+    def __init__(self, tau=0.07, alignment_weight=1.0, views=2, neighbours=0, neighbour_source="frozen",
                  localization_pooling="max", alignment_pooling="mean", pooling_tau=0.03, seed=0, backbone_kwargs=None,
                  name="sslalign", **kwargs):
         super().__init__(name=name, **kwargs)
@@ -270,13 +276,13 @@ class SSLAlign(AVLocModel):
         self.seed = int(seed)
         self.backbone_kwargs = dict(backbone_kwargs or {})
         dtype = self.dtype_policy
-        networks = encoders.lvs_networks(dtype, **self.backbone_kwargs)
+        networks = encoders.stride1_resnet18_networks(dtype, **self.backbone_kwargs)
         self.image_backbone, self.audio_backbone, self.audio_encoder = networks
         self.image_encoder = self.image_backbone
         self.seed_generator = keras.random.SeedGenerator(self.seed, name="view_seed")
         self.prior_copied = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="float32",
                                             name="prior_copied")
-        if self.neighbour_source == "frozen" and self.neighbours:
+        if self.neighbour_source == "frozen" and self.neighbours:  # built only when it will be used
             self.prior_image_encoder = encoders.resnet18_backbone(3, 1, "prior_image_resnet18", dtype=dtype,
                                                                   **self.backbone_kwargs)
             pairs = list(zip(self.image_backbone.weights, self.prior_image_encoder.weights))
@@ -317,10 +323,10 @@ class SSLAlign(AVLocModel):
                         training=training)
         tree = {"image_maps": [features["image_maps"][i * batch:(i + 1) * batch] for i in range(len(image_views))],
                 "audio_vecs": [features["audio_vecs"][i * batch:(i + 1) * batch] for i in range(len(audio_views))]}
-        if self.neighbours:
+        if training and self.neighbours:
             tree["embeddings"] = self._neighbour_embeddings(images, tree["image_maps"][0])
         tree = self.global_batch(tree)
-        positives = batch_neighbours(tree["embeddings"], self.neighbours) if self.neighbours else None
+        positives = batch_neighbours(tree["embeddings"], self.neighbours) if "embeddings" in tree else None
         return self._terms(tree["image_maps"], tree["audio_vecs"], positives)
 
     def _terms(self, image_views, audio_views, positives):
@@ -330,7 +336,14 @@ class SSLAlign(AVLocModel):
                                    alignment_pooling=self.alignment_pooling, pooling_tau=self.pooling_tau)
 
     def compute_loss_terms(self, image_maps, audio_vecs):
-        """The loss of one view without neighbours (the training step adds both; see `compute_batch_terms`)."""
+        """The loss of one view without neighbours (the training step adds both; see `compute_batch_terms`).
+
+        Args:
+            image_maps: raw image features [B, h, w, C]; audio_vecs: raw audio vectors [B, C].
+
+        Returns:
+            dict as `sslalign_loss_terms`.
+        """
         return self._terms([image_maps], [audio_vecs], None)
 
     # ----------------------------------------------------------------- official checkpoints

@@ -555,7 +555,8 @@ def _sphere_datasets(model_class, data_root, split, val_split, val_dataset, batc
         raise TrainingError(f"{model_class.__name__} has its own augmentation (flip with the mirrored sound field, "
                             f"colour jitter, gain); --augment {augment!r} does not apply to it.")
     common = dict(batch_size=batch_size, viewpoints=model_class.viewpoints_per_clip, crop_size=image_size,
-                  frames=int(model_kwargs.get("frames", 8)), seed=seed, on_error=on_error)
+                  frames=int(model_kwargs.get("frames", 8)), seed=seed, on_error=on_error,
+                  crop_method=model_kwargs.get("crop_method", "random"))
     model_kwargs.setdefault("crop_size", int(image_size))
     dataset = make_sphere_dataset(data_root, split, training=True, cache=cache, **common)
     if val_split and val_dataset is None:
