@@ -329,3 +329,44 @@ def test_localize_draws_where_a_360_clip_sounds(trained, tmp_path, capsys):
     # the synthetic clips keep their ambiX apart from the (silent) mp4: without --audio, a clear error
     assert main(["localize", "--checkpoint", checkpoint, "--video", video, "--out", str(tmp_path / "q.png")]) == 2
     assert "pass --audio" in capsys.readouterr().err
+
+
+def test_a_2d_resnet_inflates_into_the_video_network(tmp_path):
+    """I3D-style inflation of the image stand-in: on a clip of one repeated frame the inflated stem computes the 2D
+    stem on every frame; the spatial kernels are the 2D ones, the temporal ones the identity; `avloc train
+    --init-image-weights` inflates (`load_image_weights`); a width or block mismatch is refused."""
+    import keras
+    from keras_avloc.backbones import ResNet18
+    from keras_avloc.models.avsa import r2plus1d_backbone
+    from keras_avloc.models.avsa_inflate import inflate_resnet18
+    from keras_avloc.training.train import build_training_model
+
+    rng = np.random.default_rng(0)
+    image = ResNet18(width=4, input_shape=(None, None, 3))
+    for layer in image.layers:
+        if hasattr(layer, "moving_variance"):
+            size = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, size), rng.normal(0, 0.2, size), rng.normal(0, 0.1, size),
+                               rng.uniform(0.5, 1.5, size)])
+    video = r2plus1d_backbone(4, "avsa")
+    inflate_resnet18(video, image)
+    frame = rng.normal(size=(1, 32, 32, 3)).astype(np.float32)
+    clip = np.repeat(frame[:, None], 4, axis=1)
+    expected = np.asarray(keras.Model(image.input, image.get_layer("bn1").output)(frame))[:, None]
+    stem = np.asarray(keras.Model(video.input, video.get_layer("stem_bn").output)(clip))
+    np.testing.assert_allclose(stem, np.repeat(expected, 4, axis=1), atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(video.get_layer("conv4x_1_spt_conv2").kernel)[0],
+                                  np.asarray(image.get_layer("layer3_1_conv2").kernel))
+    temporal = np.asarray(video.get_layer("conv2x_0_tmp_conv1").kernel)
+    np.testing.assert_array_equal(temporal[1, 0, 0], np.eye(4))
+    np.testing.assert_array_equal(temporal[0], 0)
+
+    path = tmp_path / "standin.weights.h5"
+    image.save_weights(path)
+    model = build_training_model("avc", init_image_weights=str(path), model_kwargs={"width": 4})
+    np.testing.assert_array_equal(np.asarray(model.video_encoder.get_layer("stem_conv").kernel)[1],
+                                  np.asarray(image.get_layer("conv1").kernel))
+    with pytest.raises(ValueError, match="width"):
+        inflate_resnet18(r2plus1d_backbone(8, "avsa"), image)
+    with pytest.raises(ValueError, match="avsa"):
+        inflate_resnet18(r2plus1d_backbone(4, "r2plus1d"), image)

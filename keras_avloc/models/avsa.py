@@ -382,6 +382,16 @@ class SphereModel(AVLocModel):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         return self.viewpoint_scores(x)
 
+    def load_image_weights(self, path):
+        """Inflates a 2D ResNet-18 `.weights.h5` of the model's width (the stand-in) into the video network
+        (`keras_avloc.models.avsa_inflate`); `avloc train --init-image-weights` calls it."""
+        from keras_avloc.backbones import ResNet18
+        from keras_avloc.models.avsa_inflate import inflate_resnet18
+
+        image_backbone = ResNet18(width=self.width, input_shape=(None, None, 3))
+        image_backbone.load_weights(path)
+        inflate_resnet18(self.video_encoder, image_backbone)
+
     @classmethod
     def from_official_checkpoint(cls, path, **kwargs):
         """A model with an official checkpoint's weights (`checkpoint.pth.tar` of pedro-morgado/AVSpatialAlignment:

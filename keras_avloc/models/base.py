@@ -195,6 +195,11 @@ class AVLocModel(keras.Model):
             "audio_vecs": self.encode_audio(audio, training=training),
         }
 
+    def load_image_weights(self, path):
+        """Loads a 2D ResNet-18 `.weights.h5` (the stand-in, ImageNet weights) into the image network (hook: AVC /
+        AVSA inflate it into their video network); `avloc train --init-image-weights` calls it."""
+        self.image_backbone.load_weights(path)
+
     def localization_encoders(self):
         """The (image, audio) encoders the maps come from (hook: SLAVC's momentum copies);
         `keras_avloc.perf.fast_inference_model` folds these."""

@@ -133,7 +133,8 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
         mixed_precision: None or "bf16" (mixed_bfloat16 layers: bf16 compute, float32 weights and losses);
             recorded in the model's config, so it reloads as bf16.
         init_image_weights: `.weights.h5` of a `keras_avloc.backbones.ResNet18` (e.g. ImageNet weights
-            ported with `avloc port-weights`) loaded into the image backbone.
+            ported with `avloc port-weights`) loaded into the image backbone (`model.load_image_weights`; AVC /
+            AVSA inflate it into their video network).
         freeze_image_encoder: keep the image backbone fixed (its batch norms run in inference mode).
         learning_rate: Adam learning rate (default: the method's, 1e-4); a method with its own schedule
             (`learning_rate_schedule`, DenseAV's two phases) takes it as its main rate.
@@ -164,11 +165,13 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
                 "`avloc pretrain-image` (a .weights.h5 of keras_avloc.backbones.ResNet18)."
             )
         try:
-            model.image_backbone.load_weights(init_image_weights)
+            model.load_image_weights(init_image_weights)
         except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
+            backbone = model.image_backbone
+            width = getattr(backbone, "width", getattr(model, "width", "-"))
             raise TrainingError(
-                f"{init_image_weights} does not fit the {method} image backbone "
-                f"(layer4_stride={model.image_backbone.layer4_stride}, width={model.image_backbone.width}): {err}"
+                f"{init_image_weights} does not fit the {method} image backbone (layer4_stride="
+                f"{getattr(backbone, 'layer4_stride', '-')}, width={width}): {err}"
             ) from err
     if freeze_image_encoder:
         model.image_backbone.trainable = False
