@@ -366,6 +366,12 @@ def torch_projection_weights(layer, state_dict, name, source="state dict"):
     return values
 
 
+def unused_keys(flat, known_prefixes, reason="not part of this model"):
+    """{key: reason} for the keys of a flat state dict outside `known_prefixes`: what an official loader reports
+    instead of dropping it (the official loaders use `strict=False`)."""
+    return {key: reason for key in flat if not key.startswith(tuple(known_prefixes))}
+
+
 def official_model(model_class, path, projection=None, state=None, **kwargs):
     """A `model_class` built to fit an official checkpoint (ResNet-18 width from `imgnet.*`, projection size from
     `<projection>.weight` when given), with its `OFFICIAL_EVAL_SETTINGS`, loaded with its `load_official_checkpoint`

@@ -150,7 +150,7 @@ class EZVSL(AVLocModel):
             "ignored" ({key: reason}: keys of the file this model has no place for, never dropped silently).
         """
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
-        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
+        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights, unused_keys
 
         state = read_state_dict(path) if state is None else state
         flat = select_state_dict(state, "", source=str(path))
@@ -161,9 +161,8 @@ class EZVSL(AVLocModel):
                   "audio": load_torch_state_dict(self.audio_backbone, state, prefix="audnet.")}
         for (layer, _), weights in zip(projections, values):
             layer.set_weights(weights)
-        known = ("imgnet.", "audnet.", "img_proj.", "aud_proj.")
-        report["projections"] = {"loaded": 4, "ignored": {key: "not part of this model" for key in flat
-                                                          if not key.startswith(known)}}
+        report["projections"] = {"loaded": 4,
+                                 "ignored": unused_keys(flat, ("imgnet.", "audnet.", "img_proj.", "aud_proj."))}
         return report
 
     @classmethod

@@ -183,7 +183,7 @@ class SLAVC(AVLocModel):
             "ignored" ({key: reason}: keys of the file this model has no place for, never dropped silently).
         """
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
-        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights
+        from keras_avloc.backbones.porting import select_state_dict, torch_projection_weights, unused_keys
 
         state = read_state_dict(path) if state is None else state
         flat = select_state_dict(state, "", source=str(path))
@@ -205,8 +205,7 @@ class SLAVC(AVLocModel):
         self.momentum_updates.assign(1.0)
         known = tuple(f"{prefix}{name}" for prefix in networks
                       for name in ("imgnet.", "audnet.", "img_proj1.", "img_proj2.", "aud_proj1.", "aud_proj2."))
-        report["projections"] = {"loaded": 2 * len(projections), "ignored": {
-            key: "not part of this model" for key in flat if not key.startswith(known)}}
+        report["projections"] = {"loaded": 2 * len(projections), "ignored": unused_keys(flat, known)}
         return report
 
     @classmethod

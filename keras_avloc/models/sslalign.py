@@ -104,7 +104,8 @@ def _pooled_similarities(image_maps, audio_vecs, localization_pooling, alignment
     batch = ops.shape(image_maps)[0]
     flat = ops.reshape(image_maps, (batch, -1, ops.shape(image_maps)[-1]))  # [B, P, C]
     cosines = ops.einsum("npc,mc->nmp", flat, audio_vecs)  # [B, B, P]
-    weights = ops.softmax(cosines / pooling_tau, axis=-1)
+    needs_weights = localization_pooling == "softmax" or alignment_pooling == "attention"
+    weights = ops.softmax(cosines / pooling_tau, axis=-1) if needs_weights else None
     if localization_pooling == "max":
         localization = ops.max(cosines, axis=-1)
     else:
@@ -360,7 +361,7 @@ class SSLAlign(AVLocModel):
             dict {"image", "audio", "other"} of reports; "other" lists the keys outside `imgnet.` / `audnet.`.
         """
         from keras_avloc.backbones import load_torch_state_dict, read_state_dict
-        from keras_avloc.backbones.porting import StateDictMismatchError, select_state_dict
+        from keras_avloc.backbones.porting import StateDictMismatchError, select_state_dict, unused_keys
 
         state = read_state_dict(path) if state is None else state
         flat = select_state_dict(state, "", source=str(path))
@@ -370,8 +371,8 @@ class SSLAlign(AVLocModel):
                                          f"{', '.join(missing)} (expected the released ours_*.pth.tar layout).")
         report = {"image": load_torch_state_dict(self.image_backbone, state, prefix="imgnet."),
                   "audio": load_torch_state_dict(self.audio_backbone, state, prefix="audnet.")}
-        report["other"] = {"loaded": 0, "ignored": {key: "not part of the released inference network" for key in flat
-                                                    if not key.startswith(("imgnet.", "audnet."))}}
+        report["other"] = {"loaded": 0, "ignored": unused_keys(flat, ("imgnet.", "audnet."),
+                                                               "not part of the released inference network")}
         return report
 
     @classmethod
