@@ -196,11 +196,73 @@ def test_ambi_pow_viewpoints_look_where_the_field_heard_after_misalignment_is_lo
     assert np.mean([ahead(e) for e in heard]) > np.mean([ahead(e) for e in random]) + 0.2
 
 
+def test_objects_viewpoints_look_at_the_clips_objects_then_at_random_places():
+    """"objects": each viewpoint centres on an object not yet looked at (0.2 from the earlier centres), then random."""
+    from keras_avloc.data.sphere_dataset import clip_viewpoints
+    from keras_avloc.data.viewpoints import sample_viewpoints
+
+    points = np.array([[0.1, 0.5], [0.6, 0.4], [0.62, 0.41]])  # the third is within 0.2 of the second
+    for seed in range(20):
+        centres, _ = sample_viewpoints(np.random.default_rng(seed), 4, crop_method="objects", objects=points)
+        on_object = [any(np.allclose(centre, point) for point in points) for centre in centres]
+        assert on_object[:2] == [True, True] and not any(on_object[2:])  # two objects apart, then random centres
+        assert not np.allclose(centres[0], centres[1])
+        for i in range(4):
+            for j in range(i):
+                dx = abs(centres[i, 0] - centres[j, 0])
+                assert np.hypot(2 * min(dx, 1 - dx), centres[i, 1] - centres[j, 1]) > 0.2
+    firsts = {tuple(sample_viewpoints(np.random.default_rng(s), 1, crop_method="objects", objects=points)[0][0])
+              for s in range(40)}
+    assert firsts == {tuple(point) for point in points}  # one object picked at random, each of them in turn
+    seam = np.array([[0.99, 0.5], [0.01, 0.5]])  # 0.04 apart across the seam: one of them, then a random centre
+    centres, _ = sample_viewpoints(np.random.default_rng(3), 2, crop_method="objects", objects=seam)
+    assert sum(any(np.allclose(centre, point) for point in seam) for centre in centres) == 1
+    none, _ = sample_viewpoints(np.random.default_rng(0), 2, crop_method="objects", objects=np.zeros((0, 2)))
+    assert none.shape == (2, 2)  # no object: random centres
+    with pytest.raises(ValueError, match="objects"):
+        sample_viewpoints(np.random.default_rng(0), 1, crop_method="objects")
+    # In a clip, the centre is the object's direction at the middle of the frames used (azimuth 0, elevation 0 is
+    # the panorama's centre; azimuth pi / 2 is a quarter turn to the left, x = 0.25).
+    frames = np.zeros((8, 32, 64, 3), np.uint8)
+    track = [[np.pi / 2, 0.0]] * 4 + [[0.0, 0.0]] * 4
+    example = clip_viewpoints(frames, np.zeros((4, 2400)), np.random.default_rng(0), viewpoints=1, frames_per_clip=8,
+                              crop_size=16, crop_method="objects", objects=[track])
+    np.testing.assert_allclose(example["centres"][0], [0.5, 0.5], atol=1e-6)  # frame 4 of 8
+    example = clip_viewpoints(frames[:4], np.zeros((4, 2400)), np.random.default_rng(0), viewpoints=1,
+                              frames_per_clip=4, crop_size=16, crop_method="objects", objects=[track[:4]])
+    np.testing.assert_allclose(example["centres"][0], [0.25, 0.5], atol=1e-6)  # frame 2 of 4
+
+
+def test_the_sphere_dataset_centres_objects_viewpoints_on_the_records_objects(dry_sphere):
+    from keras_avloc.data.annotations import load_split
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+
+    root, _ = dry_sphere
+    dataset = make_sphere_dataset(root, "test", batch_size=3, viewpoints=1, frames=4, crop_size=32,
+                                  crop_method="objects")
+    _, y = next(iter(dataset))
+    for record, centre in zip(load_split(root, "test"), np.asarray(y["centres"])[:, 0]):
+        # evaluation takes the middle 4 of the 16 frames (6-9): each object's direction at frame 8, on the panorama
+        points = [((1 - phi / np.pi) / 2 % 1.0, (1 - 2 * nu / np.pi) / 2)
+                  for phi, nu in (np.asarray(item["direction"])[8] for item in record["objects"])]
+        assert any(np.allclose(centre, point, atol=1e-5) for point in points), (record["file"], centre, points)
+
+
 def test_the_sphere_dataset_names_the_crop_methods(tmp_path):
     from keras_avloc.data.sphere_dataset import make_sphere_dataset
 
-    with pytest.raises(ValueError, match="random, ambi_pow"):
+    with pytest.raises(ValueError, match="random, ambi_pow, objects"):
         make_sphere_dataset(tmp_path, "train", crop_method="detector")
+
+
+def test_objects_viewpoints_need_the_objects_directions_in_the_records(tmp_path):
+    from keras_avloc.data.sphere_dataset import SphereDataError, make_sphere_dataset
+
+    (tmp_path / "train.json").write_text(json.dumps([{"file": "clip", "class": "cow"}]))
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / "clip.mp4").write_bytes(b"")  # one of the user's own clips, without detections
+    with pytest.raises(SphereDataError, match="train.json: crop_method 'objects'.*no record here has any"):
+        make_sphere_dataset(tmp_path, "train", crop_method="objects")
 
 
 def test_a_viewpoint_on_the_sounding_object_sees_it_and_hears_it_in_front(dry_sphere):

@@ -34,7 +34,7 @@ from keras_avloc.io import imagenet
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.media import MediaError, read_frames, read_multichannel_audio
 from keras_avloc.spatial.ambisonics import rotate_foa
-from keras_avloc.spatial.geometry import equirect_to_direction, perspective_crops
+from keras_avloc.spatial.geometry import direction_to_equirect, equirect_to_direction, perspective_crops
 
 SAMPLE_RATE = 24000
 AUDIO_SECONDS = 1.0
@@ -93,9 +93,12 @@ def color_jitter(crops, rng, strength=JITTER):
 
 
 def clip_viewpoints(frames, foa, rng, viewpoints=4, frames_per_clip=FRAMES, crop_size=CROP_SIZE[0], training=False,
-                    augment=True, misalign=0.0, crop_method="random"):
+                    augment=True, misalign=0.0, crop_method="random", objects=()):
     """One example: the crops and rotated fields of `viewpoints` viewpoints of a clip (see the module docstring).
-    With `crop_method="ambi_pow"` the centres follow the power map of the field as heard (after any misalignment).
+    With `crop_method="ambi_pow"` the centres follow the power map of the field as heard (after any misalignment);
+    with "objects" they look at the clip's objects: `objects` holds each object's (azimuth, elevation) per frame, as
+    the sphere records' "direction" (None or empty: not seen), and the centre is its direction at the middle of the
+    frames used.
 
     Returns:
         dict: "video" float32 [V, F, S, S, 3] (ImageNet-normalised), "audio" float32 [V, 4, T] (rotated ambiX),
@@ -114,8 +117,14 @@ def clip_viewpoints(frames, foa, rng, viewpoints=4, frames_per_clip=FRAMES, crop
     if rotated:
         foa = rotate_foa(foa, rng.uniform(-math.pi, math.pi), 0.0)
     if crop_method != "random":
+        points = None
+        if crop_method == "objects":  # each object's direction at the middle of the frames used
+            tracks = [np.asarray(track, np.float64) for track in objects if track is not None and len(track)]
+            middle = start + frames_per_clip // 2
+            points = np.reshape([direction_to_equirect(*track[min(middle, len(track) - 1)]) for track in tracks],
+                                (-1, 2))
         centres, fovs = sample_viewpoints(rng, viewpoints, panorama_aspect=width / height, crop_method=crop_method,
-                                          foa=foa)
+                                          foa=foa, objects=points)
     videos, audios = [], []
     for centre, fov in zip(centres, fovs):
         crops = perspective_crops(window, centre, fov, (crop_size, crop_size)) / 255.0
@@ -206,7 +215,8 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
         max_clips: use the split's first clips only.
         cache: keep every decoded clip in memory after its first use (no mp4 decoding from the second epoch on;
             a 256 x 512 clip of 16 frames takes 6.3 MB, so 480 clips need 3 GB).
-        crop_method: "random" (official default) or "ambi_pow" (`keras_avloc.data.viewpoints`).
+        crop_method: "random" (official default), "ambi_pow" or "objects" (`keras_avloc.data.viewpoints`; "objects"
+            reads the objects' directions from the records).
 
     Returns:
         `tf.data.Dataset` of (x, y) with `records`, `class_list` and `skipped` ([count]) attributes.
@@ -223,6 +233,13 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
     if crop_method not in CROP_METHODS:
         raise ValueError(f"crop_method must be one of {', '.join(CROP_METHODS)}, got {crop_method!r}.")
     records = _records(root, split)[: None if max_clips is None else int(max_clips)]
+    if crop_method == "objects" and not any(item.get("direction") is not None and len(item["direction"])
+                                            for record in records for item in record.get("objects") or []):
+        raise SphereDataError(f"{os.path.join(os.fspath(root), split + '.json')}: crop_method 'objects' centres "
+                              "viewpoints on each clip's objects, read from its record ('objects', each with a "
+                              "per-frame 'direction' [azimuth, elevation]), and no record here has any. The clips of "
+                              "`avloc data sphere` have them; for other clips add each object's per-frame 'direction' "
+                              "to the split file, or use 'random' or 'ambi_pow'.")
     seed = 0 if seed is None else int(seed)
     skipped = [0]
     decoded = {}
@@ -238,7 +255,8 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
                 decoded[index] = clip
             clip_frames, foa = clip
             example = clip_viewpoints(clip_frames, foa, rng, viewpoints, frames, crop_size, training, augment,
-                                      misalign, crop_method)
+                                      misalign, crop_method, [item.get("direction") for item in
+                                                              records[index].get("objects") or []])
             ok = True
         except MediaError as err:
             if on_error == "raise":

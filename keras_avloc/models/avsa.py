@@ -306,8 +306,9 @@ class SphereModel(AVLocModel):
         mel_stats: {"mean": [128], "std": [128]} per-mel statistics of the training log-mels (None: 0 and 1);
             `avloc train` computes them from the training split.
         weight_decay: coupled L2 weight decay (1e-5).
-        crop_method: where `avloc train` points the training viewpoints: "random" (official default) or "ambi_pow"
-            (drawn from the clip's ambisonic power map; `keras_avloc.data.viewpoints`).
+        crop_method: where `avloc train` points the training viewpoints: "random" (official default), "ambi_pow"
+            (drawn from the clip's ambisonic power map) or "objects" (centred on the clip's objects, as the paper's
+            pipeline centres them on detections; `keras_avloc.data.viewpoints`).
         video_encoder, audio_encoder: optional Keras models to use instead of the official ones.
         **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`, `name`).
     """
