@@ -89,7 +89,7 @@ def sample_viewpoints(rng, count=VIEWPOINTS, margin=MARGIN, panorama_aspect=2.0,
     if crop_method == "objects":
         if objects is None:
             raise ValueError("sample_viewpoints: crop_method 'objects' needs the clip's object points (objects=...).")
-        pending = [np.asarray(point, np.float64) for point in np.reshape(objects, (-1, 2))]
+        objects = np.reshape(np.asarray(objects, np.float64), (-1, 2))
     centres, fovs = [], []
     log_limits = (math.log(ASPECT_LIMITS[0]), math.log(ASPECT_LIMITS[1]))
     for _ in range(int(count)):
@@ -98,10 +98,8 @@ def sample_viewpoints(rng, count=VIEWPOINTS, margin=MARGIN, panorama_aspect=2.0,
             if allowed.sum() <= 0:
                 raise ValueError(f"sample_viewpoints: could not keep {count} centres {margin} apart.")
             centre = grid[rng.choice(len(grid), p=allowed / allowed.sum())]
-        elif crop_method == "objects" and any(_apart(point, centres, margin) for point in pending):
-            candidates = [point for point in pending if _apart(point, centres, margin)]
-            centre = candidates[int(rng.integers(len(candidates)))]
-            pending = [point for point in pending if point is not centre]
+        elif crop_method == "objects" and (candidates := [p for p in objects if _apart(p, centres, margin)]):
+            centre = candidates[int(rng.integers(len(candidates)))]  # a chosen object is not apart from itself
         else:
             for _ in range(int(max_tries)):
                 centre = np.array([rng.uniform(0.0, 1.0), rng.uniform(*LATITUDE_LIMITS)])
