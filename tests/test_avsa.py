@@ -213,6 +213,36 @@ def test_flipped_views_hear_a_mirrored_field_and_misaligned_fields_are_turned():
     assert all(turned) and not any(kept)
 
 
+def test_the_intensity_audio_input_trains_saves_and_sweeps(tiny_sphere, tmp_path):
+    import keras
+
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+    from keras_avloc.evaluation.sphere import sweep_map
+    from keras_avloc.models import load_model
+    from keras_avloc.models.avsa import AVSA
+
+    keras.utils.set_random_seed(0)
+    model = AVSA(width=4, frames=4, crop_size=32, audio_input="ambix_intensity")
+    model.compile(run_eagerly=True)
+    dataset = make_sphere_dataset(tiny_sphere, "train", training=True, batch_size=2, frames=4, crop_size=32,
+                                  audio_input="ambix_intensity")
+    x, y = next(iter(dataset))
+    assert tuple(x["audio"].shape) == (2, 4, 101, 128, 7)
+    assert np.abs(x["audio"][..., 4:].numpy()).max() <= 1.0 + 1e-4  # intensity ratios, not normalised by mel_stats
+    assert model.audio_encoder.input_shape[-1] == 7
+    assert np.isfinite(model.fit(dataset, epochs=1, verbose=0).history["loss"]).all()
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(str(tmp_path / "m.keras"))
+    assert loaded.audio_input == "ambix_intensity"
+    np.testing.assert_allclose(np.asarray(loaded.viewpoint_scores(x)), np.asarray(model.viewpoint_scores(x)),
+                               atol=1e-5)
+    frames = np.zeros((4, 64, 128, 3), np.uint8)
+    field = np.random.default_rng(0).normal(size=(4, 24000)).astype(np.float32) * 0.1
+    assert sweep_map(loaded, frames, field).shape == (3, 24)  # the sweep builds the same 7 channels
+    with pytest.raises(ValueError, match="ambix, ambix_intensity"):
+        AVSA(width=4, audio_input="stereo")
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_sphere, tmp_path_factory):
     """AVC trained with the command line, then AVSA from it with the Python API (1 epoch each, tiny)."""

@@ -248,6 +248,30 @@ def test_the_sphere_dataset_centres_objects_viewpoints_on_the_records_objects(dr
         assert any(np.allclose(centre, point, atol=1e-5) for point in points), (record["file"], centre, points)
 
 
+def test_the_intensity_channels_say_how_far_from_the_front_the_sound_is(dry_sphere):
+    """In a viewpoint's rotated field the front (X) intensity is the cosine of the angle between the viewpoint's centre
+    and the sounding object (dry scenes: one plane wave), which the log-mels' magnitudes cannot tell apart from its
+    mirror image behind."""
+    from keras_avloc.data.annotations import load_split
+    from keras_avloc.data.sphere_dataset import make_sphere_dataset
+
+    root, _ = dry_sphere
+    dataset = make_sphere_dataset(root, "test", batch_size=3, viewpoints=4, frames=4, crop_size=32,
+                                  audio_input="ambix_intensity")
+    x, y = next(iter(dataset))
+    mels, intensity = x["audio"].numpy()[..., :4], x["audio"].numpy()[..., 4:]
+    weights = 10.0 ** (mels[..., 0] / 10.0)  # the W band energies weigh the bands' intensities
+    vectors = np.einsum("bvtm,bvtmc->bvc", weights, intensity) / weights.sum(axis=(2, 3))[..., None]
+    for record, centres, vector in zip(load_split(root, "test"), y["centres"].numpy(), vectors):
+        sounding = [item for item in record["objects"] if item["sounding"]][0]
+        source = unit_vector(*np.asarray(sounding["direction"])[8])  # the middle of the frames used
+        for centre, heard in zip(centres, vector):
+            phi, nu = (1 - 2 * centre[0]) * np.pi, (1 - 2 * centre[1]) * np.pi / 2  # panorama -> direction
+            cosine = float(unit_vector(phi, nu) @ source)
+            assert abs(heard[2] - cosine) < 0.1, (record["file"], heard, cosine)
+            assert abs(np.linalg.norm(heard) - 1.0) < 0.1  # one plane wave: a unit vector
+
+
 def test_the_sphere_dataset_names_the_crop_methods(tmp_path):
     from keras_avloc.data.sphere_dataset import make_sphere_dataset
 

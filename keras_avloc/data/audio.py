@@ -149,12 +149,19 @@ def lvs_spectrogram(wave):
     return tf.transpose(log_spec, [0, 2, 1])[..., None]
 
 
-def _centered_power_stft(wave, n_fft, hop):
-    """|STFT|^2 of [N, T] with librosa's `center=True, pad_mode='constant'` framing -> [N, frames, 1 + n_fft//2]."""
+def _centered_stft(wave, n_fft, hop):
+    """STFT (complex) of [N, T] with librosa's `center=True, pad_mode='constant'` framing, Hann window ->
+    [N, frames, 1 + n_fft//2]."""
     tf = _tf()
     padded = tf.pad(wave, [[0, 0], [n_fft // 2, n_fft // 2]])
     frames = tf.signal.frame(padded, n_fft, hop, axis=-1)
-    spectrum = tf.signal.rfft(frames * tf.constant(hann_window(n_fft), tf.float32))
+    return tf.signal.rfft(frames * tf.constant(hann_window(n_fft), tf.float32))
+
+
+def _centered_power_stft(wave, n_fft, hop):
+    """|STFT|^2 of [N, T] (`_centered_stft`) -> [N, frames, 1 + n_fft//2]."""
+    tf = _tf()
+    spectrum = _centered_stft(wave, n_fft, hop)
     return tf.math.square(tf.math.real(spectrum)) + tf.math.square(tf.math.imag(spectrum))
 
 
@@ -232,6 +239,55 @@ def avsa_logmel(wave):
     db = power_to_db(mel, top_db=AVSA_TOP_DB)  # per (example, channel)
     db = tf.reshape(db, [batch, channels, tf.shape(db)[1], AVSA_N_MELS])
     return tf.transpose(db, [0, 2, 3, 1])
+
+
+def avsa_intensity(wave):
+    """Mel-band active intensity of a first-order ambiX field (W, Y, Z, X), the audio input that keeps the sign
+    between W and the dipoles that magnitude log-mels lose (front from back, left from right; beyond the official
+    code, as the intensity-vector features of sound-event localisation). On the STFT of `avsa_logmel` (24 kHz,
+    n_fft 512, hop 240, Hann, centred): Re(conj(W) C) for C = Y, Z, X, summed in the same 128 Slaney mel bands,
+    divided by the band's energy (|W|^2 + |Y|^2 + |Z|^2 + |X|^2) / 2. For a single plane wave (SN3D) each band
+    holds the unit vector towards the source, whatever its level; silence gives 0.
+
+    Args:
+        wave: float32 [B, 4, T] ambiX at 24 kHz.
+
+    Returns:
+        float32 [B, frames, 128, 3] (channels Y, Z, X: left, up, front), `frames = 1 + T // 240`.
+
+    Example:
+    >>> avsa_intensity(tf.zeros([1, 4, 24000])).shape
+    TensorShape([1, 101, 128, 3])
+    """
+    tf = _tf()
+    wave = tf.convert_to_tensor(wave, dtype=tf.float32)
+    batch = tf.shape(wave)[0]
+    spectrum = _centered_stft(tf.reshape(wave, [batch * 4, tf.shape(wave)[2]]), AVSA_N_FFT, AVSA_HOP)
+    frames, bins = tf.shape(spectrum)[1], tf.shape(spectrum)[2]
+    spectrum = tf.reshape(spectrum, [batch, 4, frames, bins])
+    real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
+    active = real[:, :1] * real[:, 1:] + imag[:, :1] * imag[:, 1:]  # Re(conj(W) C): [B, 3, frames, bins]
+    energy = 0.5 * tf.reduce_sum(real * real + imag * imag, axis=1)  # [B, frames, bins]
+    mel = tf.constant(mel_filterbank(AVSA_SAMPLE_RATE, AVSA_N_FFT, AVSA_N_MELS).T)
+    active = tf.reshape(tf.matmul(tf.reshape(active, [batch * 3, frames, bins]), mel), [batch, 3, frames, AVSA_N_MELS])
+    ratio = tf.math.divide_no_nan(active, tf.matmul(energy, mel)[:, None])
+    return tf.transpose(ratio, [0, 2, 3, 1])
+
+
+SPHERE_AUDIO_INPUTS = {"ambix": 4, "ambix_intensity": 7}
+"""The audio inputs of AVC / AVSA and their channels: "ambix" (official) the log-mels of W, Y, Z, X;
+"ambix_intensity" those and the three intensity channels of `avsa_intensity`."""
+
+
+def sphere_audio_features(wave, audio_input="ambix"):
+    """AVC / AVSA audio features of (rotated) ambiX fields [B, 4, T]: [B, frames, 128, channels] (see
+    `SPHERE_AUDIO_INPUTS`); the first four channels are always the log-mels of `avsa_logmel`."""
+    if audio_input not in SPHERE_AUDIO_INPUTS:
+        raise ValueError(f"audio_input must be one of {', '.join(SPHERE_AUDIO_INPUTS)}, got {audio_input!r}.")
+    mels = avsa_logmel(wave)
+    if audio_input == "ambix":
+        return mels
+    return _tf().concat([mels, avsa_intensity(wave)], axis=-1)
 
 
 LEVEL_FLOOR_DB = -100.0

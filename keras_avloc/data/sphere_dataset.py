@@ -10,7 +10,8 @@ YouTube-360 clips extracted by the downloader have the same layout). Each exampl
 * viewpoints: `keras_avloc.data.viewpoints.sample_viewpoints` (centres in the latitude band, 0.2 apart, random
   FOV and aspect); each gives perspective crops (`crop_size`, ImageNet-normalised) and the ambiX field rotated
   so that the viewpoint is the front (the official `audio_input: ambix`), as log-mels
-  (`keras_avloc.data.audio.avsa_logmel`: [101, 128, 4] for 1 s).
+  (`keras_avloc.data.audio.avsa_logmel`: [101, 128, 4] for 1 s; with `audio_input="ambix_intensity"` also the
+  three mel-band intensity channels, [101, 128, 7]).
 * training augmentation, per crop: horizontal flip with p = 0.5, *mirroring the sound field too* (Y -> -Y; the
   official code flips the video only, so a flipped crop's sound came from the other side), colour jitter
   (brightness, contrast, saturation 0.4, hue 0.2, one draw per crop for all its frames), audio gain x U[0.9, 1.1].
@@ -195,7 +196,8 @@ def _records(root, split):
 
 def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewpoints=4, frames=FRAMES,
                         crop_size=CROP_SIZE[0], seed=None, augment=True, misalign=0.0, drop_remainder=None,
-                        on_error="skip", repeat_viewpoints=False, max_clips=None, cache=False, crop_method="random"):
+                        on_error="skip", repeat_viewpoints=False, max_clips=None, cache=False, crop_method="random",
+                        audio_input="ambix"):
     """The viewpoint batches of a 360° split (see the module docstring).
 
     Args:
@@ -217,6 +219,8 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
             a 256 x 512 clip of 16 frames takes 6.3 MB, so 480 clips need 3 GB).
         crop_method: "random" (official default), "ambi_pow" or "objects" (`keras_avloc.data.viewpoints`; "objects"
             reads the objects' directions from the records).
+        audio_input: "ambix" (official: the four log-mels) or "ambix_intensity" (and the three mel-band intensity
+            channels, `keras_avloc.data.audio.avsa_intensity`): x["audio"] gets 4 or 7 channels.
 
     Returns:
         `tf.data.Dataset` of (x, y) with `records`, `class_list` and `skipped` ([count]) attributes.
@@ -226,12 +230,14 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
     """
     import tensorflow as tf
 
-    from keras_avloc.data.audio import avsa_logmel
+    from keras_avloc.data.audio import SPHERE_AUDIO_INPUTS, sphere_audio_features
 
     if on_error not in ("skip", "raise"):
         raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}.")
     if crop_method not in CROP_METHODS:
         raise ValueError(f"crop_method must be one of {', '.join(CROP_METHODS)}, got {crop_method!r}.")
+    if audio_input not in SPHERE_AUDIO_INPUTS:
+        raise ValueError(f"audio_input must be one of {', '.join(SPHERE_AUDIO_INPUTS)}, got {audio_input!r}.")
     records = _records(root, split)[: None if max_clips is None else int(max_clips)]
     if crop_method == "objects" and not any(item.get("direction") is not None and len(item["direction"])
                                             for record in records for item in record.get("objects") or []):
@@ -290,9 +296,9 @@ def make_sphere_dataset(root, split="train", training=False, batch_size=8, viewp
 
     def features(batch):
         shape = tf.shape(batch["audio"])
-        mels = avsa_logmel(tf.reshape(batch["audio"], [-1, 4, length]))
+        mels = sphere_audio_features(tf.reshape(batch["audio"], [-1, 4, length]), audio_input)
         mels = tf.reshape(mels, tf.concat([shape[:2], tf.shape(mels)[1:]], axis=0))
-        mels.set_shape((None, viewpoints, 1 + length // 240, 128, 4))
+        mels.set_shape((None, viewpoints, 1 + length // 240, 128, SPHERE_AUDIO_INPUTS[audio_input]))
         x = {"image": batch["video"], "audio": mels}
         y = {"rotated": batch["rotated"], "centres": batch["centres"], "index": batch["index"]}
         return x, y

@@ -7,7 +7,9 @@
   AVSA-Bin: was the sound field turned by a random yaw U[-pi, pi) (p = 0.5) before the viewpoints were cut?
   Deviation: the official probes draw new viewpoints every epoch of 10 epochs over YouTube-360; here the
   features of `passes` viewpoint draws of the training split are cycled for `epochs` epochs (one draw per pass
-  costs a full pass of the encoders), Adam lr 1e-4 for both probes, its weight decay 1e-5 decoupled (Keras).
+  costs a full pass of the encoders), Adam lr 1e-4 for both probes, its weight decay 1e-5 decoupled (Keras). The
+  probes' viewpoints are drawn as the model's training viewpoints (its `crop_method`: the official random sampler
+  by default; a model trained on object-centred viewpoints is probed on them, as a detector-based pipeline would).
 * Sweep map (beyond the paper): viewpoints at a grid of directions (24 longitudes x latitudes 0.4, 0.5, 0.6 of
   the panorama, FOV 0.125 x 0.25 NFOV units), each scored by the model's `viewpoint_scores` (its video crop
   against its rotated sound field; for AVSA four viewpoints 90° apart form one sequence, as in training).
@@ -24,7 +26,7 @@ import os
 
 import numpy as np
 
-from keras_avloc.data.audio import avsa_logmel
+from keras_avloc.data.audio import sphere_audio_features
 from keras_avloc.data.sphere_dataset import FRAMES, load_clip, make_sphere_dataset
 from keras_avloc.io.media import read_mask
 from keras_avloc.metrics.localization import ciou_from_binary, success_curve_area
@@ -52,12 +54,13 @@ def angular_error(a, b):
     return np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0)))
 
 
-def sweep_inputs(frames, foa, crop_size, longitudes=SWEEP_LONGITUDES, latitudes=SWEEP_LATITUDES, fov=SWEEP_FOV):
+def sweep_inputs(frames, foa, crop_size, longitudes=SWEEP_LONGITUDES, latitudes=SWEEP_LATITUDES, fov=SWEEP_FOV,
+                 audio_input="ambix"):
     """Model inputs for every sweep direction, grouped in sequences of 4 viewpoints 90° apart.
 
     Returns:
-        (x {"image": [G, 4, F, S, S, 3], "audio": [G, 4, 101, 128, 4]}, order int [G, 4] flat grid indices
-        (latitude * L + longitude)).
+        (x {"image": [G, 4, F, S, S, 3], "audio": [G, 4, 101, 128, C]} (C: 4, or 7 for "ambix_intensity"),
+        order int [G, 4] flat grid indices (latitude * L + longitude)).
     """
     import tensorflow as tf
 
@@ -73,7 +76,7 @@ def sweep_inputs(frames, foa, crop_size, longitudes=SWEEP_LONGITUDES, latitudes=
         crops = perspective_crops(frames, centre, fov, (crop_size, crop_size))
         videos.append(imagenet.normalize_images(crops))
         fields.append(rotate_foa(foa, *equirect_to_direction(*centre)))
-    mels = avsa_logmel(tf.constant(np.stack(fields).astype(np.float32))).numpy()
+    mels = sphere_audio_features(tf.constant(np.stack(fields).astype(np.float32)), audio_input).numpy()
     shape = order.shape
     return {"image": np.stack(videos).astype(np.float32).reshape(shape + videos[0].shape),
             "audio": mels.reshape(shape + mels.shape[1:])}, order
@@ -97,7 +100,7 @@ def sweep_map(model, frames, foa, longitudes=SWEEP_LONGITUDES, latitudes=SWEEP_L
               objectness=False):
     """The model's score of every sweep direction: float32 [A, L] (latitudes x longitudes); with `objectness`
     also the video-only map. Frames are the clip's `model.frames` equirectangular frames [F, H, W, 3] uint8."""
-    x, order = sweep_inputs(frames, foa, model.crop_size, longitudes, latitudes, fov)
+    x, order = sweep_inputs(frames, foa, model.crop_size, longitudes, latitudes, fov, model.audio_input)
     grid = np.zeros(order.size, np.float32)
     grid[order.ravel()] = np.asarray(_compiled(model, "scores")(x)).ravel()
     shape = (len(latitudes), int(longitudes))
@@ -226,7 +229,8 @@ def probe_features(model, root, split, passes=1, batch_size=8, misalign=0.0, see
     for number in range(int(passes)):
         dataset = make_sphere_dataset(root, split, training=False, batch_size=batch_size, viewpoints=4,
                                       frames=model.frames, crop_size=model.crop_size, seed=seed + number,
-                                      misalign=misalign, repeat_viewpoints=training_draws, max_clips=max_clips)
+                                      misalign=misalign, repeat_viewpoints=training_draws, max_clips=max_clips,
+                                      crop_method=model.crop_method, audio_input=model.audio_input)
         for x, y in dataset:
             out = features(x)
             videos.append(np.asarray(out["video_feat"], np.float32))

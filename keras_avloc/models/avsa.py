@@ -56,6 +56,7 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # torch momentum 0.1
 LN_EPSILON = 1e-5
 VIDEO_BLOCKS = ("avsa", "r2plus1d")
+AUDIO_INPUTS = {"ambix": 4, "ambix_intensity": 7}  # audio input -> channels (keras_avloc.data.audio)
 
 
 # ------------------------------------------------------------------------------------------------- losses
@@ -309,6 +310,9 @@ class SphereModel(AVLocModel):
         crop_method: where `avloc train` points the training viewpoints: "random" (official default), "ambi_pow"
             (drawn from the clip's ambisonic power map) or "objects" (centred on the clip's objects, as the paper's
             pipeline centres them on detections; `keras_avloc.data.viewpoints`).
+        audio_input: "ambix" (official: log-mels of W, Y, Z, X, 4 channels) or "ambix_intensity" (beyond the paper:
+            those and the three mel-band intensity channels of `keras_avloc.data.audio.avsa_intensity`, which keep
+            the sign that tells front from back; 7 channels, the last three not normalised).
         video_encoder, audio_encoder: optional Keras models to use instead of the official ones.
         **kwargs: `eval_settings` and `keras.Model` arguments (`dtype`, `name`).
     """
@@ -320,13 +324,16 @@ class SphereModel(AVLocModel):
     default_image_size = 112
     default_learning_rate = 1e-4
     viewpoints_per_clip = 4
-    inherited_kwargs = ("width", "video_block", "frames", "mel_stats")
+    inherited_kwargs = ("width", "video_block", "frames", "mel_stats", "audio_input")
 
     def __init__(self, width=64, video_block="avsa", frames=8, crop_size=112, embed_dim=128, temperature=0.07,
-                 mel_stats=None, weight_decay=1e-5, crop_method="random", video_encoder=None, audio_encoder=None,
-                 **kwargs):
+                 mel_stats=None, weight_decay=1e-5, crop_method="random", audio_input="ambix", video_encoder=None,
+                 audio_encoder=None, **kwargs):
         super().__init__(**kwargs)
         self.crop_method = str(crop_method)  # checked by make_sphere_dataset when training starts
+        if audio_input not in AUDIO_INPUTS:
+            raise ValueError(f"audio_input must be one of {', '.join(AUDIO_INPUTS)}, got {audio_input!r}.")
+        self.audio_input = audio_input
         self.width = int(width)
         self.video_block = video_block
         self.frames = int(frames)
@@ -342,7 +349,7 @@ class SphereModel(AVLocModel):
         self.video_encoder = (as_keras_model(video_encoder, f"{type(self).__name__} video_encoder") if video_encoder
                               else r2plus1d_backbone(self.width, video_block, dtype=dtype))
         self.audio_encoder = (as_keras_model(audio_encoder, f"{type(self).__name__} audio_encoder") if audio_encoder
-                              else audio_conv2d(self.width, dtype=dtype))
+                              else audio_conv2d(self.width, AUDIO_INPUTS[audio_input], dtype=dtype))
         self._custom_encoders = bool(video_encoder or audio_encoder)
         self.image_backbone = self.image_encoder = self.video_encoder
         self.feature_dim = int(self.video_encoder.output_shape[-1])
@@ -351,7 +358,7 @@ class SphereModel(AVLocModel):
         return keras.layers.Dense(self.embed_dim, name=name, dtype=self.dtype_policy)
 
     def normalize_audio(self, logmels):
-        """(log-mel - mean) / (std + 1e-5) per mel band (the official normalisation)."""
+        """(log-mel - mean) / (std + 1e-5) per mel band (the official normalisation) of [..., 128, T]."""
         mean = ops.convert_to_tensor(np.asarray(self.mel_stats["mean"], np.float32))
         std = ops.convert_to_tensor(np.asarray(self.mel_stats["std"], np.float32))
         return (ops.cast(logmels, "float32") - mean[:, None]) / (std[:, None] + 1e-5)
@@ -363,8 +370,11 @@ class SphereModel(AVLocModel):
         batch, views = ops.shape(video)[0], ops.shape(video)[1]
         flat_video = ops.reshape(video, (-1,) + tuple(video.shape[2:]))
         flat_audio = ops.reshape(audio, (-1,) + tuple(audio.shape[2:]))
-        # log-mels are [.., T, 128, C]: the statistics are per mel band, shared by the channels
-        flat_audio = ops.transpose(self.normalize_audio(ops.transpose(flat_audio, (0, 3, 2, 1))), (0, 3, 2, 1))
+        # log-mels are [.., T, 128, C]: the statistics are per mel band, shared by the four log-mel channels (the
+        # intensity channels of "ambix_intensity" are ratios in [-1, 1] and pass as they are)
+        logmels = ops.transpose(self.normalize_audio(ops.transpose(flat_audio[..., :4], (0, 3, 2, 1))), (0, 3, 2, 1))
+        flat_audio = (ops.concatenate([logmels, ops.cast(flat_audio[..., 4:], "float32")], axis=-1)
+                      if AUDIO_INPUTS[self.audio_input] > 4 else logmels)
         video_feat = self.video_encoder(flat_video, training=training)
         audio_feat = self.audio_encoder(flat_audio, training=training)
         return {"video_feat": ops.reshape(video_feat, (batch, views, -1)),
@@ -439,7 +449,8 @@ class SphereModel(AVLocModel):
         config = super().get_config()
         config.update({"width": self.width, "video_block": self.video_block, "frames": self.frames,
                        "crop_size": self.crop_size, "embed_dim": self.embed_dim, "temperature": self.temperature,
-                       "mel_stats": self.mel_stats, "weight_decay": self.weight_decay, "crop_method": self.crop_method})
+                       "mel_stats": self.mel_stats, "weight_decay": self.weight_decay, "crop_method": self.crop_method,
+                       "audio_input": self.audio_input})
         if self._custom_encoders:
             config["video_encoder"] = keras.saving.serialize_keras_object(self.video_encoder)
             config["audio_encoder"] = keras.saving.serialize_keras_object(self.audio_encoder)

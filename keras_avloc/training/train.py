@@ -559,7 +559,8 @@ def _sphere_datasets(model_class, data_root, split, val_split, val_dataset, batc
                             f"colour jitter, gain); --augment {augment!r} does not apply to it.")
     common = dict(batch_size=batch_size, viewpoints=model_class.viewpoints_per_clip, crop_size=image_size,
                   frames=int(model_kwargs.get("frames", 8)), seed=seed, on_error=on_error,
-                  crop_method=model_kwargs.get("crop_method", "random"))
+                  crop_method=model_kwargs.get("crop_method", "random"),
+                  audio_input=model_kwargs.get("audio_input", "ambix"))
     model_kwargs.setdefault("crop_size", int(image_size))
     dataset = make_sphere_dataset(data_root, split, training=True, cache=cache, **common)
     if val_split and val_dataset is None:
