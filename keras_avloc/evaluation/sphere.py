@@ -9,7 +9,8 @@
   features of `passes` viewpoint draws of the training split are cycled for `epochs` epochs (one draw per pass
   costs a full pass of the encoders), Adam lr 1e-4 for both probes, its weight decay 1e-5 decoupled (Keras). The
   probes' viewpoints are drawn as the model's training viewpoints (its `crop_method`: the official random sampler
-  by default; a model trained on object-centred viewpoints is probed on them, as a detector-based pipeline would).
+  by default; a model trained on object-centred viewpoints is probed on them, as a detector-based pipeline would;
+  `ambi_pow` models get random viewpoints for AVSA-Bin, whose turned fields would otherwise steer the crops).
 * Sweep map (beyond the paper): viewpoints at a grid of directions (24 longitudes x latitudes 0.4, 0.5, 0.6 of
   the panorama, FOV 0.125 x 0.25 NFOV units), each scored by the model's `viewpoint_scores` (its video crop
   against its rotated sound field; for AVSA four viewpoints 90° apart form one sequence, as in training).
@@ -225,12 +226,15 @@ def probe_features(model, root, split, passes=1, batch_size=8, misalign=0.0, see
     import tensorflow as tf
 
     features = tf.function(lambda x: model(x, training=False))
+    # ambi_pow draws its centres from the field as heard, so on turned fields it would look away from the objects:
+    # AVSA-Bin could then be read from the video alone; those probes draw at random
+    crop_method = "random" if misalign and model.crop_method == "ambi_pow" else model.crop_method
     videos, audios, rotated = [], [], []
     for number in range(int(passes)):
         dataset = make_sphere_dataset(root, split, training=False, batch_size=batch_size, viewpoints=4,
                                       frames=model.frames, crop_size=model.crop_size, seed=seed + number,
                                       misalign=misalign, repeat_viewpoints=training_draws, max_clips=max_clips,
-                                      crop_method=model.crop_method, audio_input=model.audio_input)
+                                      crop_method=crop_method, audio_input=model.audio_input)
         for x, y in dataset:
             out = features(x)
             videos.append(np.asarray(out["video_feat"], np.float32))

@@ -438,6 +438,9 @@ class SphereModel(AVLocModel):
         """Starts from another sphere model (AVSA from AVC, the official curriculum): both encoders' weights."""
         if not isinstance(other, SphereModel):
             raise ValueError(f"expected a trained AVC / AVSA model, got {type(other).__name__}.")
+        if getattr(other, "audio_input", "ambix") != self.audio_input:
+            raise ValueError(f"it hears audio_input {other.audio_input!r}, this model {self.audio_input!r}; train this "
+                             "model with the same audio_input.")
         for mine, theirs, what in ((self.video_encoder, other.video_encoder, "video"),
                                    (self.audio_encoder, other.audio_encoder, "audio")):
             if [tuple(w.shape) for w in mine.weights] != [tuple(w.shape) for w in theirs.weights]:
