@@ -219,7 +219,7 @@ def test_the_intensity_audio_input_trains_saves_and_sweeps(tiny_sphere, tmp_path
     from keras_avloc.data.sphere_dataset import make_sphere_dataset
     from keras_avloc.evaluation.sphere import sweep_map
     from keras_avloc.models import load_model
-    from keras_avloc.models.avsa import AVSA
+    from keras_avloc.models.avsa import AVC, AVSA
 
     keras.utils.set_random_seed(0)
     model = AVSA(width=4, frames=4, crop_size=32, audio_input="ambix_intensity")
@@ -241,6 +241,8 @@ def test_the_intensity_audio_input_trains_saves_and_sweeps(tiny_sphere, tmp_path
     assert sweep_map(loaded, frames, field).shape == (3, 24)  # the sweep builds the same 7 channels
     with pytest.raises(ValueError, match="ambix, ambix_intensity"):
         AVSA(width=4, audio_input="stereo")
+    with pytest.raises(ValueError, match="audio_input 'ambix', this model 'ambix_intensity'"):
+        model.initialize_from(AVC(width=4, frames=4, crop_size=32))  # the curriculum keeps the audio input
 
 
 @pytest.fixture(scope="module")
