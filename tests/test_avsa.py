@@ -289,6 +289,31 @@ def test_avc_then_avsa_train_save_load_and_run_in_bf16(trained, tmp_path):
     assert keras.saving.get_registered_object("keras_avloc>AVSA") is AVSA
 
 
+@pytest.mark.long
+def test_the_360_demo_trains_avc_then_avsa_and_reports_them_beside_the_baselines(tmp_path, capsys):
+    from keras_avloc.cli import main
+
+    out, data = tmp_path / "demo", tmp_path / "sphere"
+    # AVSA alone: the demo trains AVC first (the curriculum), with the methods' demo recipes
+    assert main(["demo", "--methods", "avsa", "--preset", "tiny", "--out", str(out), "--data", str(data)]) == 0
+    report = (out / "report.md").read_text()
+    for row in ("| AVSA |", "| AVC |", "| objectness (AVSA's video features only) |", "| SRP (2° grid) |",
+                "| front prior |", "| random |", "| intensity vector |"):
+        assert row in report, row
+    state = json.loads((out / "avsa" / "train_state.json").read_text())
+    assert state["details"]["init_from_path"] == str(out / "avc" / "model.keras")
+    assert state["settings"]["model_kwargs"]["audio_input"] == "ambix_intensity"
+    assert state["settings"]["model_kwargs"]["crop_method"] == "objects" and state["settings"]["learning_rate"] == 1e-3
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["results"]) == {"AVC", "AVSA"} and results["results"]["AVSA"]["rows"]["AVSA"]["clips"] == 2
+    # a re-run trains nothing again
+    capsys.readouterr()
+    assert main(["demo", "--methods", "avc,avsa", "--preset", "tiny", "--out", str(out), "--data", str(data)]) == 0
+    assert capsys.readouterr().out.count("nothing to do") == 2
+    assert main(["demo", "--methods", "avsa", "--preset", "full", "--out", str(out), "--data", str(data)]) == 2
+    assert "--preset default or tiny" in capsys.readouterr().err
+
+
 def test_angular_error_and_the_panorama_interpolation():
     from keras_avloc.evaluation.sphere import angular_error, grid_to_panorama
 

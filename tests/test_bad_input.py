@@ -295,7 +295,7 @@ CASES = [
     ("train-unknown-method", ["train", "--method", "nope", "--data", "{good}", "--out", "{tmp}/t"], 2,
      ["unknown method 'nope'", "lvs"]),
     ("demo-unknown-method", ["demo", "--methods", "lvs,nope"], 2, ["--methods: unknown ['nope']"]),
-    ("demo-sphere-method", ["demo", "--methods", "lvs,avsa"], 2, ["--methods avsa", "avloc data sphere"]),
+    ("demo-sphere-method", ["demo", "--methods", "lvs,avsa"], 2, ["--methods avsa", "separate benchmarks"]),
     ("train-sphere-frames-data", ["train", "--method", "avc", "--data", "{good}", "--out", "{tmp}/t"], 2,
      ["avloc data sphere"]),
     ("evaluate-sphere-frames-model", ["evaluate", "--protocol", "sphere", "--heatmaps", "{tmp}/x.npz", "--data",

@@ -11,10 +11,12 @@ def register(subparsers):
         formatter_class=ExampleFormatter,
         description="The end-to-end demo. Every step resumes: run it again after Ctrl-C.",
         epilog="Examples:\n  avloc demo\n  avloc demo --methods lvs,ezvsl --ablations\n  avloc demo --preset full --out runs/demo-full\n"
-        "  avloc demo --preset tiny --out /tmp/demo --data /tmp/stamps   # a one-minute smoke run",
+        "  avloc demo --preset tiny --out /tmp/demo --data /tmp/stamps   # a one-minute smoke run\n"
+        "  avloc demo --methods avc,avsa   # the 360° demo: AVC, then AVSA from it, on the synthetic 360° benchmark",
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--data", default="datasets/stamps-demo", help="where the stamps split is built")
+    parser.add_argument("--out", default=None, help="output folder (default runs/demo; the 360° demo: runs/demo-sphere)")
+    parser.add_argument("--data", default=None, help="where the benchmark is built (default datasets/stamps-demo; the "
+                        "360° demo: datasets/sphere-demo)")
     parser.add_argument("--preset", default="default", choices=["default", "full", "tiny"],
                         help="default: 8 classes, about 7 minutes on 2 cores with native bf16 and the data built, "
                         "10 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
@@ -51,11 +53,8 @@ def run(args):
 
     spherical = [method for method in methods if get_method_class(method).data_kind == "sphere"]
     if spherical:
-        raise CliError(f"--methods {','.join(spherical)}: AVC / AVSA learn from 360° clips, not the demo's stamps frames; "
-                       "run them on the synthetic 360° benchmark: `avloc data sphere --out datasets/sphere`, "
-                       "`avloc train --method avc --data datasets/sphere --out runs/avc`, then `avloc train --method "
-                       "avsa --init-from runs/avc/model.keras ...` and `avloc evaluate --protocol sphere` "
-                       "(docs/methods/avsa.md).")
+        return _run_sphere(args, methods, spherical)
+    args.out, args.data = args.out or "runs/demo", args.data or "datasets/stamps-demo"
     check_output_folder(args.out)
     check_output_folder(args.data, "--data")
     from keras_avloc.demo import run_demo
@@ -63,4 +62,25 @@ def run(args):
     run_demo(args.out, args.data, preset=args.preset, methods=methods, seed=args.seed, workers=args.workers,
              epochs=args.epochs, precision=None if args.precision == "fp32" else args.precision,
              scratch=True if args.ablations and not args.no_scratch else False)
+    return 0
+
+
+def _run_sphere(args, methods, spherical):
+    """The 360° demo (`keras_avloc.demo.sphere`): methods that learn from 360° clips, on their own benchmark."""
+    from keras_avloc.demo.sphere import SPHERE_PRESETS, run_sphere_demo
+    from keras_avloc.io.files import check_output_folder
+
+    others = [method for method in methods if method not in spherical]
+    if others:
+        raise CliError(f"--methods: {','.join(spherical)} learn from 360° clips and {','.join(others)} from frames; "
+                       "they have separate benchmarks: run `avloc demo --methods "
+                       f"{','.join(spherical)}` and `avloc demo --methods {','.join(others)}` apart.")
+    if args.preset not in SPHERE_PRESETS or args.ablations:
+        raise CliError(f"the 360° demo takes --preset {' or '.join(SPHERE_PRESETS)} and no --ablations (its settings "
+                       "and ablations: docs/methods/avsa.md).")
+    out, data = args.out or "runs/demo-sphere", args.data or "datasets/sphere-demo"
+    check_output_folder(out)
+    check_output_folder(data, "--data")
+    run_sphere_demo(out, data, methods=spherical, preset=args.preset, seed=args.seed, epochs=args.epochs,
+                    precision=None if args.precision == "fp32" else args.precision)
     return 0

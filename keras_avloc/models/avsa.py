@@ -319,6 +319,9 @@ class SphereModel(AVLocModel):
 
     frontend = "avsa"
     data_kind = "sphere"
+    DEMO_SETTINGS = {"crop_method": "objects", "audio_input": "ambix_intensity"}
+    """The 360° demo's options (`keras_avloc.demo.sphere`), chosen on val (docs/methods/avsa.md): viewpoints on the
+    objects and the intensity channels; lr 1e-3 in each class's `demo_recipe`."""
     draws_heatmaps = False
     default_clip_seconds = 1.0
     default_image_size = 112
@@ -471,7 +474,8 @@ class AVC(SphereModel):
     """
 
     tiny_config = {"width": 4, "crop_size": 32, "frames": 4}
-
+    demo_recipe = {"training": {"learning_rate": 1e-3, "epochs": 30}, "settings": SphereModel.DEMO_SETTINGS,
+                   "tiny_settings": {**SphereModel.DEMO_SETTINGS, "frames": 4}}
     loss_term_names = ("loss", "video_to_audio", "audio_to_video", "avc_accuracy")
     display_name = "AVC"
     viewpoints_per_clip = 1
@@ -509,7 +513,8 @@ class AVSA(SphereModel):
     """
 
     tiny_config = {"width": 4, "crop_size": 32, "frames": 4}
-
+    demo_recipe = {"training": {"learning_rate": 1e-3, "epochs": 20}, "settings": SphereModel.DEMO_SETTINGS,
+                   "tiny_settings": {**SphereModel.DEMO_SETTINGS, "frames": 4}}
     loss_term_names = ("loss", "audio_to_video", "video_to_audio", "avc_accuracy", "avsa_accuracy")
     display_name = "AVSA"
     viewpoints_per_clip = 4
