@@ -20,7 +20,7 @@ import csv
 import os
 import time
 
-from keras_avloc.demo.recipes import DEMO_CLASSES, _recipes, _training
+from keras_avloc.demo.recipes import DEMO_CLASSES, _training
 from keras_avloc.io.errors import AvlocError
 from keras_avloc.io.files import write_json, write_text
 from keras_avloc.perf import resolve_precision
