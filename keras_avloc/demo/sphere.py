@@ -8,7 +8,8 @@ Steps (each resumes when re-run):
        arguments; chosen on val, docs/methods/avsa.md);
     3. evaluation on the test split: `keras_avloc.evaluation.sphere.run_sphere_protocol` (direction of arrival,
        panorama cIoU, the steered-response power, the intensity vector, a front prior, random directions, the
-       model's video-only objectness, and with the default preset the AVC-Bin / AVSA-Bin probes);
+       model's video-only objectness, and with the default preset the AVC-Bin / AVSA-Bin probes of the last
+       model);
     4. report.md and results.json.
 
 Example:
@@ -151,8 +152,10 @@ def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo"
     for method in reversed(runs):  # the curriculum's last method first
         model = models[method]
         display = model.display_name or method
+        # the probes (a few minutes a model) score the curriculum's last model only
         result = run_sphere_protocol(model, data_root, "test", out_dir=os.path.join(out_dir, method, "eval"),
-                                     probes=settings["probes"], probe_clips=settings["probe_clips"], progress=True)
+                                     probes=settings["probes"] and method == runs[-1],
+                                     probe_clips=settings["probe_clips"], progress=True)
         results[display] = {"rows": result["rows"], "probes": result["probes"]}
         learned.append((display, {**result["rows"][display], **(result["probes"] or {})}))
         objectness.append((f"objectness ({display}'s video features only)", result["rows"]["objectness (video only)"]))
