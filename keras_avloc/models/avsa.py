@@ -513,7 +513,7 @@ class AVSA(SphereModel):
     """
 
     tiny_config = {"width": 4, "crop_size": 32, "frames": 4}
-    demo_recipe = {"training": {"learning_rate": 1e-3, "epochs": 6}, "settings": SphereModel.DEMO_SETTINGS,
+    demo_recipe = {"training": {"learning_rate": 1e-3, "epochs": 20}, "settings": SphereModel.DEMO_SETTINGS,
                    "tiny_settings": {**SphereModel.DEMO_SETTINGS, "frames": 4}}
     loss_term_names = ("loss", "audio_to_video", "video_to_audio", "avc_accuracy", "avsa_accuracy")
     display_name = "AVSA"
