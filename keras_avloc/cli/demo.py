@@ -18,8 +18,8 @@ def register(subparsers):
     parser.add_argument("--data", default=None, help="where the benchmark is built (default datasets/stamps-demo; the "
                         "360° demo: datasets/sphere-demo)")
     parser.add_argument("--preset", default="default", choices=["default", "full", "tiny"],
-                        help="default: 8 classes, about 7 minutes on 2 cores with native bf16 and the data built, "
-                        "10 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
+                        help="default: 8 classes, 4 to 7 minutes on 2 cores with native bf16 and the data built, "
+                        "6.5 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
                         "tiny: a smoke run")
     parser.add_argument("--methods", default="default",
                         help="comma-separated registered methods, or 'default' (the methods whose demo recipe is marked "

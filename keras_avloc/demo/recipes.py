@@ -102,8 +102,8 @@ _TRAINING = dict(
     variety="narrow", audio_level_db=-20.0,
 )
 PRESETS = {
-    # Chosen on val and val_ood. On 2 CPU cores with native bf16 (no AMX): about 7 minutes with the data and the
-    # stand-in built, 10 to 11.5 from a fresh clone (615-690 s); `--ablations` adds the from-scratch runs; `--methods all`
+    # Chosen on val and val_ood. On 2 CPU cores with native bf16 (no AMX): 4 to 7 minutes with the data and the
+    # stand-in built, 6.5 to 11.5 from a fresh clone (398-690 s); `--ablations` adds the from-scratch runs; `--methods all`
     # took about 17 minutes with the earlier settings (docs/demo.md).
     "default": dict(_TRAINING, classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160,
                     n_test_unseen=160, n_val_ood=160, n_test_ood=320, epochs=8, scratch=False),
