@@ -312,6 +312,15 @@ def test_the_360_demo_trains_avc_then_avsa_and_reports_them_beside_the_baselines
     assert capsys.readouterr().out.count("nothing to do") == 2
     assert main(["demo", "--methods", "avsa", "--preset", "full", "--out", str(out), "--data", str(data)]) == 2
     assert "--preset default or tiny" in capsys.readouterr().err
+    # the two demos never build into each other's data folder
+    stamps_build = tmp_path / "stamps"
+    (stamps_build / ".parts").mkdir(parents=True)
+    (stamps_build / ".parts" / "params.json").write_text("{}")
+    assert main(["demo", "--methods", "avc", "--preset", "tiny", "--out", str(out), "--data", str(stamps_build)]) != 0
+    assert "holds a stamps build" in capsys.readouterr().err
+    assert main(["demo", "--methods", "lvs", "--preset", "tiny", "--out", str(tmp_path / "frames"), "--data",
+                 str(data)]) != 0
+    assert "holds a 360° build" in capsys.readouterr().err
 
 
 def test_angular_error_and_the_panorama_interpolation():

@@ -23,8 +23,9 @@ def register(subparsers):
                         "tiny: a smoke run")
     parser.add_argument("--methods", default="default",
                         help="comma-separated registered methods, or 'default' (the methods whose demo recipe is marked "
-                        "default: LVS, EZ-VSL and AVGN today) or 'all' (every method with a demo recipe); a multi-stage "
-                        "method trains the stage the demo scores")
+                        "default: LVS, EZ-VSL and AVGN today) or 'all' (every frame method with a place in the demo); a "
+                        "multi-stage method trains the stage the demo scores; 360° methods (AVC, AVSA) run the 360° "
+                        "demo")
     parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                         help="auto: bf16 when the CPU has native bf16 (see `avloc info`), else float32")
     parser.add_argument("--ablations", action="store_true",

@@ -70,6 +70,9 @@ def build_data(data_root, preset, seed, workers, speech=False, mosaic=False):
     train_mosaic (as many) for the stage two of CSOL and IEr."""
     from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
+    if os.path.isfile(os.path.join(data_root, ".parts", "sphere_params.json")):
+        raise DemoError(f"{data_root} holds a 360° build (the 360° demo's); pass --data with another folder for the "
+                        "stamps benchmark.")
     try:
         return build_stamps(
             data_root, n_train=preset["n_train"], n_val=preset["n_val"], n_test=preset["n_test"], n_test_mix=0,

@@ -22,11 +22,12 @@ AUGMENTATION_PRESETS = {"ambience": AMBIENCE, "logmel_masks": LOGMEL_MASKS}
 
 
 def _recipes():
-    """{registered name: `demo_recipe`} of every method that has one."""
+    """{registered name: `demo_recipe`} of every frame method that has one (the 360° methods' recipes are read by
+    `keras_avloc.demo.sphere`)."""
     from keras_avloc.models.registry import get_method_class, method_names
 
     return {name: get_method_class(name).demo_recipe for name in method_names()
-            if get_method_class(name).demo_recipe}
+            if get_method_class(name).demo_recipe and get_method_class(name).data_kind == "frames"}
 
 
 def _training(recipe, key="training"):

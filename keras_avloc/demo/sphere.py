@@ -100,14 +100,23 @@ def sphere_report(rows, runs, timings, settings):
     return "\n".join(lines) + "\n"
 
 
-def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo", methods=("avc", "avsa"),
-                    preset="default", seed=0, precision="auto", epochs=None):
+def sphere_methods():
+    """Every registered 360° method with a demo recipe (the 360° demo's default)."""
+    from keras_avloc.models.registry import get_method_class, method_names
+
+    return tuple(name for name in method_names()
+                 if get_method_class(name).data_kind == "sphere" and get_method_class(name).demo_recipe)
+
+
+def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo", methods=None, preset="default",
+                    seed=0, precision="auto", epochs=None):
     """Runs the 360° demo and returns the path of `report.md`.
 
     Args:
         out_dir: where the runs, their evaluations, `report.md` and `results.json` go.
         data_root: where the 360° benchmark is built (reused when present).
-        methods: the spatial methods to score (each trains after the method it starts from, `sphere_runs`).
+        methods: the 360° methods to score (default: `sphere_methods()`; each trains after the method it starts
+            from, `sphere_runs`).
         preset: "default" or "tiny" (a smoke run), `SPHERE_PRESETS`.
         seed: seed of the data and the training.
         precision: "auto" (bf16 where the CPU has it natively), "bf16" or None (float32).
@@ -122,9 +131,12 @@ def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo"
     settings = dict(SPHERE_PRESETS[preset])
     settings["epochs"] = int(epochs) if epochs else settings["epochs"]
     precision = resolve_precision(precision)
-    runs = sphere_runs(methods)
+    runs = sphere_runs(methods or sphere_methods())
     os.makedirs(out_dir, exist_ok=True)
     timings = {}
+    if os.path.isfile(os.path.join(data_root, ".parts", "params.json")):
+        raise SphereDemoError(f"{data_root} holds a stamps build (the frame demo's); pass --data with another folder "
+                              "for the 360° benchmark.")
     print(f"\n== 1/4 the 360° benchmark in {data_root} (skipped when already built)", flush=True)
     start = time.time()
     try:
@@ -151,7 +163,7 @@ def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo"
     learned, objectness, baselines, results = [], [], [], {}
     for method in reversed(runs):  # the curriculum's last method first
         model = models[method]
-        display = model.display_name or method
+        display = model.display_name or model.name  # as evaluate_sphere names its row
         # the probes (a few minutes a model) score the curriculum's last model only
         result = run_sphere_protocol(model, data_root, "test", out_dir=os.path.join(out_dir, method, "eval"),
                                      probes=settings["probes"] and method == runs[-1],
