@@ -226,6 +226,11 @@ def avsa_logmel(wave):
     >>> avsa_logmel(tf.zeros([1, 4, 24000])).shape
     TensorShape([1, 101, 128, 4])
     """
+    return _logmel_of(_avsa_spectrum(wave))
+
+
+def _avsa_spectrum(wave):
+    """The STFT of `avsa_logmel` per channel: [B, C, T] ([T], [B, T]: one channel) -> complex [B, C, frames, bins]."""
     tf = _tf()
     wave = tf.convert_to_tensor(wave, dtype=tf.float32)
     if wave.shape.rank == 1:
@@ -233,11 +238,19 @@ def avsa_logmel(wave):
     if wave.shape.rank == 2:
         wave = wave[:, None]
     batch, channels = tf.shape(wave)[0], tf.shape(wave)[1]
-    flat = tf.reshape(wave, [batch * channels, tf.shape(wave)[2]])
-    magnitude = tf.sqrt(_centered_power_stft(flat, AVSA_N_FFT, AVSA_HOP))
+    spectrum = _centered_stft(tf.reshape(wave, [batch * channels, tf.shape(wave)[2]]), AVSA_N_FFT, AVSA_HOP)
+    return tf.reshape(spectrum, [batch, channels, tf.shape(spectrum)[1], tf.shape(spectrum)[2]])
+
+
+def _logmel_of(spectrum):
+    """`avsa_logmel` from `_avsa_spectrum`: [B, C, frames, bins] -> dB [B, frames, 128, C]."""
+    tf = _tf()
+    batch, channels, frames, bins = (tf.shape(spectrum)[i] for i in range(4))
+    flat = tf.reshape(spectrum, [batch * channels, frames, bins])
+    magnitude = tf.sqrt(tf.math.square(tf.math.real(flat)) + tf.math.square(tf.math.imag(flat)))
     mel = tf.matmul(magnitude, tf.constant(mel_filterbank(AVSA_SAMPLE_RATE, AVSA_N_FFT, AVSA_N_MELS).T))
     db = power_to_db(mel, top_db=AVSA_TOP_DB)  # per (example, channel)
-    db = tf.reshape(db, [batch, channels, tf.shape(db)[1], AVSA_N_MELS])
+    db = tf.reshape(db, [batch, channels, frames, AVSA_N_MELS])
     return tf.transpose(db, [0, 2, 3, 1])
 
 
@@ -259,12 +272,13 @@ def avsa_intensity(wave):
     >>> avsa_intensity(tf.zeros([1, 4, 24000])).shape
     TensorShape([1, 101, 128, 3])
     """
+    return _intensity_of(_avsa_spectrum(wave))
+
+
+def _intensity_of(spectrum):
+    """`avsa_intensity` from the ambiX `_avsa_spectrum` [B, 4, frames, bins] -> [B, frames, 128, 3]."""
     tf = _tf()
-    wave = tf.convert_to_tensor(wave, dtype=tf.float32)
-    batch = tf.shape(wave)[0]
-    spectrum = _centered_stft(tf.reshape(wave, [batch * 4, tf.shape(wave)[2]]), AVSA_N_FFT, AVSA_HOP)
-    frames, bins = tf.shape(spectrum)[1], tf.shape(spectrum)[2]
-    spectrum = tf.reshape(spectrum, [batch, 4, frames, bins])
+    batch, frames, bins = tf.shape(spectrum)[0], tf.shape(spectrum)[2], tf.shape(spectrum)[3]
     real, imag = tf.math.real(spectrum), tf.math.imag(spectrum)
     active = real[:, :1] * real[:, 1:] + imag[:, :1] * imag[:, 1:]  # Re(conj(W) C): [B, 3, frames, bins]
     energy = 0.5 * tf.reduce_sum(real * real + imag * imag, axis=1)  # [B, frames, bins]
@@ -284,10 +298,11 @@ def sphere_audio_features(wave, audio_input="ambix"):
     `SPHERE_AUDIO_INPUTS`); the first four channels are always the log-mels of `avsa_logmel`."""
     if audio_input not in SPHERE_AUDIO_INPUTS:
         raise ValueError(f"audio_input must be one of {', '.join(SPHERE_AUDIO_INPUTS)}, got {audio_input!r}.")
-    mels = avsa_logmel(wave)
+    spectrum = _avsa_spectrum(wave)  # one STFT for both
+    mels = _logmel_of(spectrum)
     if audio_input == "ambix":
         return mels
-    return _tf().concat([mels, avsa_intensity(wave)], axis=-1)
+    return _tf().concat([mels, _intensity_of(spectrum)], axis=-1)
 
 
 LEVEL_FLOOR_DB = -100.0

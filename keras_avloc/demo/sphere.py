@@ -125,6 +125,7 @@ def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo"
     from keras_avloc.data.sphere import build_sphere
     from keras_avloc.data.stamps import OtherBuildError
     from keras_avloc.evaluation.sphere import run_sphere_protocol
+    from keras_avloc.models.registry import get_method_class
 
     if preset not in SPHERE_PRESETS:
         raise SphereDemoError(f"unknown preset {preset!r} for the 360° demo; choose one of {', '.join(SPHERE_PRESETS)}.")
@@ -150,8 +151,6 @@ def run_sphere_demo(out_dir="runs/demo-sphere", data_root="datasets/sphere-demo"
     for number, method in enumerate(runs, start=1):
         print(f"\n== 2/4 training {method} ({number}/{len(runs)}) -> {os.path.join(out_dir, method)}", flush=True)
         start = time.time()
-        from keras_avloc.models.registry import get_method_class
-
         before = get_method_class(method).init_from_method
         init_from = os.path.join(out_dir, before, "model.keras") if before else None
         models[method], history = _train(method, data_root, os.path.join(out_dir, method), settings, seed, precision,
