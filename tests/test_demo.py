@@ -58,6 +58,7 @@ def test_tiny_demo_trains_the_default_methods_reports_them_with_baselines_and_re
     assert "## Out of the generator (test_ood)" in report and "## Listening control" in report
     assert "| centre prior |" in report.split("## Out of the generator")[1].split("## Listening")[0]
     results = json.loads((out / "results.json").read_text())
+    assert results["speech_standin"] is None and "speech stand-in" not in report  # no default method asks for it
     rows = {(row["method"], row["init"]): row for row in results["results"]}
     test_records = json.loads((data / "test.json").read_text())
     assert len(test_records) == PRESETS["tiny"]["n_test"]
@@ -111,6 +112,9 @@ def test_tiny_demo_trains_denseav_on_sound_and_speech(tiny_data, tmp_path):
     assert settings["model_kwargs"]["norm_vectors"] and settings["model_kwargs"]["cal_init"] == pytest.approx(14.3)
     assert settings["augment"]["freq_mask_width"] == 6 and settings["augment"]["time_mask_width"] == 36
     assert settings["augment"]["gain_db"] == 6.0
+    # its audio network starts from the speech stand-in, built once next to the data and named in the report
+    assert settings["init_audio_weights"] and (data / "standin" / "speech_w4.weights.h5").is_file()
+    assert "- speech stand-in: 6 spoken words" in report
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 

@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES = [
     "download",
     "data",
     "pretrain_image",
+    "pretrain_audio",
     "train",
     "data_service",
     "evaluate",

@@ -83,6 +83,9 @@ def register(subparsers):
     parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="same as --precision bf16")
     parser.add_argument("--init-image-weights", default=None, metavar="FILE.weights.h5",
                         help="ResNet-18 weights for the image backbone (from `avloc port-weights`)")
+    parser.add_argument("--init-audio-weights", default=None, metavar="FILE.weights.h5",
+                        help="weights for the audio network (DenseAV: the speech stand-in from `avloc pretrain-audio`, "
+                        "at the same --width)")
     parser.add_argument("--freeze-image-encoder", action="store_true", help="keep the image backbone fixed")
     parser.add_argument("--width", type=types.integer(1, 1024), default=64,
                         help="ResNet-18 base width (AVC / AVSA: the R(2+1)D-18 and audio CNN width); 64 = the papers, "
@@ -150,6 +153,9 @@ def run(args):
     if args.init_image_weights and not os.path.isfile(args.init_image_weights):
         raise CliError(f"--init-image-weights {args.init_image_weights}: no such file; create it with "
                        "`avloc port-weights`.")
+    if args.init_audio_weights and not os.path.isfile(args.init_audio_weights):
+        raise CliError(f"--init-audio-weights {args.init_audio_weights}: no such file; create it with "
+                       "`avloc pretrain-audio`.")
     from keras_avloc.models.registry import get_method_class, method_names
 
     if args.stage == 2:
@@ -204,6 +210,7 @@ def run(args):
         run_eagerly=args.eager, mix_sources=args.mix_sources, overwrite=args.overwrite, augment=augment,
         cache=args.cache, warmup_epochs=args.warmup_epochs, init_from=args.init_from, strategy=args.strategy,
         tfrecord_dir=args.tfrecords, data_service=args.data_service, audio_level_db=args.audio_level_db,
+        init_audio_weights=args.init_audio_weights,
     )
     from keras_avloc.training.distribute import cluster_spec
 

@@ -38,7 +38,7 @@ from keras_avloc.demo.report import (  # noqa: F401 - re-exported: the report's 
 from keras_avloc.demo.recipes import (  # noqa: F401 - re-exported: the recipes and presets
     AMBIENCE, AUGMENTATION_PRESETS, DEMO_AUGMENTATION, DEMO_CLASSES, FULL_METHOD_TRAINING, LOGMEL_MASKS, METHOD_SETTINGS,
     METHOD_TRAINING, PRESETS, _recipe_table, _recipes, _training, all_methods, default_methods, method_stages,
-    trained_stages,
+    trained_stages, uses_speech_standin,
 )
 
 
@@ -93,6 +93,21 @@ def standin_path(data_root, preset):
     return os.path.join(data_root, "standin", f"resnet18_w{preset['width']}.weights.h5")
 
 
+def speech_standin_path(data_root, preset):
+    return os.path.join(data_root, "standin", f"speech_w{preset['width']}.weights.h5")
+
+
+def build_speech_standin(data_root, preset, seed, precision, workers):
+    """The speech stand-in (trained once, kept next to the data): the audio network of the methods whose recipe
+    asks for it (`uses_speech_standin`)."""
+    from keras_avloc.training.pretrain import pretrain_audio
+
+    path = speech_standin_path(data_root, preset)
+    summary = pretrain_audio(path, width=preset["width"], seed=seed, mixed_precision=precision, workers=workers,
+                             verbose=2, level_db=preset.get("audio_level_db") or -20.0, **preset["speech_standin"])
+    return path, summary
+
+
 def build_standin(data_root, preset, classes, seed, precision, workers):
     """The ImageNet stand-in for this benchmark (trained once, kept next to the data)."""
     from keras_avloc.training.pretrain import pretrain_image
@@ -126,7 +141,8 @@ def check_runs_match_data(out_dir, data_summary, methods):
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def train_method(method, data_root, out_dir, preset, seed, precision, init_weights, init_from=None):
+def train_method(method, data_root, out_dir, preset, seed, precision, init_weights, init_from=None,
+                 init_audio_weights=None):
     """Trains one registered model (one stage) with the demo's settings; returns it."""
     from keras_avloc.training import train
 
@@ -146,14 +162,16 @@ def train_method(method, data_root, out_dir, preset, seed, precision, init_weigh
         clip_seconds=own.get("clip_seconds", preset["clip_seconds"]), model_kwargs=model_kwargs, seed=seed,
         run_eagerly=preset.get("run_eagerly", False), augment=augment, cache=preset.get("cache", False),
         mixed_precision=precision, init_image_weights=init_weights, verbose=2, init_from=init_from,
-        audio_level_db=preset.get("audio_level_db"),
+        audio_level_db=preset.get("audio_level_db"), init_audio_weights=init_audio_weights,
     )
     return model
 
 
-def train_demo_method(method, init, name, data_root, out_dir, preset, seed, precision, weights, timings):
+def train_demo_method(method, init, name, data_root, out_dir, preset, seed, precision, weights, timings,
+                      audio_weights=None):
     """Trains a demo method into `out_dir/name` (a two-stage one: its stages up to the one the demo scores,
-    `trained_stages`; stage one goes to `out_dir/name-stage1`); returns the scored model."""
+    `trained_stages`; stage one goes to `out_dir/name-stage1`); returns the scored model. A stage whose recipe asks for
+    the speech stand-in starts its audio network from `audio_weights` when it starts from the image stand-in."""
     stages = method_stages(method)
     previous = None
     models = []
@@ -171,8 +189,10 @@ def train_demo_method(method, init, name, data_root, out_dir, preset, seed, prec
             timings.setdefault(f"train {source_folder}", time.time() - start)
             init_from = os.path.join(out_dir, source_folder, "model.keras")
         start = time.time()
+        fresh = init == "stand-in" and init_from is None
         models.append(train_method(stage, data_root, os.path.join(out_dir, folder), preset, seed, precision,
-                                   weights if (init == "stand-in" and init_from is None) else None, init_from=init_from))
+                                   weights if fresh else None, init_from=init_from,
+                                   init_audio_weights=audio_weights if fresh and uses_speech_standin(stage) else None))
         timings[f"train {folder}"] = time.time() - start
         previous = os.path.join(out_dir, folder, "model.keras")
     return models[-1]
@@ -262,6 +282,13 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     weights, standin_summary = build_standin(data_root, settings, summary["classes"], seed, settings["precision"],
                                              workers)
     timings["ImageNet stand-in (once)"] = time.time() - start
+    audio_weights, speech_summary = None, None
+    if any(uses_speech_standin(stage) for method in methods for stage in trained_stages(method)):
+        _step("2/5 the speech stand-in: an audio network that tells apart spoken words that never name a benchmark "
+              "object (once)")
+        start = time.time()
+        audio_weights, speech_summary = build_speech_standin(data_root, settings, seed, settings["precision"], workers)
+        timings["speech stand-in (once)"] = time.time() - start
     runs = [(method, "stand-in", method) for method in methods]
     if settings["scratch"]:
         runs += [(method, "scratch", f"{method}-scratch") for method in methods]
@@ -272,7 +299,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     for number, (method, init, name) in enumerate(runs, start=1):
         _step(f"3/5 training {name} ({number}/{len(runs)}) -> {os.path.join(out_dir, name)}")
         models[name] = train_demo_method(method, init, name, data_root, out_dir, settings, seed, settings["precision"],
-                                         weights, timings)
+                                         weights, timings, audio_weights)
 
     _step("4/5 evaluating on the test split (and test_unseen, test_ood, val, val_unseen for the stand-in runs; each "
           "test split also with another class's audio)")
@@ -336,14 +363,15 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     checks += outside_checks(ood_rows, listening)
     report_path = os.path.join(out_dir, "report.md")
     write_text(report_path, report_markdown(rows, generalisation, checks, timings, settings, summary, standin_summary,
-                                            ood_rows, listening))
+                                            ood_rows, listening, speech_summary))
     write_json(os.path.join(out_dir, "results.json"), {
         "results": [{"method": name, "init": init, "test": row, "test_unseen": unseen}
                     for name, init, row, unseen in rows],
         "generalisation": [{"method": name, "val": val, "val_unseen": unseen} for name, val, unseen in generalisation],
         "test_ood": [{"method": name, "test_ood": row} for name, row in ood_rows],
         "listening": [{"method": name, **splits} for name, splits in listening],
-        "targets": checks, "timings": timings, "settings": settings, "standin": standin_summary}, indent=1)
+        "targets": checks, "timings": timings, "settings": settings, "standin": standin_summary,
+        "speech_standin": speech_summary}, indent=1)
     print(open(report_path).read().split("## Settings")[0])
     print(f"report:   {report_path}\nheatmaps: {figure_path}")
     return report_path

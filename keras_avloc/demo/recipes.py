@@ -90,6 +90,11 @@ def all_methods():
                         key=lambda name: (recipes[name]["order"], name)))
 
 
+def uses_speech_standin(method):
+    """Whether a demo method's audio network starts from the speech stand-in (its recipe's "speech_standin")."""
+    return bool(_recipes().get(method, {}).get("speech_standin"))
+
+
 def default_methods():
     """The default demo's methods: those whose recipe says "default", in demo order."""
     recipes = _recipes()
@@ -100,6 +105,7 @@ _TRAINING = dict(
     size=224, image_size=160, clip_seconds=1.0, batch_size=32, width=16, learning_rate=3e-4, augment=DEMO_AUGMENTATION,
     method_training=METHOD_TRAINING, cache=True, method_settings=METHOD_SETTINGS,
     standin=dict(per_class=16, epochs=12, image_size=112, batch_size=64, learning_rate=2e-3), run_eagerly=False,
+    speech_standin=dict(words_per_language=100, per_word=8, epochs=15, batch_size=64, learning_rate=2e-3),
     variety="narrow", audio_level_db=-20.0,
 )
 PRESETS = {
@@ -122,6 +128,7 @@ PRESETS = {
         method_epochs=False,
         scratch=False, standin=dict(per_class=2, epochs=1, image_size=48, render_size=56, batch_size=16,
                                    learning_rate=1e-3),
+        speech_standin=dict(words_per_language=1, per_word=2, epochs=1, batch_size=6, learning_rate=1e-3),
         run_eagerly=True,
     ),
 }

@@ -77,7 +77,7 @@ def _cell(row, key):
 
 
 def report_markdown(rows, generalisation, checks, timings, settings, data_summary, standin_summary, ood_rows=(),
-                    listening=()):
+                    listening=(), speech_standin_summary=None):
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
@@ -144,6 +144,10 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
     if standin_summary:
         lines.append(f"- ImageNet stand-in: {standin_summary['classes']} stamp classes, {standin_summary['images']} "
                      f"images, held-out accuracy {standin_summary['val_accuracy']:.3f}")
+    if speech_standin_summary:
+        lines.append(f"- speech stand-in: {speech_standin_summary['words']} spoken words, "
+                     f"{speech_standin_summary['clips']} clips, held-out accuracy "
+                     f"{speech_standin_summary['val_accuracy']:.3f}")
     lines += ["", "## Wall time", ""] + [f"- {name}: {seconds:.0f} s" for name, seconds in timings.items()]
     lines += ["", "Figures: `heatmaps.png` (test scenes, one row per method from the stand-in; white: the sounding "
               "object's mask, red cross: the map's peak), `<run>/eval/` (success curves, best/worst grids, "

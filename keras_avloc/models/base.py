@@ -202,6 +202,14 @@ class AVLocModel(keras.Model):
         AVSA inflate it into their video network); `avloc train --init-image-weights` calls it."""
         self.image_backbone.load_weights(path)
 
+    def load_audio_weights(self, path):
+        """Loads a `.weights.h5` of the audio network (e.g. DenseAV's spectrogram CNN from `avloc pretrain-audio`) into
+        the audio backbone; `avloc train --init-audio-weights` calls it."""
+        backbone = getattr(self, "audio_backbone", None)
+        if backbone is None:
+            raise ValueError(f"{type(self).__name__} has no audio backbone to load weights into")
+        backbone.load_weights(path)
+
     def localization_encoders(self):
         """The (image, audio) encoders the maps come from (hook: SLAVC's momentum copies);
         `keras_avloc.perf.fast_inference_model` folds these."""

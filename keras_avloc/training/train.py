@@ -125,7 +125,8 @@ def remove_run(out_dir):
 
 
 def build_training_model(method, mixed_precision=None, init_image_weights=None, freeze_image_encoder=False,
-                         learning_rate=None, model_kwargs=None, run_eagerly=False, warmup_steps=0, optimizer=None):
+                         learning_rate=None, model_kwargs=None, run_eagerly=False, warmup_steps=0, optimizer=None,
+                         init_audio_weights=None):
     """Builds and compiles a model for training.
 
     Args:
@@ -144,6 +145,8 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
             method's own schedule); the optimizer also takes the method's `optimizer_options`.
         optimizer: None for Adam (the papers'), or a Keras optimizer config ({"class_name": "SGD", "config":
             {"learning_rate": 0.01}}) used instead (`learning_rate` and the schedules then do not apply).
+        init_audio_weights: `.weights.h5` of the method's audio network (DenseAV's spectrogram CNN from
+            `avloc pretrain-audio`) loaded into its audio backbone (`model.load_audio_weights`).
 
     Returns:
         A compiled model.
@@ -173,6 +176,17 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
                 f"{init_image_weights} does not fit the {method} image backbone (layer4_stride="
                 f"{getattr(backbone, 'layer4_stride', '-')}, width={width}): {err}"
             ) from err
+    if init_audio_weights:
+        if not os.path.isfile(init_audio_weights):
+            raise TrainingError(f"{init_audio_weights}: no such file; create it with `avloc pretrain-audio` (the "
+                                "weights of DenseAV's spectrogram CNN).")
+        try:
+            model.load_audio_weights(init_audio_weights)
+        except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
+            backbone = getattr(model, "audio_backbone", None)
+            raise TrainingError(f"{init_audio_weights} does not fit the {method} audio network "
+                                f"({getattr(backbone, 'name', 'none')}; `avloc pretrain-audio` writes DenseAV's "
+                                f"spectrogram CNN, at the --width it was given): {err}") from err
     if freeze_image_encoder:
         model.image_backbone.trainable = False
     schedule = model.learning_rate_schedule(learning_rate) if not warmup_steps else None
@@ -221,7 +235,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
           freeze_image_encoder=False, model_kwargs=None, dataset=None, val_dataset=None, seed=None,
           verbose="auto", heatmap_every=1, on_error="skip", run_eagerly=False, mix_sources=None, overwrite=False,
           augment=None, cache=False, warmup_epochs=0, init_from=None, strategy=None, tfrecord_dir=None,
-          data_service=None, optimizer=None, callbacks=None, audio_level_db=None):
+          data_service=None, optimizer=None, callbacks=None, audio_level_db=None, init_audio_weights=None):
     """Trains a registered method (LVS, EZ-VSL, AVGN, ...) with `model.fit`, resumable after a crash or kill.
 
     Args:
@@ -241,6 +255,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         mixed_precision: None (float32), "bf16", or "auto": bf16 where it is computed natively (AMX / AVX512-BF16
             CPUs, GPUs; `keras_avloc.perf.resolve_precision`), else float32; a resumed run keeps its own.
         init_image_weights: ResNet-18 `.weights.h5` for the image backbone.
+        init_audio_weights: `.weights.h5` for the audio backbone (DenseAV: the speech stand-in).
         freeze_image_encoder: train only the audio side (and heads).
         model_kwargs: extra model constructor arguments, e.g. {"backbone_kwargs": {"width": 8}}.
         dataset: a ready `tf.data.Dataset` of (x, y) batches to train on instead of `data_root`.
@@ -355,10 +370,13 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
         settings["optimizer"] = dict(optimizer)
     if audio_level_db is not None:  # the same
         settings["audio_level_db"] = float(audio_level_db)
+    if init_audio_weights:  # the same
+        settings["init_audio_weights"] = file_fingerprint([init_audio_weights])
     if tfrecord_dir is not None:
         settings["tfrecord_dir"] = file_fingerprint(sorted(_tfrecord_files(tfrecord_dir, [split, val_split])))
     details = {"data_root": None if data_root is None else os.path.abspath(data_root),
-               "init_image_weights_path": init_image_weights, "init_from_path": init_from}
+               "init_image_weights_path": init_image_weights, "init_from_path": init_from,
+               "init_audio_weights_path": init_audio_weights}
 
     state = read_state(state_path)
     if overwrite and (state is not None or os.path.exists(model_path) or os.path.isdir(backup_dir)):
@@ -430,7 +448,7 @@ def train(method, data_root=None, out_dir="runs/model", epochs=20, batch_size=16
     with _scope(strategy):
         model = _training_model(method, model_path, continue_from, epochs, run_eagerly, dataset, batch_size,
                                 warmup_epochs, mixed_precision, init_image_weights, freeze_image_encoder,
-                                learning_rate, model_kwargs, init_model, init_from, optimizer)
+                                learning_rate, model_kwargs, init_model, init_from, optimizer, init_audio_weights)
         sample_images, sample_audio = _first_batch(val_dataset if val_dataset is not None else dataset)
         model({"image": sample_images[:2], "audio": sample_audio[:2]})  # build (BackupAndRestore needs it)
         return _fit(model, model_class, dataset, feature_dataset, val_dataset, out_dir, seed, state, settings,
@@ -471,7 +489,7 @@ def _tfrecord_files(tfrecord_dir, splits):
 
 def _training_model(method, model_path, continue_from, epochs, run_eagerly, dataset, batch_size, warmup_epochs,
                     mixed_precision, init_image_weights, freeze_image_encoder, learning_rate, model_kwargs,
-                    init_model, init_from, optimizer=None):
+                    init_model, init_from, optimizer=None, init_audio_weights=None):
     """The model to fit: the saved one when a finished run continues, else a new compiled one."""
     from keras_avloc.models import load_model
 
@@ -485,7 +503,7 @@ def _training_model(method, model_path, continue_from, epochs, run_eagerly, data
         model = build_training_model(method, mixed_precision, init_image_weights, freeze_image_encoder,
                                      learning_rate, model_kwargs, run_eagerly,
                                      warmup_steps=int(round(float(warmup_epochs) * steps_per_epoch)),
-                                     optimizer=optimizer)
+                                     optimizer=optimizer, init_audio_weights=init_audio_weights)
         _warn_short_schedule(model, method, epochs, dataset, batch_size)
         if init_model is not None:
             try:

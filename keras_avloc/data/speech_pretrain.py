@@ -1,0 +1,213 @@
+"""The speech stand-in's data: spoken words that never name a benchmark object, rendered by espeak-ng.
+
+DenseAV's paper starts its audio featurizer from HuBERT, a network that already hears speech; HuBERT cannot be
+downloaded here. The honest stand-in (`avloc pretrain-audio`) trains DenseAV's spectrogram CNN to tell spoken words
+apart. The words come from the word lists that Debian packages ship (`wamerican`, `wbritish`, `wfrench`, `wngerman`,
+`wspanish`, `witalian`, `wportuguese`), and each is spoken by espeak-ng in its language's voices, with random voice
+variants, rates and pitches.
+
+What it never hears:
+- any word of any stamp description of a benchmark class, in any of the ~80 languages of the stamps' `.txt`
+  files, nor a word that starts with such a word and is at most three letters longer (plurals, inflections);
+  every benchmark class name and its translations are among them;
+- the languages that only `test_speech_unseen` speaks (Danish, Dutch, Romanian);
+- Tux Paint's real recordings of the descriptions (the speech test splits' English).
+
+What it is not: HuBERT. A few hundred synthetic voices saying a few hundred words each teach the featurizer what
+distinguishes spoken words from one another, not the breadth of 960 hours of read speech.
+
+Everything random derives from (seed, word index, rendering index), so a set is reproducible for a given
+espeak-ng.
+"""
+
+import os
+import re
+import subprocess
+
+import numpy as np
+
+from keras_avloc.data import stamps_catalog as catalog
+from keras_avloc.data.stamps_media import MediaMissingError
+
+SAMPLE_RATE = 16000
+WORD_LISTS = {
+    "en": ("american-english", "british-english"),
+    "fr": ("french",),
+    "de": ("ngerman",),
+    "es": ("spanish",),
+    "it": ("italian",),
+    "pt": ("portuguese",),
+}
+"""Word lists (files of /usr/share/dict, from the `w*` Debian packages) per espeak-ng language."""
+VOICES = {
+    "en": ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-029"),
+    "fr": ("fr", "fr-be"),
+    "de": ("de",),
+    "es": ("es", "es-419"),
+    "it": ("it",),
+    "pt": ("pt", "pt-br"),
+}
+"""espeak-ng voices per language."""
+VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
+            "croak")
+"""espeak-ng voice variants (speaker characters) drawn for each rendering; "" is the voice's own."""
+RATES = (110, 200)
+"""Range of speaking rates, words per minute."""
+PITCHES = (25, 75)
+"""Range of espeak-ng pitches (0-99; 50 is the voice's default)."""
+WORD_PATTERN = re.compile(r"^[^\W\d_]{4,12}$")
+"""Letters only, 4 to 12 of them: no possessives, abbreviations or compounds."""
+
+
+def banned_words(stamps_dir=None):
+    """Every word of every description (all languages) of the stamps of the benchmark's classes, and the class names.
+
+    Returns:
+        a set of lowercase words.
+    """
+    stamps_dir = stamps_dir or catalog.STAMPS_DIR
+    banned = set()
+    for stamp, class_name in catalog.STAMPS:
+        banned |= set(re.findall(r"[^\W\d_]+", class_name.lower()))
+        banned |= set(re.findall(r"[^\W\d_]+", os.path.basename(stamp).lower()))
+        try:
+            with open(os.path.join(stamps_dir, stamp + ".txt"), encoding="utf-8") as handle:
+                for line in handle:
+                    text = line.partition("=")[2] if "=" in line.split(" ")[0] else line
+                    banned |= set(re.findall(r"[^\W\d_]+", text.lower()))
+        except OSError:
+            pass  # a stamp without a description: its name is banned above
+    return banned
+
+
+def is_banned(word, banned):
+    """`word` is a banned word, or starts with one (of 3 letters or more) and is at most 3 letters longer."""
+    if word in banned:
+        return True
+    return any(word[:length] in banned for length in range(max(3, len(word) - 3), len(word)))
+
+
+def read_word_list(language, dict_dir="/usr/share/dict"):
+    """The usable words of `language`'s lists (lowercase, unique, in file order; German nouns lowercased)."""
+    words, seen = [], set()
+    missing = []
+    for name in WORD_LISTS[language]:
+        path = os.path.join(dict_dir, name)
+        if not os.path.isfile(path):
+            missing.append(path)
+            continue
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                word = line.strip()
+                # Proper names are capitalised, except in German, where every noun is.
+                if not WORD_PATTERN.match(word) or (word != word.lower() and language != "de"):
+                    continue
+                word = word.lower()
+                if word not in seen:
+                    seen.add(word)
+                    words.append(word)
+    if missing and not words:
+        raise MediaMissingError(f"{', '.join(missing)}: no such word list; the speech stand-in reads the Debian word "
+                                "lists: `sudo apt-get install wamerican wbritish wfrench wngerman wspanish witalian "
+                                "wportuguese` or `bash tools/setup.sh`.")
+    return words
+
+
+def choose_words(words_per_language, languages=tuple(WORD_LISTS), seed=0, dict_dir="/usr/share/dict",
+                 stamps_dir=None):
+    """[(language, word)] : `words_per_language` allowed words of each language, drawn with `seed`."""
+    banned = banned_words(stamps_dir)
+    chosen = []
+    for index, language in enumerate(languages):
+        if language not in WORD_LISTS:
+            raise ValueError(f"speech stand-in: unknown language {language!r}; choose from {sorted(WORD_LISTS)}.")
+        allowed = [word for word in read_word_list(language, dict_dir) if not is_banned(word, banned)]
+        if len(allowed) < words_per_language:
+            raise ValueError(f"speech stand-in: only {len(allowed)} usable {language} words, {words_per_language} asked.")
+        rng = np.random.default_rng([int(seed), index])
+        picks = rng.choice(len(allowed), size=int(words_per_language), replace=False)
+        chosen += [(language, allowed[pick]) for pick in sorted(picks)]
+    return chosen
+
+
+def _parse_wav(data):
+    """(sample rate, int16 samples) of espeak-ng's `--stdout` WAV (its header's lengths are not filled in)."""
+    if data[:4] != b"RIFF" or b"data" not in data[:256]:
+        raise ValueError("espeak-ng did not write a WAV")
+    rate = int.from_bytes(data[24:28], "little")
+    start = data.index(b"data", 12) + 8
+    body = data[start:]
+    return rate, np.frombuffer(body[: len(body) // 2 * 2], dtype="<i2")
+
+
+def speak(word, voice, rate, pitch):
+    """espeak-ng's rendering of `word` as float32 at 16 kHz, leading and trailing silence trimmed."""
+    from scipy.signal import resample_poly
+
+    try:
+        result = subprocess.run(["espeak-ng", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--stdout",
+                                 word], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        raise MediaMissingError("espeak-ng is needed for the speech stand-in: `sudo apt-get install espeak-ng` or "
+                                "`bash tools/setup.sh`.") from err
+    source_rate, samples = _parse_wav(result.stdout)
+    wave = samples.astype(np.float32) / 32768.0
+    if source_rate != SAMPLE_RATE:
+        divisor = np.gcd(SAMPLE_RATE, source_rate)
+        wave = resample_poly(wave, SAMPLE_RATE // divisor, source_rate // divisor).astype(np.float32)
+    loud = np.flatnonzero(np.abs(wave) > 0.01 * max(float(np.abs(wave).max()), 1e-6))
+    return wave[loud[0]: loud[-1] + 1] if len(loud) else wave
+
+
+def rendering(word_index, rendering_index, language, seed):
+    """The (voice, rate, pitch) of one rendering of one word, from (seed, word, rendering)."""
+    rng = np.random.default_rng([int(seed), int(word_index), int(rendering_index)])
+    voices = VOICES[language]
+    variant = VARIANTS[rng.integers(len(VARIANTS))]
+    voice = voices[rng.integers(len(voices))] + (f"+{variant}" if variant else "")
+    return voice, int(rng.integers(RATES[0], RATES[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
+
+
+def _render_task(task):
+    word_index, rendering_index, language, word, seed, clip_samples = task
+    voice, rate, pitch = rendering(word_index, rendering_index, language, seed)
+    wave = speak(word, voice, rate, pitch)[:clip_samples]
+    clip = np.zeros(clip_samples, np.int16)
+    clip[: len(wave)] = np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return clip, len(wave)
+
+
+def build_speech_set(words_per_language=100, per_word=8, clip_seconds=1.0, languages=tuple(WORD_LISTS), seed=0,
+                     workers=1, progress=True, dict_dir="/usr/share/dict", stamps_dir=None):
+    """Renders `per_word` spoken versions of each chosen word.
+
+    Args:
+        words_per_language: words drawn from each language's lists (each word is a class).
+        per_word: renderings of each word (voice, variant, rate and pitch drawn per rendering).
+        clip_seconds: the clips' length; each word starts at sample 0 and the rest is silence (training shifts it).
+        languages: espeak-ng languages among `WORD_LISTS`.
+        seed: the words and the renderings derive from it.
+        workers: rendering processes.
+        progress: a progress bar.
+
+    Returns:
+        {"waves": int16 [N, clip samples], "lengths": int [N] (samples of speech), "labels": int [N] (the word),
+        "words": ["en:word", ...]}; rendering r of word w is row w * per_word + r.
+    """
+    words = choose_words(int(words_per_language), languages, seed, dict_dir, stamps_dir)
+    clip_samples = int(round(float(clip_seconds) * SAMPLE_RATE))
+    tasks = [(w, r, language, word, int(seed), clip_samples) for w, (language, word) in enumerate(words)
+             for r in range(int(per_word))]
+    from tqdm.auto import tqdm
+
+    bar = dict(total=len(tasks), desc="speaking words", unit="clip", disable=not progress)
+    if int(workers) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(int(workers)) as pool:
+            results = list(tqdm(pool.map(_render_task, tasks, chunksize=32), **bar))
+    else:
+        results = [_render_task(task) for task in tqdm(tasks, **bar)]
+    return {"waves": np.stack([clip for clip, _ in results]), "lengths": np.array([n for _, n in results]),
+            "labels": np.repeat(np.arange(len(words)), int(per_word)),
+            "words": [f"{language}:{word}" for language, word in words]}
