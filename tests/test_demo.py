@@ -58,7 +58,9 @@ def test_tiny_demo_trains_the_default_methods_reports_them_with_baselines_and_re
     assert "## Out of the generator (test_ood)" in report and "## Listening control" in report
     assert "| centre prior |" in report.split("## Out of the generator")[1].split("## Listening")[0]
     results = json.loads((out / "results.json").read_text())
-    assert results["speech_standin"] is None and "speech stand-in" not in report  # no default method asks for it
+    # no default method asks for the speech stand-in or the sound and speech protocols
+    assert results["speech_standin"] is None and "speech stand-in" not in report
+    assert results["prompted"] == [] and "## Sound and speech" not in report
     rows = {(row["method"], row["init"]): row for row in results["results"]}
     test_records = json.loads((data / "test.json").read_text())
     assert len(test_records) == PRESETS["tiny"]["n_test"]
@@ -115,6 +117,14 @@ def test_tiny_demo_trains_denseav_on_sound_and_speech(tiny_data, tmp_path):
     # its audio network starts from the speech stand-in, built once next to the data and named in the report
     assert settings["init_audio_weights"] and (data / "standin" / "speech_w4.weights.h5").is_file()
     assert "- speech stand-in: 6 spoken words" in report
+    # scored on the sound and speech protocols too, beside the centre prior and the random map (no LVS ran here)
+    section = report.split("## Sound and speech")[1].split("## Targets")[0]
+    assert "| DenseAV |" in section and "| centre prior |" in section and "| random map |" in section
+    prompted = json.loads((out / "results.json").read_text())["prompted"]
+    assert [row["method"] for row in prompted] == ["DenseAV"]
+    assert prompted[0]["test_speech"]["samples"] == PRESETS["tiny"]["n_test"]
+    assert 0.0 <= prompted[0]["test_speech"]["disentanglement"]["pred_dis"] <= 1.0
+    assert prompted[0]["test_speech_unseen"]["samples"] == PRESETS["tiny"]["n_test"] // 2
     assert len(json.loads((data / "train_speech.json").read_text())) == PRESETS["tiny"]["n_train"] // 2
     assert cv2.imread(str(out / "heatmaps.png")).shape[0] == 192
 
@@ -172,6 +182,16 @@ def test_demo_training_splits_follow_the_scored_stage_and_the_settings():
     preset = {"method_training": {"denseav": {"split": "train"}}}
     assert training_split("denseav") == "train+train_speech" and training_split("denseav", preset) == "train"
     assert needed_splits(("lvs", "denseav"), preset) == {"train"}
+
+
+def test_the_sound_and_speech_protocols_score_denseav_and_lvs_beside_it_only():
+    from keras_avloc.demo import prompted_methods, uses_speech_standin
+
+    # DenseAV's recipe asks for them ("prompted"), LVS's is the reference ("prompted_reference") when both run
+    assert prompted_methods(("lvs", "ezvsl", "avgn", "denseav")) == ("lvs", "denseav")
+    assert prompted_methods(("denseav",)) == ("denseav",)
+    assert prompted_methods(("lvs", "ezvsl", "avgn")) == ()
+    assert uses_speech_standin("denseav") and not uses_speech_standin("lvs") and not uses_speech_standin("csol")
 
 
 def test_full_preset_trains_ezvsl_at_its_official_rate_and_the_rest_as_the_default(monkeypatch):

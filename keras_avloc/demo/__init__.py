@@ -38,7 +38,7 @@ from keras_avloc.demo.report import (  # noqa: F401 - re-exported: the report's 
 from keras_avloc.demo.recipes import (  # noqa: F401 - re-exported: the recipes and presets
     AMBIENCE, AUGMENTATION_PRESETS, DEMO_AUGMENTATION, DEMO_CLASSES, FULL_METHOD_TRAINING, LOGMEL_MASKS, METHOD_SETTINGS,
     METHOD_TRAINING, PRESETS, _recipe_table, _recipes, _training, all_methods, default_methods, method_stages,
-    trained_stages, uses_speech_standin,
+    prompted_methods, trained_stages, uses_speech_standin,
 )
 
 
@@ -65,9 +65,10 @@ def needed_splits(methods, preset=None):
             for split in training_split(stage, preset).split("+")}
 
 
-def build_data(data_root, preset, seed, workers, speech=False, mosaic=False):
+def build_data(data_root, preset, seed, workers, speech=False, mosaic=False, speech_tests=False):
     """The demo's stamps build; `speech` adds train_speech (half as many scenes as train) for DenseAV, `mosaic`
-    train_mosaic (as many) for the stage two of CSOL and IEr."""
+    train_mosaic (as many) for the stage two of CSOL and IEr, `speech_tests` test_speech (as many as test) and
+    test_speech_unseen (half) for the sound and speech protocols (`prompted_methods`)."""
     from keras_avloc.data.stamps import OtherBuildError, build_stamps
 
     if os.path.isfile(os.path.join(data_root, ".parts", "sphere_params.json")):
@@ -76,7 +77,8 @@ def build_data(data_root, preset, seed, workers, speech=False, mosaic=False):
     try:
         return build_stamps(
             data_root, n_train=preset["n_train"], n_val=preset["n_val"], n_test=preset["n_test"], n_test_mix=0,
-            n_train_mix=0, n_test_ext=0, n_speech=0, size=preset["size"], seed=seed, workers=workers,
+            n_train_mix=0, n_test_ext=0, n_speech=preset["n_test"] if speech_tests else 0, size=preset["size"],
+            seed=seed, workers=workers, n_test_speech_unseen=preset["n_test"] // 2 if speech_tests else 0,
             classes=preset.get("classes"), n_val_unseen=preset["n_val_unseen"], n_test_unseen=preset["n_test_unseen"],
             n_train_speech=preset["n_train"] // 2 if speech else 0,
             n_train_mosaic=preset["n_train"] // 2 if mosaic else 0, variety=preset.get("variety", "narrow"),
@@ -216,6 +218,19 @@ def evaluate_method(model, data_root, out_dir, split, preset, baselines, encoder
                           class_conditioned=class_conditioned, listening=listening)
 
 
+PROMPTED_SPLITS = (("stamps-sound", "test"), ("stamps-speech", "test_speech"), ("stamps-speech", "test_speech_unseen"))
+"""The sound and speech protocols the demo scores `prompted_methods` on (DenseAV's; `evaluate_prompted`)."""
+
+
+def evaluate_prompted_method(model, data_root, out_dir):
+    """{split: `evaluate_prompted` metrics} on `PROMPTED_SPLITS` (speech told apart from the sound pairs of test)."""
+    from keras_avloc.evaluation import evaluate_prompted
+
+    return {split: evaluate_prompted(model, data_root, protocol=protocol, split=split, sound_split="test",
+                                     out_dir=os.path.join(out_dir, split), batch_size=32, progress=False)
+            for protocol, split in PROMPTED_SPLITS}
+
+
 def oracle_metrics(data_root, split, work_dir):
     """Scores of the ground truth itself (`metrics.baselines.ground_truth_oracle`): the ceiling of the table."""
     import numpy as np
@@ -274,7 +289,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     start = time.time()
     splits = needed_splits(methods, settings)
     summary = build_data(data_root, settings, seed, workers, speech="train_speech" in splits,
-                         mosaic="train_mosaic" in splits)
+                         mosaic="train_mosaic" in splits, speech_tests=bool(prompted_methods(methods)))
     timings["data (once)"] = time.time() - start
 
     _step("2/5 the ImageNet stand-in: a ResNet-18 that recognises the stamps that never sound here (once)")
@@ -350,6 +365,9 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
                                                      item, random_rows[split])
                             for split, item in heard.items()}) for display, heard in listening]
     ood_rows += [(BASELINE_NAMES.get(key, key), row) for key, row in ood_baselines.items()]
+    prompted = [(getattr(models[method], "display_name", None) or method,
+                 evaluate_prompted_method(models[method], data_root, os.path.join(out_dir, method, "prompted")))
+                for method in prompted_methods(methods)]
     timings["evaluation"] = time.time() - start
 
     _step("5/5 writing the report")
@@ -363,13 +381,15 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
     checks += outside_checks(ood_rows, listening)
     report_path = os.path.join(out_dir, "report.md")
     write_text(report_path, report_markdown(rows, generalisation, checks, timings, settings, summary, standin_summary,
-                                            ood_rows, listening, speech_summary))
+                                            ood_rows, listening, speech_summary, prompted))
     write_json(os.path.join(out_dir, "results.json"), {
         "results": [{"method": name, "init": init, "test": row, "test_unseen": unseen}
                     for name, init, row, unseen in rows],
         "generalisation": [{"method": name, "val": val, "val_unseen": unseen} for name, val, unseen in generalisation],
         "test_ood": [{"method": name, "test_ood": row} for name, row in ood_rows],
         "listening": [{"method": name, **splits} for name, splits in listening],
+        "prompted": [{"method": name, **{split: metrics["model"] for split, metrics in scored.items()}}
+                     for name, scored in prompted],
         "targets": checks, "timings": timings, "settings": settings, "standin": standin_summary,
         "speech_standin": speech_summary}, indent=1)
     print(open(report_path).read().split("## Settings")[0])

@@ -95,6 +95,16 @@ def uses_speech_standin(method):
     return bool(_recipes().get(method, {}).get("speech_standin"))
 
 
+def prompted_methods(methods):
+    """The demo methods scored on DenseAV's sound and speech protocols: those whose recipe says "prompted", and, when
+    there is one, the methods among `methods` whose recipe says "prompted_reference" (LVS: it never hears speech)."""
+    recipes = _recipes()
+    if not any(recipes.get(method, {}).get("prompted") for method in methods):
+        return ()
+    return tuple(method for method in methods
+                 if recipes.get(method, {}).get("prompted") or recipes.get(method, {}).get("prompted_reference"))
+
+
 def default_methods():
     """The default demo's methods: those whose recipe says "default", in demo order."""
     recipes = _recipes()

@@ -76,8 +76,40 @@ def _cell(row, key):
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
+def prompted_lines(prompted):
+    """The "Sound and speech" section: prompted mAP / mIoU, retrieval recall@10 and the heads' Pred.Dis of each
+    `(name, {split: evaluate_prompted metrics})`, with the centre prior, the random map and chance."""
+    splits = list(prompted[0][1])
+    lines = ["", "## Sound and speech (prompted segmentation, retrieval)", "",
+             "DenseAV's protocols: is the object a sound (test) or a spoken prompt (test_speech: Tux Paint's real "
+             "English recordings; test_speech_unseen: languages no training scene speaks) names lit up? mAP / mIoU "
+             "against its exact mask; recall@10 of the matching image among the split's (audio→image / image→audio); "
+             "Pred.Dis: the two heads told apart on speech against sound pairs (0.5: not at all).", "",
+             "| method | " + " | ".join(f"{split} mAP / mIoU | {split} R@10" for split in splits) + " | Pred.Dis |",
+             "|---" * (2 * len(splits) + 2) + "|"]
+    for name, scored in prompted:
+        cells = []
+        for split in splits:
+            model = scored[split]["model"]
+            recall = model.get("retrieval") or {}
+            cells += [f"{model['map']:.3f} / {model['miou']:.3f}",
+                      f"{recall['audio_to_image@10']:.3f} / {recall['image_to_audio@10']:.3f}" if recall else "-"]
+        heads = scored[splits[1]]["model"].get("disentanglement") if len(splits) > 1 else None
+        lines.append(f"| {name} | " + " | ".join(cells) + (f" | {heads['pred_dis']:.3f} |" if heads else " | - |"))
+    first = prompted[0][1]
+    for key in ("center", "random"):
+        cells = []
+        for split in splits:
+            row = first[split]["baselines"][key]
+            chance = (first[split]["model"].get("retrieval") or {}).get("chance@10")
+            cells += [f"{row['map']:.3f} / {row['miou']:.3f}",
+                      f"{chance:.3f} (chance)" if key == "random" and chance is not None else "-"]
+        lines.append(f"| {BASELINE_NAMES[key]} | " + " | ".join(cells) + " | - |")
+    return lines
+
+
 def report_markdown(rows, generalisation, checks, timings, settings, data_summary, standin_summary, ood_rows=(),
-                    listening=(), speech_standin_summary=None):
+                    listening=(), speech_standin_summary=None, prompted=()):
     lines = ["# keras-avloc demo report", "",
              "Stamps benchmark (real photo cut-outs with their own real recordings on real background photos), "
              "test split (cIoU and AUC against the objects' boxes; pointing also against their exact masks). "
@@ -133,6 +165,8 @@ def report_markdown(rows, generalisation, checks, timings, settings, data_summar
                 cells += [f"{item['own_auc']:.3f} → {item['auc']:.3f}" if item else "-",
                           f"{lost:.0%}" if lost is not None else "-"]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if prompted:
+        lines += prompted_lines(prompted)
     lines += ["", "## Targets", ""] + [f"- {line}" for line in checks]
     lines += ["", "## Settings", "", "```json", json.dumps(settings, indent=1, sort_keys=True, default=str), "```", "",
               "## Data", ""]

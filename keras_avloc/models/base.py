@@ -29,8 +29,10 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
                           name one of the demo's augmentation presets), "settings" (constructor arguments),
                           "full_training" (the full preset's "training", when it differs), "tiny_settings" (the
                           smoke preset's constructor arguments), "scored_stage" (a multi-stage method: the stage
-                          the demo scores), "pointing_target" (its pointing-game target, when not the shared one);
-                          a 360° method's "training", "settings" and "tiny_settings" are read by the 360° demo
+                          the demo scores), "pointing_target" (its pointing-game target, when not the shared one),
+                          "speech_standin" (its audio network starts from `avloc pretrain-audio`'s), "prompted"
+                          (also scored on the sound and speech protocols) and "prompted_reference" (scored there
+                          beside a "prompted" method when both run); a 360° method's "training", "settings" and "tiny_settings" are read by the 360° demo
                           (`keras_avloc.demo.sphere`), which trains it after its `init_from_method`
 
 The optional capabilities the plumbing asks for (multi-source, class-aware, multi-head, ...) are the protocols of

@@ -251,6 +251,7 @@ class DenseAV(AVLocModel):
     # temperature of LVS and EZ-VSL): with the official dot products the map stayed below the targets on val
     # (docs/methods/denseav.md).
     demo_recipe = {"order": 6, "training": {"augment": "logmel_masks", "clip_seconds": 2.0}, "speech_standin": True,
+                   "prompted": True,
                    "settings": {"pretrain_steps": 0, "warmup_steps": 50, "norm_vectors": True, "cal_init": 14.3},
                    "tiny_settings": {"pretrain_steps": 0, "warmup_steps": 50, "norm_vectors": True, "cal_init": 14.3,
                                      "code_dim": 12}}

@@ -164,7 +164,8 @@ class LVS(AVLocModel):
     display_name = "LVS"
     # The demo adds ambience to its augmentation for LVS: another scene's sound as background halved its AUC loss on
     # unseen recordings (val_unseen against val: 12.4% -> 6.8%) but cost EZ-VSL 0.018 of val AUC (docs/demo.md).
-    demo_recipe = {"order": 1, "default": True, "training": {"augment": "ambience"}, "pointing_target": 0.8}
+    demo_recipe = {"order": 1, "default": True, "training": {"augment": "ambience"}, "pointing_target": 0.8,
+                   "prompted_reference": True}  # the sound-only reference of DenseAV's speech table
 
     def __init__(
         self,
