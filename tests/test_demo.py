@@ -163,10 +163,13 @@ def test_demo_refuses_runs_trained_on_other_data(tmp_path):
     with pytest.raises(DemoError, match="other data"):
         check_runs_match_data(str(out), dict(summary, classes=["cello", "zebra"]), ("lvs",))
     # DenseAV's train_speech and CSOL / IEr's train_mosaic, added to the data later, change nothing the other runs
-    # were trained or scored on: the runs are not refused
+    # were trained or scored on, and the speech test splits are scored again on every run: the runs are not refused
+    # (`avloc demo`, then `avloc demo --methods all` in the same folder, and back)
     (out / "lvs" / "train_state.json").write_text("{}")
-    more = {"train_speech": {"scenes": 4}, "train_mosaic": {"scenes": 4}}
+    more = {"train_speech": {"scenes": 4}, "train_mosaic": {"scenes": 4}, "test_speech": {"scenes": 8},
+            "test_speech_unseen": {"scenes": 4}}
     check_runs_match_data(str(out), dict(summary, splits={**summary["splits"], **more}), ("lvs", "denseav"))
+    check_runs_match_data(str(out), summary, ("lvs",))
     with pytest.raises(DemoError, match="other data"):
         check_runs_match_data(str(out), dict(summary, splits={"train": {"scenes": 9}}), ("lvs",))
 

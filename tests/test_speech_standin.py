@@ -34,12 +34,27 @@ def test_every_benchmark_class_name_and_its_translations_are_banned(banned):
     cow = next(stamp for stamp, class_name in stamps_catalog.STAMPS if class_name == "cow")
     translations = _description_words(os.path.join(stamps_catalog.STAMPS_DIR, cow + ".txt"))
     assert len(translations) > 40 and {"vaca", "cow"} <= translations  # Spanish and English are in the file
-    assert translations <= banned
+    assert all(sp.is_banned(word, banned) for word in translations)
+
+
+# Words that name the demo's objects in the stand-in's six languages but are in no stamp description: irregular
+# plurals, stem changes, umlauts, synonyms (found by a review of the first ban rule).
+NAMES_OF_BENCHMARK_OBJECTS = (
+    "mice geese puppy pony fiddle swine cattle chevaux oies chouette veau Mäuse Gänse Kühe Hähne Frösche Füchse Hämmer "
+    "Gans Geige Kalb Rind orsi topi gufi maiali conigli cammelli cervi tori asini tacchini anatre pecore seghe tamburi "
+    "tamburo civetta cães leões búho asno sierra owls chickens Hunde").split()
+
+
+def test_names_of_benchmark_objects_outside_the_descriptions_are_banned(banned):
+    for word in NAMES_OF_BENCHMARK_OBJECTS:
+        assert sp.is_banned(word, banned), word
 
 
 def test_inflections_of_a_banned_word_are_banned_and_other_words_are_not():
     assert sp.is_banned("owls", {"owl"}) and sp.is_banned("chickens", {"chicken"}) and sp.is_banned("owl", {"owl"})
+    assert sp.is_banned("Kühe", {"kuh"}) and sp.is_banned("orsi", {"orso"}) and sp.is_banned("conigli", {"coniglio"})
     assert not sp.is_banned("bowl", {"owl"}) and not sp.is_banned("cowboys", {"cow"})
+    assert not sp.is_banned("window", {"owl", "cow", "orso"})
 
 
 def test_the_chosen_words_are_seeded_allowed_and_in_no_test_only_language(banned):
@@ -82,6 +97,34 @@ def test_the_speech_set_holds_each_rendering_at_the_start_of_its_clip():
         assert 0 < length <= 16000 and not wave[length:].any() and wave[:length].any()
 
 
+def test_the_stand_in_keeps_its_rendered_words_and_reads_them_back(tmp_path):
+    from keras_avloc.training.pretrain import _cached
+
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"waves": np.arange(6, dtype=np.int16).reshape(2, 3), "words": ["en:window", "de:fenster"],
+                "truncated": np.array([False, True])}
+
+    path = str(tmp_path / "speech.npz")
+    first = _cached(path, {"seed": 1}, build)
+    again = _cached(path, {"seed": 1}, build)
+    assert calls == [1] and again["words"] == ["en:window", "de:fenster"] == first["words"]
+    np.testing.assert_array_equal(again["waves"], first["waves"])
+    assert again["truncated"].tolist() == [False, True]
+    _cached(path, {"seed": 2}, build)  # another key: built again
+    assert calls == [1, 1]
+
+
+def test_a_stand_in_too_small_for_one_batch_says_what_to_change(tmp_path):
+    from keras_avloc.training.pretrain import pretrain_audio
+    from keras_avloc.training.train import TrainingError
+
+    with pytest.raises(TrainingError, match="make no batch of 64.*--per-word"):
+        pretrain_audio(str(tmp_path / "s.weights.h5"), width=4, words_per_language=1, per_word=1, progress=False)
+
+
 def test_the_stand_in_trains_resumes_and_loads_into_denseav(tmp_path):
     import keras
 
@@ -94,6 +137,7 @@ def test_the_stand_in_trains_resumes_and_loads_into_denseav(tmp_path):
     summary = pretrain_audio(out, **kwargs)
     assert os.path.isfile(out) and summary["words"] == 12 and summary["clips"] == 24 and summary["held_out_clips"] == 12
     assert 0.0 <= summary["val_accuracy"] <= 1.0 and len(summary["word_list"]) == 12
+    assert 0.0 <= summary["truncated_share"] <= 1.0
     assert json.loads((tmp_path / "standin" / "speech_w4.json").read_text())["word_list"] == summary["word_list"]
     assert pretrain_audio(out, **kwargs) == summary  # finished: nothing to do
     with pytest.raises(TrainingError, match="trained with other settings"):
@@ -112,3 +156,14 @@ def test_the_stand_in_trains_resumes_and_loads_into_denseav(tmp_path):
         build_training_model("denseav", init_audio_weights=out, model_kwargs={**options, "backbone_kwargs": {"width": 8}})
     with pytest.raises(TrainingError, match="avloc pretrain-audio"):
         build_training_model("denseav", init_audio_weights=str(tmp_path / "none.weights.h5"), model_kwargs=options)
+
+
+def test_flite_voices_speak_english_only_and_only_when_asked():
+    english = {sp.rendering(i, r, "en", 0, "espeak+flite")[0] for i in range(40) for r in range(3)}
+    assert english & set(sp.FLITE_VOICES) and all("+" not in voice for voice in english & set(sp.FLITE_VOICES))
+    assert not {sp.rendering(i, 0, "fr", 0, "espeak+flite")[0].split("+")[0] for i in range(40)} - set(sp.VOICES["fr"])
+    assert not {sp.rendering(i, r, "en", 0)[0] for i in range(40) for r in range(3)} & set(sp.FLITE_VOICES)
+    slow, fast = sp.speak("window", "flite:slt", 110, 50), sp.speak("window", "flite:slt", 200, 50)
+    assert 0.25 < len(slow) / 16000 < 1.5 and len(fast) < 0.8 * len(slow)
+    with pytest.raises(ValueError, match="espeak\\+flite"):
+        sp.rendering(0, 0, "en", 0, "flite")

@@ -2,7 +2,8 @@
 # Installs everything keras-avloc needs on a Debian/Ubuntu machine, idempotently:
 #   apt: ffmpeg, tuxpaint-stamps-default (photo stamps + recordings), espeak-ng (TTS prompts),
 #        mate-backgrounds + mypaint-data-extras (the backgrounds of the out-of-generator splits),
-#        the word lists wamerican wbritish wfrench wngerman wspanish witalian wportuguese (the speech stand-in)
+#        the word lists wamerican wbritish wfrench wngerman wspanish witalian wportuguese and flite (the speech
+#        stand-in)
 #   the `scratch` package's background photos, unpacked (never installed: it would pull a VM)
 #   a virtualenv in ./.venv with `pip install -e .[test]`
 # Re-running it is fast: it only does what is missing.
@@ -13,7 +14,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 apt_packages=(ffmpeg tuxpaint-stamps-default espeak-ng mate-backgrounds mypaint-data-extras
-              wamerican wbritish wfrench wngerman wspanish witalian wportuguese)
+              wamerican wbritish wfrench wngerman wspanish witalian wportuguese flite)
 python3 -c "import ensurepip" 2>/dev/null || apt_packages+=(python3-venv)
 missing=()
 for pkg in "${apt_packages[@]}"; do

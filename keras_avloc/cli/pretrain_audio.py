@@ -34,6 +34,11 @@ def register(subparsers):
                         help="words drawn from each language's list; each word is a class (default 100)")
     parser.add_argument("--per-word", type=types.integer(1, 1000), default=8,
                         help="training renderings per word (one more is held out; default 8)")
+    parser.add_argument("--voices", choices=["espeak", "espeak+flite"], default="espeak",
+                        help="espeak (espeak-ng's voices, default) or espeak+flite (English also in CMU Flite's voices)")
+    parser.add_argument("--level-db", type=types.number(minimum=-80, maximum=0), default=-20.0,
+                        help="gated RMS level of every clip before the log-mel, dBFS (default -20: train DenseAV "
+                        "with the same --audio-level-db)")
     parser.add_argument("--epochs", type=types.integer(1, 10000), default=15, help="epochs (default 15)")
     parser.add_argument("--batch-size", type=types.integer(2, 4096), default=64, help="batch size (default 64)")
     parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=2e-3, help="Adam learning rate")
@@ -52,6 +57,7 @@ def run(args):
     summary = pretrain_audio(args.out, width=args.width, words_per_language=args.words_per_language,
                              per_word=args.per_word, epochs=args.epochs, batch_size=args.batch_size,
                              learning_rate=args.lr, seed=args.seed, mixed_precision=args.mixed_precision,
-                             workers=args.workers, verbose=2 if args.quiet else "auto")
+                             level_db=args.level_db,
+                             workers=args.workers, verbose=2 if args.quiet else "auto", voices=args.voices)
     print(f"wrote {args.out}: {summary['words']} words, held-out accuracy {summary['val_accuracy']:.3f}")
     return 0

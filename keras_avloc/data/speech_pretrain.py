@@ -48,6 +48,9 @@ VOICES = {
     "pt": ("pt", "pt-br"),
 }
 """espeak-ng voices per language."""
+FLITE_VOICES = ("flite:awb", "flite:rms", "flite:slt", "flite:kal16")
+"""CMU Flite's English voices (`flite`, Debian package `flite`): three statistical voices built from recordings of
+real speakers (CMU ARCTIC) and a diphone one; `voices="espeak+flite"` adds them to English."""
 VARIANTS = ("", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt", "klatt2", "klatt3",
             "croak")
 """espeak-ng voice variants (speaker characters) drawn for each rendering; "" is the voice's own."""
@@ -55,61 +58,107 @@ RATES = (110, 200)
 """Range of speaking rates, words per minute."""
 PITCHES = (25, 75)
 """Range of espeak-ng pitches (0-99; 50 is the voice's default)."""
+EXTRA_BANNED = frozenset("""
+mice geese oxen cattle calf calves puppy puppies pup hound pony ponies foal mare stallion colt swine hog piglet boar
+rooster hen chick poultry drake duckling gosling fowl owlet hoot fiddle drums drummer percussion snare hog ewe lamb
+ram billy buck doe fawn stag bunny hare cub whelp kitten ape monkey shark dove pigeon bird birds beetle wasp insect
+chevaux cheval poulain jument vache veau taureau boeuf bœuf cochon porc truie porcelet poule poulet coq poussin canard
+caneton oie oies hibou hiboux chouette chien chiot tambour batterie violon mouton agneau chèvre lapin ours renard
+hund hunde welpe pferd pferde fohlen stute kuh kühe kalb rind rinder ochse schwein schweine ferkel sau huhn hühner
+hahn hähne küken ente enten gans gänse eule eulen kauz schlagzeug trommel geige maus mäuse frosch frösche fuchs
+füchse hammer hämmer säge schaf lamm ziege hase kaninchen bär löwe
+perro perros cachorro caballo caballos potro yegua vaca vacas ternero toro buey cerdo cerdos cochino lechón gallina
+gallo pollo pollito pato patos búho búhos lechuza mochuelo batería tambor violín oveja cordero cabra conejo oso zorro
+asno burro sierra serrucho ratón ratones león
+cane cani cucciolo cavallo cavalli puledro mucca mucche vacca vitello toro tori bue maiale maiali porco suino gallina
+galline gallo pollo pulcino anatra anatre oca oche gufo gufi civetta barbagianni batteria tamburo tamburi violino
+pecora pecore agnello capra coniglio conigli orso orsi volpe topo topi sega seghe cammello cammelli cervo cervi
+asino asini tacchino tacchini leone leoni
+cão cães cachorro cavalo cavalos potro égua vaca vitelo touro boi porco porcos leitão galinha galo frango pinto pato
+patos coruja mocho bateria tambor violino ovelha cordeiro cabra coelho urso raposa rato ratos leão leões serra burro
+""".split())
+"""Words for the benchmark's objects that the stamp descriptions do not use: irregular plurals, synonyms, young and
+male or female forms in the six languages (a hand-written list; banned like the descriptions' words)."""
+VOWELS = "aeiouy"
 WORD_PATTERN = re.compile(r"^[^\W\d_]{4,12}$")
 """Letters only, 4 to 12 of them: no possessives, abbreviations or compounds."""
 
 
+def fold(word):
+    """`word` lowercased without accents or umlauts ("Kühe" -> "kuhe", "búho" -> "buho")."""
+    import unicodedata
+
+    return "".join(c for c in unicodedata.normalize("NFKD", word.lower()) if not unicodedata.combining(c))
+
+
 def banned_words(stamps_dir=None):
-    """Every word of every description (all languages) of the stamps of the benchmark's classes, and the class names.
+    """Every word of every description (all languages) of the stamps of the benchmark's classes, the class names and
+    `EXTRA_BANNED`, folded (`fold`).
 
     Returns:
-        a set of lowercase words.
+        a set of folded words.
     """
     stamps_dir = stamps_dir or catalog.STAMPS_DIR
-    banned = set()
+    banned = set(EXTRA_BANNED)
     for stamp, class_name in catalog.STAMPS:
         banned |= set(re.findall(r"[^\W\d_]+", class_name.lower()))
         banned |= set(re.findall(r"[^\W\d_]+", os.path.basename(stamp).lower()))
         try:
-            with open(os.path.join(stamps_dir, stamp + ".txt"), encoding="utf-8") as handle:
+            with open(os.path.join(stamps_dir, stamp + ".txt"), encoding="utf-8", errors="replace") as handle:
                 for line in handle:
                     text = line.partition("=")[2] if "=" in line.split(" ")[0] else line
                     banned |= set(re.findall(r"[^\W\d_]+", text.lower()))
         except OSError:
             pass  # a stamp without a description: its name is banned above
-    return banned
+    return {fold(word) for word in banned}
+
+
+def _stem(word):
+    return word[:-1] if len(word) >= 4 and word[-1] in VOWELS else word
 
 
 def is_banned(word, banned):
-    """`word` is a banned word, or starts with one (of 3 letters or more) and is at most 3 letters longer."""
-    if word in banned:
+    """`word` (folded) is a banned word; or starts with one (of 3 letters or more) and is at most 3 letters longer
+    ("owls", "kühe" for "kuh"); or equals one but for a final vowel ("orsi" for "orso", "conigli" for "coniglio")."""
+    word = fold(word)
+    if word in banned or any(word[:length] in banned for length in range(max(3, len(word) - 3), len(word))):
         return True
-    return any(word[:length] in banned for length in range(max(3, len(word) - 3), len(word)))
+    stems = _banned_stems(banned)
+    return _stem(word) in stems or word in stems
+
+
+_STEMS = {}
+
+
+def _banned_stems(banned):
+    key = id(banned)
+    if key not in _STEMS or _STEMS[key][0] is not banned:
+        _STEMS[key] = (banned, {_stem(word) for word in banned if len(word) >= 4})
+    return _STEMS[key][1]
 
 
 def read_word_list(language, dict_dir="/usr/share/dict"):
     """The usable words of `language`'s lists (lowercase, unique, in file order; German nouns lowercased)."""
+    missing = [os.path.join(dict_dir, name) for name in WORD_LISTS[language]
+               if not os.path.isfile(os.path.join(dict_dir, name))]
+    if missing:  # every list, or the words drawn would change without a setting saying so
+        raise MediaMissingError(f"{', '.join(missing)}: no such word list; the speech stand-in reads the Debian word "
+                                "lists: `sudo apt-get install wamerican wbritish wfrench wngerman wspanish witalian "
+                                "wportuguese` or `bash tools/setup.sh`.")
     words, seen = [], set()
-    missing = []
     for name in WORD_LISTS[language]:
         path = os.path.join(dict_dir, name)
-        if not os.path.isfile(path):
-            missing.append(path)
-            continue
         with open(path, encoding="utf-8", errors="replace") as handle:
             for line in handle:
                 word = line.strip()
-                # Proper names are capitalised, except in German, where every noun is.
+                # Proper names are capitalised, so left out, except in German, where every noun is (German
+                # proper names come in with them).
                 if not WORD_PATTERN.match(word) or (word != word.lower() and language != "de"):
                     continue
                 word = word.lower()
                 if word not in seen:
                     seen.add(word)
                     words.append(word)
-    if missing and not words:
-        raise MediaMissingError(f"{', '.join(missing)}: no such word list; the speech stand-in reads the Debian word "
-                                "lists: `sudo apt-get install wamerican wbritish wfrench wngerman wspanish witalian "
-                                "wportuguese` or `bash tools/setup.sh`.")
     return words
 
 
@@ -141,15 +190,25 @@ def _parse_wav(data):
 
 
 def speak(word, voice, rate, pitch):
-    """espeak-ng's rendering of `word` as float32 at 16 kHz, leading and trailing silence trimmed."""
+    """espeak-ng's (or, for a "flite:<voice>", CMU Flite's) rendering of `word` as float32 at 16 kHz, leading and
+    trailing silence trimmed. Flite takes the rate as a duration stretch and keeps its voice's own pitch."""
     from scipy.signal import resample_poly
 
+    if voice.startswith("flite:"):
+        engine, command = "flite", ["flite", "-voice", voice[len("flite:"):], "-t", word, "-o", "/dev/stdout",
+                                    "--setf", f"duration_stretch={150.0 / float(rate):.3f}"]
+    else:
+        engine, command = "espeak-ng", ["espeak-ng", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)),
+                                        "--stdout", word]
     try:
-        result = subprocess.run(["espeak-ng", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)), "--stdout",
-                                 word], check=True, capture_output=True)
-    except (OSError, subprocess.CalledProcessError) as err:
-        raise MediaMissingError("espeak-ng is needed for the speech stand-in: `sudo apt-get install espeak-ng` or "
+        result = subprocess.run(command, check=True, capture_output=True)
+    except OSError as err:
+        raise MediaMissingError(f"{engine} is needed for the speech stand-in: `sudo apt-get install {engine}` or "
                                 "`bash tools/setup.sh`.") from err
+    except subprocess.CalledProcessError as err:
+        message = err.stderr.decode("utf-8", "replace").strip()
+        raise MediaMissingError(f"{engine} could not speak {word!r} in the voice {voice!r}: {message or err}; "
+                                f"this {engine} may lack the voice (`{engine} --voices` lists them).") from err
     source_rate, samples = _parse_wav(result.stdout)
     wave = samples.astype(np.float32) / 32768.0
     if source_rate != SAMPLE_RATE:
@@ -159,26 +218,31 @@ def speak(word, voice, rate, pitch):
     return wave[loud[0]: loud[-1] + 1] if len(loud) else wave
 
 
-def rendering(word_index, rendering_index, language, seed):
-    """The (voice, rate, pitch) of one rendering of one word, from (seed, word, rendering)."""
+def rendering(word_index, rendering_index, language, seed, voices="espeak"):
+    """The (voice, rate, pitch) of one rendering of one word, from (seed, word, rendering); `voices` "espeak" or
+    "espeak+flite" (English also in `FLITE_VOICES`)."""
+    if voices not in ("espeak", "espeak+flite"):
+        raise ValueError(f"speech stand-in: voices must be 'espeak' or 'espeak+flite', got {voices!r}.")
     rng = np.random.default_rng([int(seed), int(word_index), int(rendering_index)])
-    voices = VOICES[language]
+    choices = VOICES[language] + (FLITE_VOICES if voices == "espeak+flite" and language == "en" else ())
     variant = VARIANTS[rng.integers(len(VARIANTS))]
-    voice = voices[rng.integers(len(voices))] + (f"+{variant}" if variant else "")
+    voice = choices[rng.integers(len(choices))]
+    voice += f"+{variant}" if variant and not voice.startswith("flite:") else ""
     return voice, int(rng.integers(RATES[0], RATES[1] + 1)), int(rng.integers(PITCHES[0], PITCHES[1] + 1))
 
 
 def _render_task(task):
-    word_index, rendering_index, language, word, seed, clip_samples = task
-    voice, rate, pitch = rendering(word_index, rendering_index, language, seed)
-    wave = speak(word, voice, rate, pitch)[:clip_samples]
+    word_index, rendering_index, language, word, seed, clip_samples, voices = task
+    voice, rate, pitch = rendering(word_index, rendering_index, language, seed, voices)
+    wave = speak(word, voice, rate, pitch)
     clip = np.zeros(clip_samples, np.int16)
-    clip[: len(wave)] = np.round(np.clip(wave, -1.0, 1.0) * 32767.0).astype(np.int16)
-    return clip, len(wave)
+    kept = wave[:clip_samples]
+    clip[: len(kept)] = np.round(np.clip(kept, -1.0, 1.0) * 32767.0).astype(np.int16)
+    return clip, len(wave)  # longer than the clip: the word's end is cut
 
 
 def build_speech_set(words_per_language=100, per_word=8, clip_seconds=1.0, languages=tuple(WORD_LISTS), seed=0,
-                     workers=1, progress=True, dict_dir="/usr/share/dict", stamps_dir=None):
+                     workers=1, progress=True, dict_dir="/usr/share/dict", stamps_dir=None, voices="espeak"):
     """Renders `per_word` spoken versions of each chosen word.
 
     Args:
@@ -189,14 +253,16 @@ def build_speech_set(words_per_language=100, per_word=8, clip_seconds=1.0, langu
         seed: the words and the renderings derive from it.
         workers: rendering processes.
         progress: a progress bar.
+        voices: "espeak" (espeak-ng only) or "espeak+flite" (English also in CMU Flite's voices).
 
     Returns:
-        {"waves": int16 [N, clip samples], "lengths": int [N] (samples of speech), "labels": int [N] (the word),
-        "words": ["en:word", ...]}; rendering r of word w is row w * per_word + r.
+        {"waves": int16 [N, clip samples], "lengths": int [N] (samples of speech), "truncated": bool [N] (the
+        word was longer than the clip: its end is cut), "labels": int [N] (the word), "words": ["en:word", ...]};
+        rendering r of word w is row w * per_word + r.
     """
     words = choose_words(int(words_per_language), languages, seed, dict_dir, stamps_dir)
     clip_samples = int(round(float(clip_seconds) * SAMPLE_RATE))
-    tasks = [(w, r, language, word, int(seed), clip_samples) for w, (language, word) in enumerate(words)
+    tasks = [(w, r, language, word, int(seed), clip_samples, voices) for w, (language, word) in enumerate(words)
              for r in range(int(per_word))]
     from tqdm.auto import tqdm
 
@@ -208,6 +274,8 @@ def build_speech_set(words_per_language=100, per_word=8, clip_seconds=1.0, langu
             results = list(tqdm(pool.map(_render_task, tasks, chunksize=32), **bar))
     else:
         results = [_render_task(task) for task in tqdm(tasks, **bar)]
-    return {"waves": np.stack([clip for clip, _ in results]), "lengths": np.array([n for _, n in results]),
+    return {"waves": np.stack([clip for clip, _ in results]),
+            "lengths": np.array([min(n, clip_samples) for _, n in results]),
+            "truncated": np.array([n > clip_samples for _, n in results]),
             "labels": np.repeat(np.arange(len(words)), int(per_word)),
             "words": [f"{language}:{word}" for language, word in words]}

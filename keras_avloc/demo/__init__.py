@@ -126,9 +126,10 @@ def check_runs_match_data(out_dir, data_summary, methods):
     `out_dir/data.json` and refuses to reuse runs made on other data (or by a demo that did not record it)."""
     data = {key: data_summary.get(key) for key in ("classes", "size", "seed")}
     # train_speech / train_mosaic (built only for DenseAV / CSOL and IEr) change nothing the other methods
-    # train or are scored on.
+    # train or are scored on; test_speech / test_speech_unseen (the sound and speech protocols) are scored again
+    # on every run.
     data["scenes"] = {split: info.get("scenes") for split, info in sorted(data_summary.get("splits", {}).items())
-                      if split not in ("train_speech", "train_mosaic")}
+                      if split not in ("train_speech", "train_mosaic", "test_speech", "test_speech_unseen")}
     path = os.path.join(out_dir, "data.json")
     recorded = None
     if os.path.isfile(path):

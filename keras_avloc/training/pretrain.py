@@ -37,8 +37,9 @@ def _cached(path, key, build):
         try:
             with np.load(path, allow_pickle=False) as archive:
                 if json.loads(str(archive["key"])) == key:
-                    return {name: archive[name] if archive[name].dtype.kind != "U" else [str(v) for v in archive[name]]
-                            for name in archive.files if name != "key"}
+                    arrays = {name: archive[name] for name in archive.files if name != "key"}  # each read once
+                    return {name: [str(v) for v in array] if array.dtype.kind == "U" else array
+                            for name, array in arrays.items()}
         except (OSError, ValueError, KeyError):
             pass  # a damaged or different cache is rebuilt
     data = build()
@@ -259,7 +260,7 @@ def _speech_dataset(waves, lengths, labels, batch_size, training, seed, level_db
 
 def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_seconds=1.0, epochs=15,
                    batch_size=64, learning_rate=2e-3, level_db=-20.0, seed=0, mixed_precision=None, workers=None,
-                   verbose="auto", progress=True):
+                   verbose="auto", progress=True, voices="espeak"):
     """Trains the speech stand-in and writes `out_path` (the weights of DenseAV's spectrogram CNN, `audio_cnn`).
 
     The CNN (`keras_avloc.models.denseav_networks.spectrogram_cnn`) learns to tell apart the words of
@@ -278,6 +279,8 @@ def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_
         mixed_precision: None or "bf16".
         workers: rendering processes (default: all cores).
         verbose: `model.fit` verbosity; progress: a progress bar while rendering.
+        voices: "espeak" (espeak-ng's voices) or "espeak+flite" (English also in CMU Flite's, which are closer to
+            recorded voices; `keras_avloc.data.speech_pretrain.FLITE_VOICES`).
 
     Returns:
         the summary written to `<out>.json` ("words", "clips", "val_accuracy", the settings, the word list).
@@ -295,6 +298,8 @@ def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_
                             "--batch-size >= 2 please.")
     key = {"words_per_language": int(words_per_language), "per_word": int(per_word) + 1,
            "clip_seconds": float(clip_seconds), "seed": int(seed)}
+    if voices != "espeak":  # recorded only when set, so that earlier stand-ins stay finished
+        key["voices"] = voices
     settings = dict(key, width=int(width), epochs=int(epochs), batch_size=int(batch_size),
                     learning_rate=float(learning_rate), level_db=float(level_db), mixed_precision=mixed_precision)
     out_path, work_dir, previous = _start(out_path, settings, "the weights of DenseAV's spectrogram CNN")
@@ -302,15 +307,19 @@ def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_
         return previous
     data = _cached(os.path.join(work_dir, "speech.npz"), key, lambda: build_speech_set(
         int(words_per_language), int(per_word) + 1, float(clip_seconds), seed=int(seed),
-        workers=workers or os.cpu_count() or 1, progress=progress))
+        workers=workers or os.cpu_count() or 1, progress=progress, voices=voices))
     held_out = np.arange(len(data["labels"])) % (int(per_word) + 1) == int(per_word)  # one rendering per word
+    if int((~held_out).sum()) < int(batch_size):
+        raise TrainingError(f"pretrain-audio: {int((~held_out).sum())} training clips make no batch of "
+                            f"{int(batch_size)}; raise --words-per-language / --per-word or lower --batch-size.")
     keras.utils.set_random_seed(int(seed))
     backbone, classifier = _audio_classifier(int(width), len(data["words"]), _dtype(mixed_precision))
     parts = [(data["waves"][mask], data["lengths"][mask], data["labels"][mask]) for mask in (~held_out, held_out)]
     train_data = _speech_dataset(*parts[0], int(batch_size), True, int(seed), float(level_db))
     val_data = _speech_dataset(*parts[1], int(batch_size), False, int(seed), float(level_db))
     summary = {"settings": settings, "words": len(data["words"]), "clips": int((~held_out).sum()),
-               "held_out_clips": int(held_out.sum())}
+               "held_out_clips": int(held_out.sum()),
+               "truncated_share": round(float(np.mean(data["truncated"])), 4) if "truncated" in data else None}
     summary.update(_fit_and_save(backbone, classifier, train_data, val_data, summary["clips"], settings, out_path,
                                  work_dir, verbose), word_list=data["words"])
     return _write_summary(out_path, summary)
