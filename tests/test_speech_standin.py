@@ -167,3 +167,15 @@ def test_flite_voices_speak_english_only_and_only_when_asked():
     assert 0.25 < len(slow) / 16000 < 1.5 and len(fast) < 0.8 * len(slow)
     with pytest.raises(ValueError, match="espeak\\+flite"):
         sp.rendering(0, 0, "en", 0, "flite")
+
+
+def test_the_cli_writes_the_stand_in_and_says_how_well_it_recognises_words(tmp_path, capsys):
+    from keras_avloc.cli import main
+
+    out = tmp_path / "speech_w4.weights.h5"
+    code = main(["pretrain-audio", "--out", str(out), "--width", "4", "--words-per-language", "1", "--per-word", "2",
+                 "--epochs", "1", "--batch-size", "6", "--level-db", "-26", "--quiet"])
+    assert code == 0 and out.is_file()
+    assert f"wrote {out}: 6 words, held-out accuracy" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "speech_w4.json").read_text())
+    assert summary["settings"]["level_db"] == -26.0 and summary["settings"]["batch_size"] == 6
