@@ -63,3 +63,15 @@ def median_or_number(text):
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"must be 'median' or a finite number, got {text!r}")
     return value
+
+
+def add_standin_training_arguments(parser, epochs, seed_help):
+    """The options the two stand-in commands share (`avloc pretrain-image`, `avloc pretrain-audio`): --epochs,
+    --batch-size, --lr, --seed, --mixed-precision, --workers, --quiet."""
+    parser.add_argument("--epochs", type=integer(1, 10000), default=epochs, help=f"epochs (default {epochs})")
+    parser.add_argument("--batch-size", type=integer(2, 4096), default=64, help="batch size (default 64)")
+    parser.add_argument("--lr", type=number(above=0, maximum=10), default=2e-3, help="Adam learning rate")
+    parser.add_argument("--seed", type=SEED, default=0, help=seed_help)
+    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
+    parser.add_argument("--workers", type=WORKERS, default=None, help="rendering processes (default: all cores)")
+    parser.add_argument("--quiet", action="store_true", help="one line per epoch")

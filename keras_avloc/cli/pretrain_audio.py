@@ -6,13 +6,14 @@ from keras_avloc.cli import args as types
 
 EPILOG = """Examples:
   avloc pretrain-audio --out standin/speech_w16.weights.h5 --width 16
-  avloc train --method denseav --data datasets/stamps-speech --out runs/denseav --width 16 \\
-      --init-image-weights standin/resnet18_w16.weights.h5 --init-audio-weights standin/speech_w16.weights.h5
+  avloc train --method denseav --data datasets/stamps-speech --out runs/denseav --width 16 --audio-level-db -20 \\
+      --init-image-weights standin/resnet18_w16.weights.h5 --init-audio-weights standin/speech_w16.weights.h5 \\
+      --model-options '{"pretrain_steps": 0}'   # without it: DenseAV's official 3,000 steps of frozen featurizers
 
-No word of any benchmark class's stamp descriptions (in any language) is spoken, nor Danish, Dutch or Romanian
-(the languages only test_speech_unseen speaks). Writes OUT (the weights), OUT without .weights.h5 plus .json
-(accuracy on held-out renderings, the words) and a .work/ folder (the spoken words, resume state). Re-running
-the same command resumes or does nothing.
+No word of any benchmark class's stamp descriptions (in any language) is spoken, nor a listed other name of those
+objects, nor Danish, Dutch or Romanian (the languages only test_speech_unseen speaks). Writes OUT (the weights),
+OUT without .weights.h5 plus .json (accuracy on held-out renderings, the words) and a .work/ folder (the spoken
+words, resume state). Re-running the same command resumes or does nothing.
 """
 
 
@@ -39,13 +40,7 @@ def register(subparsers):
     parser.add_argument("--level-db", type=types.number(minimum=-80, maximum=0), default=-20.0,
                         help="gated RMS level of every clip before the log-mel, dBFS (default -20: train DenseAV "
                         "with the same --audio-level-db)")
-    parser.add_argument("--epochs", type=types.integer(1, 10000), default=15, help="epochs (default 15)")
-    parser.add_argument("--batch-size", type=types.integer(2, 4096), default=64, help="batch size (default 64)")
-    parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=2e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=types.SEED, default=0, help="words, renderings and training seed")
-    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
-    parser.add_argument("--workers", type=types.WORKERS, default=None, help="rendering processes (default: all cores)")
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch")
+    types.add_standin_training_arguments(parser, epochs=15, seed_help="words, renderings and training seed")
     parser.set_defaults(func=run)
 
 

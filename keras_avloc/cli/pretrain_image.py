@@ -38,13 +38,7 @@ def register(subparsers):
                         help="ResNet-18 base width (the width of the models that will load it; default 64)")
     parser.add_argument("--image-size", type=types.IMAGE_SIZE, default=112, help="training crop side (default 112)")
     parser.add_argument("--per-class", type=types.integer(2, 10000), default=16, help="images per stamp (default 16)")
-    parser.add_argument("--epochs", type=types.integer(1, 10000), default=12, help="epochs (default 12)")
-    parser.add_argument("--batch-size", type=types.integer(2, 4096), default=64, help="batch size (default 64)")
-    parser.add_argument("--lr", type=types.number(above=0, maximum=10), default=2e-3, help="Adam learning rate")
-    parser.add_argument("--seed", type=types.SEED, default=0, help="rendering and training seed")
-    parser.add_argument("--mixed-precision", choices=["bf16"], default=None, help="bfloat16 mixed precision")
-    parser.add_argument("--workers", type=types.WORKERS, default=None, help="rendering processes (default: all cores)")
-    parser.add_argument("--quiet", action="store_true", help="one line per epoch")
+    types.add_standin_training_arguments(parser, epochs=12, seed_help="rendering and training seed")
     parser.set_defaults(func=run)
 
 

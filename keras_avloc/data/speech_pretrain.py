@@ -1,17 +1,23 @@
-"""The speech stand-in's data: spoken words that never name a benchmark object, rendered by espeak-ng.
+"""The speech stand-in's data: spoken words that never name a benchmark object, rendered by espeak-ng (and
+optionally CMU Flite).
 
 DenseAV's paper starts its audio featurizer from HuBERT, a network that already hears speech; HuBERT cannot be
 downloaded here. The honest stand-in (`avloc pretrain-audio`) trains DenseAV's spectrogram CNN to tell spoken words
 apart. The words come from the word lists that Debian packages ship (`wamerican`, `wbritish`, `wfrench`, `wngerman`,
 `wspanish`, `witalian`, `wportuguese`), and each is spoken by espeak-ng in its language's voices, with random voice
-variants, rates and pitches.
+variants, rates and pitches (`voices="espeak+flite"`: English also in Flite's voices).
 
-What it never hears:
+What it never hears (`is_banned`, every word compared without accents or umlauts, `fold`):
 - any word of any stamp description of a benchmark class, in any of the ~80 languages of the stamps' `.txt`
-  files, nor a word that starts with such a word and is at most three letters longer (plurals, inflections);
-  every benchmark class name and its translations are among them;
+  files (every class name and its translations are among them), and the hand-written `EXTRA_BANNED` (irregular
+  plurals, synonyms, young and male or female forms that the descriptions do not use);
+- a word that starts with a banned one and is at most three letters longer (plurals, inflections), or equals one
+  but for a final vowel (Italian and Portuguese plurals);
 - the languages that only `test_speech_unseen` speaks (Danish, Dutch, Romanian);
 - Tux Paint's real recordings of the descriptions (the speech test splits' English).
+A form that is in none of these can still slip through (e.g. a German compound with an object's name inside), and
+German proper names come in with the German list's capitalised nouns. `WORD_RULE` numbers the rule: a stand-in
+drawn with another rule is not reused.
 
 What it is not: HuBERT. A few hundred synthetic voices saying a few hundred words each teach the featurizer what
 distinguishes spoken words from one another, not the breadth of 960 hours of read speech.
@@ -58,6 +64,9 @@ RATES = (110, 200)
 """Range of speaking rates, words per minute."""
 PITCHES = (25, 75)
 """Range of espeak-ng pitches (0-99; 50 is the voice's default)."""
+WORD_RULE = 2
+"""The version of the ban rule (1: the descriptions and their suffix inflections; 2: + `EXTRA_BANNED`, folding and
+final vowels); recorded with every stand-in."""
 EXTRA_BANNED = frozenset("""
 mice geese oxen cattle calf calves puppy puppies pup hound pony ponies foal mare stallion colt swine hog piglet boar
 rooster hen chick poultry drake duckling gosling fowl owlet hoot fiddle drums drummer percussion snare hog ewe lamb
@@ -76,12 +85,16 @@ pecora pecore agnello capra coniglio conigli orso orsi volpe topo topi sega segh
 asino asini tacchino tacchini leone leoni
 cão cães cachorro cavalo cavalos potro égua vaca vitelo touro boi porco porcos leitão galinha galo frango pinto pato
 patos coruja mocho bateria tambor violino ovelha cordeiro cabra coelho urso raposa rato ratos leão leões serra burro
+heifer heifers vixen sows steer steers cockerel gobbler hippo hippos bunnies nanny mutt eber zicklein ochse génisse
+brebis taurillon semental borrego becerro novillo cabrito giumenta cagna scrofa papero garanhão cadela bezerro
+novilha
 """.split())
 """Words for the benchmark's objects that the stamp descriptions do not use: irregular plurals, synonyms, young and
-male or female forms in the six languages (a hand-written list; banned like the descriptions' words)."""
+male or female forms in the six languages, mostly of the demo's eight classes (a hand-written list, not complete;
+banned like the descriptions' words)."""
 VOWELS = "aeiouy"
 WORD_PATTERN = re.compile(r"^[^\W\d_]{4,12}$")
-"""Letters only, 4 to 12 of them: no possessives, abbreviations or compounds."""
+"""Letters only, 4 to 12 of them: no possessives, abbreviations or hyphenated compounds."""
 
 
 def fold(word):
@@ -117,24 +130,20 @@ def _stem(word):
     return word[:-1] if len(word) >= 4 and word[-1] in VOWELS else word
 
 
-def is_banned(word, banned):
+def banned_stems(banned):
+    """The stems (`banned` words of 4 letters or more without a final vowel) that `is_banned` compares with."""
+    return {_stem(word) for word in banned if len(word) >= 4}
+
+
+def is_banned(word, banned, stems=None):
     """`word` (folded) is a banned word; or starts with one (of 3 letters or more) and is at most 3 letters longer
-    ("owls", "kühe" for "kuh"); or equals one but for a final vowel ("orsi" for "orso", "conigli" for "coniglio")."""
+    ("owls", "kühe" for "kuh"); or equals one but for a final vowel ("orsi" for "orso", "conigli" for "coniglio").
+    `stems`: `banned_stems(banned)`, computed once by a caller that checks many words."""
     word = fold(word)
     if word in banned or any(word[:length] in banned for length in range(max(3, len(word) - 3), len(word))):
         return True
-    stems = _banned_stems(banned)
+    stems = banned_stems(banned) if stems is None else stems
     return _stem(word) in stems or word in stems
-
-
-_STEMS = {}
-
-
-def _banned_stems(banned):
-    key = id(banned)
-    if key not in _STEMS or _STEMS[key][0] is not banned:
-        _STEMS[key] = (banned, {_stem(word) for word in banned if len(word) >= 4})
-    return _STEMS[key][1]
 
 
 def read_word_list(language, dict_dir="/usr/share/dict"):
@@ -166,11 +175,12 @@ def choose_words(words_per_language, languages=tuple(WORD_LISTS), seed=0, dict_d
                  stamps_dir=None):
     """[(language, word)] : `words_per_language` allowed words of each language, drawn with `seed`."""
     banned = banned_words(stamps_dir)
+    stems = banned_stems(banned)
     chosen = []
     for index, language in enumerate(languages):
         if language not in WORD_LISTS:
             raise ValueError(f"speech stand-in: unknown language {language!r}; choose from {sorted(WORD_LISTS)}.")
-        allowed = [word for word in read_word_list(language, dict_dir) if not is_banned(word, banned)]
+        allowed = [word for word in read_word_list(language, dict_dir) if not is_banned(word, banned, stems)]
         if len(allowed) < words_per_language:
             raise ValueError(f"speech stand-in: only {len(allowed)} usable {language} words, {words_per_language} asked.")
         rng = np.random.default_rng([int(seed), index])
@@ -179,10 +189,11 @@ def choose_words(words_per_language, languages=tuple(WORD_LISTS), seed=0, dict_d
     return chosen
 
 
-def _parse_wav(data):
-    """(sample rate, int16 samples) of espeak-ng's `--stdout` WAV (its header's lengths are not filled in)."""
+def _parse_wav(data, engine="espeak-ng"):
+    """(sample rate, int16 samples) of a WAV on a synthesiser's standard output (espeak-ng leaves its header's
+    lengths unfilled, so they are not read)."""
     if data[:4] != b"RIFF" or b"data" not in data[:256]:
-        raise ValueError("espeak-ng did not write a WAV")
+        raise ValueError(f"{engine} did not write a WAV")
     rate = int.from_bytes(data[24:28], "little")
     start = data.index(b"data", 12) + 8
     body = data[start:]
@@ -195,8 +206,13 @@ def speak(word, voice, rate, pitch):
     from scipy.signal import resample_poly
 
     if voice.startswith("flite:"):
-        engine, command = "flite", ["flite", "-voice", voice[len("flite:"):], "-t", word, "-o", "/dev/stdout",
-                                    "--setf", f"duration_stretch={150.0 / float(rate):.3f}"]
+        name = voice[len("flite:"):]
+        if name not in flite_voices():  # flite speaks an unknown voice as its default one, without a word
+            raise MediaMissingError(f"flite has no voice {name!r} (`flite -lv` lists {sorted(flite_voices())}); "
+                                    "`sudo apt-get install flite` or `bash tools/setup.sh`.")
+        stretch = FLITE_RATE / float(rate)  # flite's own pace is about FLITE_RATE words per minute
+        engine, command = "flite", ["flite", "-voice", name, "-t", word, "-o", "/dev/stdout",
+                                    "--setf", f"duration_stretch={stretch:.3f}"]
     else:
         engine, command = "espeak-ng", ["espeak-ng", "-v", voice, "-s", str(int(rate)), "-p", str(int(pitch)),
                                         "--stdout", word]
@@ -209,13 +225,31 @@ def speak(word, voice, rate, pitch):
         message = err.stderr.decode("utf-8", "replace").strip()
         raise MediaMissingError(f"{engine} could not speak {word!r} in the voice {voice!r}: {message or err}; "
                                 f"this {engine} may lack the voice (`{engine} --voices` lists them).") from err
-    source_rate, samples = _parse_wav(result.stdout)
+    source_rate, samples = _parse_wav(result.stdout, engine)
     wave = samples.astype(np.float32) / 32768.0
     if source_rate != SAMPLE_RATE:
         divisor = np.gcd(SAMPLE_RATE, source_rate)
         wave = resample_poly(wave, SAMPLE_RATE // divisor, source_rate // divisor).astype(np.float32)
     loud = np.flatnonzero(np.abs(wave) > 0.01 * max(float(np.abs(wave).max()), 1e-6))
     return wave[loud[0]: loud[-1] + 1] if len(loud) else wave
+
+
+FLITE_RATE = 150.0
+"""Words per minute of Flite's own pace: a rendering's rate r becomes a duration stretch of FLITE_RATE / r."""
+
+
+def flite_voices():
+    """The voices this `flite` has (`flite -lv`; empty without flite), read once."""
+    if "flite" not in _FLITE:
+        try:
+            listing = subprocess.run(["flite", "-lv"], capture_output=True, check=True).stdout.decode()
+            _FLITE["flite"] = set(listing.split(":", 1)[-1].split())
+        except (OSError, subprocess.CalledProcessError):
+            _FLITE["flite"] = set()
+    return _FLITE["flite"]
+
+
+_FLITE = {}
 
 
 def rendering(word_index, rendering_index, language, seed, voices="espeak"):

@@ -246,8 +246,8 @@ class DenseAV(AVLocModel):
     # augmentation, its masks scaled to DenseAV's log-mel ("logmel_masks"), and 2 s clips, its default: a spoken
     # description lasts up to 2 s. The audio featurizer starts from the speech stand-in (`avloc pretrain-audio`, the
     # paper's HuBERT cannot be downloaded), without the official phase of frozen featurizers (200 such steps lowered
-    # the val speech mAP and left val_unseen where it was), and a 50-step warm-up (the official 1,000 steps are more
-    # than the demo's 600 steps of training). Cosine
+    # the val speech mAP; their val_unseen gain was within run-to-run spread, and none in the demo), and a 50-step
+    # warm-up (the official 1,000 steps are more than the demo's 600 steps of training). Cosine
     # similarities (the official option `norm_vectors`) with the calibration starting at 14.3 (about 1 / 0.07, the
     # temperature of LVS and EZ-VSL): with the official dot products the map stayed below the targets on val
     # (docs/methods/denseav.md).

@@ -291,13 +291,17 @@ def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_
     """
     import keras
 
-    from keras_avloc.data.speech_pretrain import build_speech_set
+    from keras_avloc.data.speech_pretrain import WORD_LISTS, WORD_RULE, build_speech_set
 
     if int(epochs) < 1 or int(per_word) < 1 or int(words_per_language) < 1 or int(batch_size) < 2 or int(width) < 1:
         raise TrainingError("pretrain-audio: --epochs, --per-word, --words-per-language and --width >= 1, "
                             "--batch-size >= 2 please.")
+    training_clips = int(words_per_language) * len(WORD_LISTS) * int(per_word)
+    if training_clips < int(batch_size):
+        raise TrainingError(f"pretrain-audio: {training_clips} training clips make no batch of {int(batch_size)}; "
+                            "raise --words-per-language / --per-word or lower --batch-size.")
     key = {"words_per_language": int(words_per_language), "per_word": int(per_word) + 1,
-           "clip_seconds": float(clip_seconds), "seed": int(seed)}
+           "clip_seconds": float(clip_seconds), "seed": int(seed), "word_rule": WORD_RULE}
     if voices != "espeak":  # recorded only when set, so that earlier stand-ins stay finished
         key["voices"] = voices
     settings = dict(key, width=int(width), epochs=int(epochs), batch_size=int(batch_size),
@@ -309,9 +313,6 @@ def pretrain_audio(out_path, width=16, words_per_language=100, per_word=8, clip_
         int(words_per_language), int(per_word) + 1, float(clip_seconds), seed=int(seed),
         workers=workers or os.cpu_count() or 1, progress=progress, voices=voices))
     held_out = np.arange(len(data["labels"])) % (int(per_word) + 1) == int(per_word)  # one rendering per word
-    if int((~held_out).sum()) < int(batch_size):
-        raise TrainingError(f"pretrain-audio: {int((~held_out).sum())} training clips make no batch of "
-                            f"{int(batch_size)}; raise --words-per-language / --per-word or lower --batch-size.")
     keras.utils.set_random_seed(int(seed))
     backbone, classifier = _audio_classifier(int(width), len(data["words"]), _dtype(mixed_precision))
     parts = [(data["waves"][mask], data["lengths"][mask], data["labels"][mask]) for mask in (~held_out, held_out)]
