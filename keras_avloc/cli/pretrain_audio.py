@@ -52,7 +52,7 @@ def run(args):
     summary = pretrain_audio(args.out, width=args.width, words_per_language=args.words_per_language,
                              per_word=args.per_word, epochs=args.epochs, batch_size=args.batch_size,
                              learning_rate=args.lr, seed=args.seed, mixed_precision=args.mixed_precision,
-                             level_db=args.level_db,
-                             workers=args.workers, verbose=2 if args.quiet else "auto", voices=args.voices)
+                             level_db=args.level_db, workers=args.workers, verbose=2 if args.quiet else "auto",
+                             voices=args.voices)
     print(f"wrote {args.out}: {summary['words']} words, held-out accuracy {summary['val_accuracy']:.3f}")
     return 0

@@ -162,31 +162,20 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
         model_kwargs["dtype"] = "mixed_bfloat16"
     model = build_model(method, **model_kwargs)
     if init_image_weights:
-        if not os.path.isfile(init_image_weights):
-            raise TrainingError(
-                f"{init_image_weights}: no such file; create it with `avloc port-weights` or "
-                "`avloc pretrain-image` (a .weights.h5 of keras_avloc.backbones.ResNet18)."
-            )
-        try:
-            model.load_image_weights(init_image_weights)
-        except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
-            backbone = model.image_backbone
-            width = getattr(backbone, "width", getattr(model, "width", "-"))
-            raise TrainingError(
-                f"{init_image_weights} does not fit the {method} image backbone (layer4_stride="
-                f"{getattr(backbone, 'layer4_stride', '-')}, width={width}): {err}"
-            ) from err
+        backbone = model.image_backbone
+        width = getattr(backbone, "width", getattr(model, "width", "-"))
+        _load_initial_weights(
+            model.load_image_weights, init_image_weights,
+            "create it with `avloc port-weights` or `avloc pretrain-image` (a .weights.h5 of "
+            "keras_avloc.backbones.ResNet18)",
+            f"the {method} image backbone (layer4_stride={getattr(backbone, 'layer4_stride', '-')}, width={width})")
     if init_audio_weights:
-        if not os.path.isfile(init_audio_weights):
-            raise TrainingError(f"{init_audio_weights}: no such file; create it with `avloc pretrain-audio` (the "
-                                "weights of DenseAV's spectrogram CNN).")
-        try:
-            model.load_audio_weights(init_audio_weights)
-        except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
-            backbone = getattr(model, "audio_backbone", None)
-            raise TrainingError(f"{init_audio_weights} does not fit the {method} audio network "
-                                f"({getattr(backbone, 'name', 'none')}; `avloc pretrain-audio` writes DenseAV's "
-                                f"spectrogram CNN, at the --width it was given): {err}") from err
+        backbone = getattr(model, "audio_backbone", None)
+        _load_initial_weights(
+            model.load_audio_weights, init_audio_weights,
+            "create it with `avloc pretrain-audio` (the weights of DenseAV's spectrogram CNN)",
+            f"the {method} audio network ({getattr(backbone, 'name', 'none')}; `avloc pretrain-audio` writes DenseAV's "
+            "spectrogram CNN, at the --width it was given)")
     if freeze_image_encoder:
         model.image_backbone.trainable = False
     schedule = model.learning_rate_schedule(learning_rate) if not warmup_steps else None
@@ -202,6 +191,16 @@ def build_training_model(method, mixed_precision=None, init_image_weights=None, 
                                 "{'class_name': 'SGD', 'config': {'learning_rate': 0.01}}.") from None
     model.compile(optimizer=optimizer, run_eagerly=bool(run_eagerly))
     return model
+
+
+def _load_initial_weights(load, path, how_to_create, network):
+    """`load(path)`, or a TrainingError naming the file: missing (`how_to_create`) or not fitting `network`."""
+    if not os.path.isfile(path):
+        raise TrainingError(f"{path}: no such file; {how_to_create}.")
+    try:
+        load(path)
+    except Exception as err:  # noqa: BLE001 - Keras raises several types for mismatched files
+        raise TrainingError(f"{path} does not fit {network}: {err}") from err
 
 
 def warmup_schedule(learning_rate, warmup_steps):
