@@ -167,3 +167,20 @@ def test_save_load_round_trip(tmp_path):
     restored = load_model(path)
     assert isinstance(restored, LVS) and restored.epsilon_positive == 0.6
     np.testing.assert_allclose(restored.localize(images, audio), model.localize(images, audio), atol=1e-6)
+
+
+def test_image_dropout_is_an_option_that_drops_features_in_training_only(tmp_path):
+    model = LVS(image_dropout=0.5, backbone_kwargs={"width": 8})
+    images = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    plain = model.image_encoder(images, training=True).numpy()
+    dropped = model.encode_image(images, training=True).numpy()
+    zeroed = (dropped == 0) & (plain != 0)
+    assert 0.3 < zeroed.mean() / (plain != 0).mean() < 0.7  # about half the features dropped ...
+    np.testing.assert_allclose(dropped[dropped != 0], 2 * plain[dropped != 0], rtol=1e-5)  # ... the rest scaled by 2
+    np.testing.assert_array_equal(model.encode_image(images).numpy(), model.image_encoder(images).numpy())
+    model.compile()
+    model.save(str(tmp_path / "lvs.keras"))
+    assert load_model(str(tmp_path / "lvs.keras")).image_dropout == 0.5
+    assert LVS(backbone_kwargs={"width": 8}).feature_dropout is None  # the official default: no dropout layer
+    with pytest.raises(ValueError, match="image_dropout"):
+        LVS(image_dropout=1.0)

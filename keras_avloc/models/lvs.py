@@ -145,6 +145,8 @@ class LVS(AVLocModel):
         temperature: logit temperature (0.07).
         hard_negatives: use the hard-negative logit (True).
         diagonal: "mask" (default) or "official"; see the module docstring.
+        image_dropout: element-wise dropout on the image feature maps in training (0, as the official code; not
+            an LVS setting: SLAVC's remedy for maps that ignore the audio, an option here).
         backbone_kwargs: extra keyword arguments for both ResNet-18s (e.g. `{"width": 16}`).
         name: model name.
         **kwargs: `eval_settings` and `keras.Model` arguments such as `dtype` (see `AVLocModel`).
@@ -175,6 +177,7 @@ class LVS(AVLocModel):
         temperature=0.07,
         hard_negatives=True,
         diagonal="mask",
+        image_dropout=0.0,
         backbone_kwargs=None,
         name="lvs",
         **kwargs,
@@ -186,11 +189,21 @@ class LVS(AVLocModel):
         self.temperature = temperature
         self.hard_negatives = hard_negatives
         self.diagonal = diagonal
+        if not 0.0 <= float(image_dropout) < 1.0:
+            raise ValueError(f"LVS: image_dropout must be in [0, 1), got {image_dropout!r}.")
+        self.image_dropout = float(image_dropout)
         self.backbone_kwargs = dict(backbone_kwargs or {})
         dtype = self.dtype_policy
         networks = encoders.stride1_resnet18_networks(dtype, **self.backbone_kwargs)
         self.image_backbone, self.audio_backbone, self.audio_encoder = networks
         self.image_encoder = self.image_backbone
+        self.feature_dropout = (keras.layers.Dropout(self.image_dropout, name="image_dropout", dtype=dtype)
+                                if self.image_dropout else None)
+
+    def encode_image(self, images, training=False):
+        """Image feature maps [B, h, w, C] (with `image_dropout` applied in training)."""
+        features = self.image_encoder(images, training=training)
+        return self.feature_dropout(features, training=training) if self.feature_dropout else features
 
     def compute_loss_terms(self, image_maps, audio_vecs):
         return lvs_loss_terms(
@@ -262,6 +275,7 @@ class LVS(AVLocModel):
                 "temperature": self.temperature,
                 "hard_negatives": self.hard_negatives,
                 "diagonal": self.diagonal,
+                "image_dropout": self.image_dropout,
                 "backbone_kwargs": self.backbone_kwargs,
             }
         )
