@@ -219,3 +219,8 @@ def test_full_preset_trains_ezvsl_at_its_official_rate_and_the_rest_as_the_defau
         assert full["learning_rate"] == default["learning_rate"] and full["augment"] == default["augment"]
         assert full["epochs"] == (default["epochs"] if method == "csol" else 12)
         assert full["clip_seconds"] == default["clip_seconds"]
+        assert full["model_kwargs"] == default["model_kwargs"]  # no "full_settings": the default's settings
+    # the 8-class demo's temperature and image dropout were not tried on 65 classes ("full_settings")
+    assert calls[("ezvsl", "default")]["model_kwargs"] == {"backbone_kwargs": {"width": 16}, "image_layer4_stride": 1,
+                                                           "tau": 0.05, "image_dropout": 0.5}
+    assert calls[("ezvsl", "full")]["model_kwargs"] == {"backbone_kwargs": {"width": 16}, "image_layer4_stride": 1}

@@ -27,7 +27,8 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
                           (its place in the demo's runs and tables; frame methods without one are not in the
                           demo), "default" (in the default demo), "training" (`train` arguments; an "augment" may
                           name one of the demo's augmentation presets), "settings" (constructor arguments),
-                          "full_training" (the full preset's "training", when it differs), "tiny_settings" (the
+                          "full_training" / "full_settings" (the full preset's "training" / "settings", when they
+                          differ), "tiny_settings" (the
                           smoke preset's constructor arguments), "scored_stage" (a multi-stage method: the stage
                           the demo scores), "pointing_target" (its pointing-game target, when not the shared one),
                           "speech_standin" (its audio network starts from `avloc pretrain-audio`'s), "prompted"
