@@ -23,18 +23,18 @@ Class attributes a method sets (read by training, evaluation, the demo and the c
     draws_heatmaps        `train` draws the heatmaps of a fixed batch after each epoch (False for AVC / AVSA)
     default_image_size    training image (crop) side when none is given (224; AVC / AVSA: 112)
     next_stage            the registered method that continues this one (`avloc train --stage 2`; None)
-    demo_recipe           its settings in `avloc demo`, chosen on val (`keras_avloc.demo`, docs/demo.md): "order"
-                          (its place in the demo's runs and tables; frame methods without one are not in the
-                          demo), "default" (in the default demo), "training" (`train` arguments; an "augment" may
-                          name one of the demo's augmentation presets), "settings" (constructor arguments),
-                          "full_training" / "full_settings" (the full preset's "training" / "settings", when they
-                          differ), "tiny_settings" (the
-                          smoke preset's constructor arguments), "scored_stage" (a multi-stage method: the stage
-                          the demo scores), "pointing_target" (its pointing-game target, when not the shared one),
-                          "speech_standin" (its audio network starts from `avloc pretrain-audio`'s), "prompted"
-                          (also scored on the sound and speech protocols) and "prompted_reference" (scored there
-                          beside a "prompted" method when both run); a 360° method's "training", "settings" and "tiny_settings" are read by the 360° demo
-                          (`keras_avloc.demo.sphere`), which trains it after its `init_from_method`
+    demo_recipe           its settings in `avloc demo`, chosen on val (`keras_avloc.demo`, docs/demo.md): "order" (its
+                          place in the demo's runs and tables; frame methods without one are not in the demo), "default"
+                          (in the default demo), "training" (`train` arguments; an "augment" may name one of the demo's
+                          augmentation presets), "settings" (constructor arguments), "full_training" / "full_settings"
+                          (the full preset's "training" / "settings", when they differ), "tiny_settings" (the smoke
+                          preset's constructor arguments), "scored_stage" (a multi-stage method: the stage the demo
+                          scores), "pointing_target" (its pointing-game target, when not the shared one),
+                          "speech_standin" (its audio network starts from `avloc pretrain-audio`'s), "prompted" (also
+                          scored on the sound and speech protocols) and "prompted_reference" (scored there beside a
+                          "prompted" method when both run); a 360° method's "training", "settings" and "tiny_settings"
+                          are read by the 360° demo (`keras_avloc.demo.sphere`), which trains it after its
+                          `init_from_method`
 
 The optional capabilities the plumbing asks for (multi-source, class-aware, multi-head, ...) are the protocols of
 `keras_avloc.models.contract`.
