@@ -19,7 +19,7 @@ def register(subparsers):
                         "360° demo: datasets/sphere-demo)")
     parser.add_argument("--preset", default="default", choices=["default", "full", "tiny"],
                         help="default: 8 classes, 4 to 7 minutes on 2 cores with native bf16 and the data built, "
-                        "6.5 to 11.5 from a fresh clone (--methods all: about 17); full: every sounding class, about 32; "
+                        "6.5 to 11.5 from a fresh clone (--methods all: 14 to 17); full: every sounding class, 20 to 32; "
                         "tiny: a smoke run")
     parser.add_argument("--methods", default="default",
                         help="comma-separated registered methods, or 'default' (the methods whose demo recipe is marked "

@@ -259,7 +259,7 @@ def run_demo(out_dir="runs/demo", data_root="datasets/stamps-demo", preset="defa
         out_dir: where models, evaluations, `report.md`, `results.json` and `heatmaps.png` go.
         data_root: where the stamps benchmark and its ImageNet stand-in are built (reused when present).
         preset: "default" (4 to 7 minutes on 2 CPU cores with native bf16 and the data built), "full" (every
-            sounding class, about 32 minutes with the data built, measured with the earlier settings) or "tiny"
+            sounding class, 20 to 32 minutes with the data built) or "tiny"
             (a smoke run).
         methods: methods to train, in order (the registered names, e.g. "lvs", "ezvsl", "avgn"; default:
             `default_methods()`).
