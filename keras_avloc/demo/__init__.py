@@ -37,8 +37,8 @@ from keras_avloc.demo.report import (  # noqa: F401 - re-exported: the report's 
 
 from keras_avloc.demo.recipes import (  # noqa: F401 - re-exported: the recipes and presets
     AMBIENCE, AUGMENTATION_PRESETS, DEMO_AUGMENTATION, DEMO_CLASSES, FULL_METHOD_SETTINGS, FULL_METHOD_TRAINING,
-    LOGMEL_MASKS, METHOD_SETTINGS, METHOD_TRAINING, PRESETS, _recipe_table, _recipes, _training, all_methods, default_methods, method_stages,
-    prompted_methods, trained_stages, uses_speech_standin,
+    LOGMEL_MASKS, METHOD_SETTINGS, METHOD_TRAINING, PRESETS, _recipe_table, _recipes, _training, all_methods,
+    default_methods, method_stages, prompted_methods, trained_stages, uses_speech_standin,
 )
 
 

@@ -130,8 +130,8 @@ PRESETS = {
     # took about 17 minutes with the earlier settings (docs/demo.md).
     "default": dict(_TRAINING, classes=DEMO_CLASSES, n_train=1600, n_val=160, n_test=320, n_val_unseen=160,
                     n_test_unseen=160, n_val_ood=160, n_test_ood=320, epochs=8, scratch=False),
-    # Every sounding class of the benchmark (20 to 32 minutes with the data built, 2026-12-08 / 2026-12-06). EZ-VSL trains at its official
-    # 1e-4 here (`FULL_METHOD_TRAINING`).
+    # Every sounding class of the benchmark (20 to 32 minutes with the data built, 2026-12-08 / 2026-12-06). EZ-VSL
+    # trains at its official 1e-4 here (`FULL_METHOD_TRAINING`) with its measured settings (`FULL_METHOD_SETTINGS`).
     "full": dict(_TRAINING, classes=None, n_train=6000, n_val=400, n_test=800, n_val_unseen=400, n_test_unseen=400,
                  n_val_ood=400, n_test_ood=800, epochs=12, scratch=False, method_training=FULL_METHOD_TRAINING,
                  method_settings=FULL_METHOD_SETTINGS),
